@@ -1,0 +1,35 @@
+# hubkit — run `make` for the list of targets.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.hubkit-installed
+PYTEST_ARGS ?=
+DEMO_DIR ?= demo-out
+
+.DEFAULT_GOAL := help
+.PHONY: help install test demo bench clean
+
+help: ## Show this help
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-8s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# CPU torch first (a local wheel on our machines), or pip pulls a multi-GB CUDA build for trl/peft.
+	$(BIN)/python -m pip install -q "torch==2.13.0"
+	$(BIN)/python -m pip install -q -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP) ## Create .venv with CPU torch and hubkit (editable) + test deps
+
+test: install ## Run the offline CPU test suite
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+demo: install ## The whole workflow offline: synthetic cohort -> local hub -> train -> evaluate -> card -> pipeline
+	$(BIN)/python -m hubkit.demo --out $(DEMO_DIR)
+
+bench: install ## CPU benchmarks (results go in BENCHMARKS.md)
+	$(BIN)/python bench/build_dataset.py
+
+clean: ## Remove build outputs (keeps .venv)
+	rm -rf build dist *.egg-info $(DEMO_DIR) .pytest_cache

@@ -1,0 +1,221 @@
+"""DICOM headers and series geometry: read headers without pixels, sort slices in space, tell planes and sides.
+
+Pixels are decoded elsewhere (`hubkit.dataset_builder.pixels`) and only for the slices the picker chose.
+
+Conventions (DICOM PS3.3 C.7.6.2.1.1): patient coordinates are LPS in mm (+x = patient left, +y = posterior,
++z = superior). A pixel (column c, row r) lies at `IPP + c*PixelSpacing[1]*row_dir + r*PixelSpacing[0]*col_dir`
+where `row_dir = IOP[0:3]` (direction along a row, i.e. as the column index grows) and `col_dir = IOP[3:6]`.
+
+Example:
+    >>> series = read_series("train_images/4003253/702807833")
+    >>> [round(h.center[0], 1) for h in series.slices]   # sagittal: patient x of each slice, sorted in space
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from pathlib import Path
+
+import numpy as np
+
+
+class DicomError(ValueError):
+    """A DICOM file or series cannot be used; the message is one line naming the file and the reason."""
+
+
+class Plane(str, enum.Enum):
+    SAGITTAL = "sagittal"
+    CORONAL = "coronal"
+    AXIAL = "axial"
+
+
+# Tags read from each header. Nothing else from the DICOM header reaches the dataset (no patient data).
+HEADER_TAGS = (
+    "SOPClassUID", "Modality", "SeriesDescription", "InstanceNumber", "ImagePositionPatient",
+    "ImageOrientationPatient", "PixelSpacing", "SliceThickness", "Rows", "Columns", "PhotometricInterpretation",
+    "WindowCenter", "WindowWidth", "BitsAllocated", "SamplesPerPixel", "NumberOfFrames",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class SliceHeader:
+    """What the picker needs from one instance; read without decoding pixels."""
+
+    path: Path
+    instance_number: int
+    position: tuple[float, float, float]  # ImagePositionPatient (centre of the first transmitted pixel)
+    orientation: tuple[float, ...]  # ImageOrientationPatient: row_dir (3) + col_dir (3)
+    pixel_spacing: tuple[float, float]  # (between rows, between columns) in mm
+    rows: int
+    columns: int
+    photometric: str
+    transfer_syntax: str
+    series_description: str = ""
+    window: tuple[float, float] | None = None  # (center, width) from the header, if any
+
+    @property
+    def row_dir(self) -> np.ndarray:
+        return np.asarray(self.orientation[:3], dtype=float)
+
+    @property
+    def col_dir(self) -> np.ndarray:
+        return np.asarray(self.orientation[3:], dtype=float)
+
+    @property
+    def normal(self) -> np.ndarray:
+        n = np.cross(self.row_dir, self.col_dir)
+        return n / (np.linalg.norm(n) or 1.0)
+
+    @property
+    def center(self) -> np.ndarray:
+        """Patient coordinate of the image centre."""
+        r, c = (self.rows - 1) / 2.0, (self.columns - 1) / 2.0
+        return (np.asarray(self.position) + c * self.pixel_spacing[1] * self.row_dir
+                + r * self.pixel_spacing[0] * self.col_dir)
+
+    @property
+    def plane(self) -> Plane:
+        axis = int(np.argmax(np.abs(self.normal)))
+        return (Plane.SAGITTAL, Plane.CORONAL, Plane.AXIAL)[axis]
+
+    def pixel_to_patient(self, x: float, y: float) -> np.ndarray:
+        """Patient (LPS) coordinate of column x, row y."""
+        return (np.asarray(self.position) + x * self.pixel_spacing[1] * self.row_dir
+                + y * self.pixel_spacing[0] * self.col_dir)
+
+
+def _floats(value, n: int, name: str, path: Path) -> tuple[float, ...]:
+    try:
+        out = tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        raise DicomError(f"{path}: {name} is not numeric ({value!r})") from None
+    if len(out) != n or not all(np.isfinite(out)):
+        raise DicomError(f"{path}: {name} must have {n} finite numbers, got {value!r}")
+    return out
+
+
+def _first_number(value) -> float | None:
+    if value is None or value == "":
+        return None
+    try:
+        v = value[0] if isinstance(value, (list, tuple)) or hasattr(value, "__len__") and not isinstance(value, str) else value
+        f = float(v)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return f if np.isfinite(f) else None
+
+
+def read_header(path: str | Path) -> SliceHeader:
+    """Read one instance's header (no pixel decoding) and validate what the picker needs.
+
+    Raises:
+        DicomError: not a DICOM file, not a single-frame grayscale image, or missing/invalid geometry tags.
+    """
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    p = Path(path)
+    try:
+        ds = pydicom.dcmread(p, stop_before_pixels=True)
+    except InvalidDicomError:
+        raise DicomError(f"{p}: not a DICOM file (no DICM preamble); remove it or fix the export") from None
+    except (OSError, EOFError, ValueError, TypeError, KeyError, AttributeError, IndexError) as e:
+        raise DicomError(f"{p}: unreadable DICOM header ({type(e).__name__}: {str(e)[:80]})") from None
+    for tag in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "Rows", "Columns"):
+        if tag not in ds or ds.get(tag) in (None, ""):
+            raise DicomError(f"{p}: missing {tag}; cannot place the slice in space")
+    spp = int(ds.get("SamplesPerPixel", 1) or 1)
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
+    if spp != 1 or photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        raise DicomError(f"{p}: expected MONOCHROME2 or MONOCHROME1 grayscale, got {photometric} with "
+                         f"{spp} samples per pixel")
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if frames != 1:
+        raise DicomError(f"{p}: multi-frame image ({frames} frames); export single-frame slices")
+    orientation = _floats(ds.ImageOrientationPatient, 6, "ImageOrientationPatient", p)
+    if np.linalg.norm(np.cross(orientation[:3], orientation[3:])) < 0.5:
+        raise DicomError(f"{p}: ImageOrientationPatient row/column directions are degenerate {orientation}")
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    if rows < 8 or cols < 8:
+        raise DicomError(f"{p}: image is only {rows}x{cols} pixels")
+    spacing = _floats(ds.PixelSpacing, 2, "PixelSpacing", p)
+    if min(spacing) <= 0:
+        raise DicomError(f"{p}: PixelSpacing must be positive, got {spacing}")
+    center, width = _first_number(ds.get("WindowCenter")), _first_number(ds.get("WindowWidth"))
+    try:
+        instance = int(ds.get("InstanceNumber", 0) or 0)
+    except (TypeError, ValueError):
+        instance = 0
+    tsuid = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "")
+    return SliceHeader(
+        path=p, instance_number=instance,
+        position=_floats(ds.ImagePositionPatient, 3, "ImagePositionPatient", p),
+        orientation=orientation, pixel_spacing=spacing, rows=rows, columns=cols, photometric=photometric,
+        transfer_syntax=tsuid, series_description=str(ds.get("SeriesDescription", "") or ""),
+        window=(center, width) if center is not None and width is not None and width > 0 else None,
+    )
+
+
+@dataclasses.dataclass
+class Series:
+    """The readable instances of one series, sorted along the slice normal (not by InstanceNumber)."""
+
+    series_id: str
+    description: str
+    slices: list[SliceHeader]
+    skipped: list[tuple[str, str]]  # (file, reason)
+
+    @property
+    def normal(self) -> np.ndarray:
+        n = np.mean([s.normal for s in self.slices], axis=0)
+        return n / (np.linalg.norm(n) or 1.0)
+
+    @property
+    def plane(self) -> Plane:
+        axis = int(np.argmax(np.abs(self.normal)))
+        return (Plane.SAGITTAL, Plane.CORONAL, Plane.AXIAL)[axis]
+
+    def positions(self) -> np.ndarray:
+        """Position of each slice along the series normal (mm), in `slices` order (ascending)."""
+        n = self.normal
+        return np.array([float(np.dot(s.position, n)) for s in self.slices])
+
+    def by_instance(self, instance_number: int) -> SliceHeader | None:
+        for s in self.slices:
+            if s.instance_number == instance_number:
+                return s
+        return None
+
+
+def sort_slices(slices: list[SliceHeader]) -> list[SliceHeader]:
+    """Sort by position along the mean slice normal (`dot(IPP, n)`), ties by InstanceNumber."""
+    if not slices:
+        return []
+    n = np.mean([s.normal for s in slices], axis=0)
+    return sorted(slices, key=lambda s: (round(float(np.dot(s.position, n)), 4), s.instance_number))
+
+
+def read_series(series_dir: str | Path, description: str | None = None) -> Series:
+    """Read every `*.dcm` header of a series folder; unreadable files are skipped with their reason.
+
+    Raises:
+        DicomError: the folder is missing or holds no readable DICOM slice.
+    """
+    d = Path(series_dir)
+    if not d.is_dir():
+        raise DicomError(f"{d}: series folder not found")
+    headers, skipped = [], []
+    for f in sorted(d.iterdir()):
+        if f.is_symlink() or not f.is_file() or f.name.startswith("."):
+            if f.is_symlink():
+                skipped.append((str(f), "symbolic link ignored"))
+            continue
+        try:
+            headers.append(read_header(f))
+        except DicomError as e:
+            skipped.append((str(f), str(e)))
+    if not headers:
+        raise DicomError(f"{d}: no readable DICOM slice" + (f" ({len(skipped)} file(s) skipped)" if skipped else ""))
+    desc = description if description is not None else headers[0].series_description
+    return Series(series_id=d.name, description=desc, slices=sort_slices(headers), skipped=skipped)

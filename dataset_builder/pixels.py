@@ -1,0 +1,116 @@
+"""Pixels: decode one DICOM slice, window it to 8 bits, orient it, resize it.
+
+The ONE place where pixels are made; the dataset builder and the inference pipeline both call `load_slice`, so
+training and inference see identical images.
+
+Example:
+    >>> img = load_slice(header, size=448)     # PIL.Image, mode "L", 448x448
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .dicom import DicomError, Plane, SliceHeader
+
+# Refuse images larger than this before decoding (a hostile header can declare gigapixel images).
+MAX_PIXELS = 4096 * 4096
+
+_DECODER_HINT = ("install a decoder: pip install 'hubkit[decoders]' "
+                 "(pylibjpeg, pylibjpeg-libjpeg, pylibjpeg-openjpeg) or python-gdcm")
+
+
+def decode(header: SliceHeader) -> np.ndarray:
+    """Decode the stored pixels of `header.path` as float32 after the modality LUT (RescaleSlope/Intercept).
+
+    Raises:
+        DicomError: no pixel data, truncated pixel data, an oversized image, or a compressed transfer syntax without
+            an installed decoder (the message names the packages to install).
+    """
+    import pydicom
+
+    if header.rows * header.columns > MAX_PIXELS:
+        raise DicomError(f"{header.path}: declared size {header.rows}x{header.columns} exceeds the "
+                         f"{MAX_PIXELS}-pixel limit; refusing to decode")
+    try:
+        ds = pydicom.dcmread(header.path)
+    except Exception as e:  # noqa: BLE001 - any parser failure is a bad file, reported by name
+        raise DicomError(f"{header.path}: unreadable DICOM ({type(e).__name__}: {str(e)[:80]})") from None
+    if "PixelData" not in ds:
+        raise DicomError(f"{header.path}: no pixel data (header-only file)")
+    try:
+        arr = ds.pixel_array
+    except (NotImplementedError, RuntimeError, ImportError) as e:
+        msg = str(e)
+        if "missing" in msg.lower() or "plugin" in msg.lower() or "decoder" in msg.lower() or "support" in msg.lower():
+            raise DicomError(f"{header.path}: compressed transfer syntax {header.transfer_syntax} cannot be "
+                             f"decoded; {_DECODER_HINT}") from None
+        raise DicomError(f"{header.path}: pixel data cannot be decoded ({msg.splitlines()[0][:100]})") from None
+    except (ValueError, EOFError, OSError, TypeError, AttributeError, KeyError, IndexError) as e:
+        raise DicomError(f"{header.path}: pixel data is truncated or inconsistent with Rows/Columns/Bits "
+                         f"({str(e).splitlines()[0][:100] if str(e) else type(e).__name__})") from None
+    if arr.ndim != 2:
+        raise DicomError(f"{header.path}: expected one grayscale frame, got pixel array of shape {arr.shape}")
+    out = arr.astype(np.float32)
+    slope = float(ds.get("RescaleSlope", 1) or 1)
+    intercept = float(ds.get("RescaleIntercept", 0) or 0)
+    if slope != 1 or intercept != 0:
+        out = out * slope + intercept
+    return out
+
+
+def window(arr: np.ndarray, window: tuple[float, float] | None = None,
+           percentiles: tuple[float, float] = (0.5, 99.5)) -> np.ndarray:
+    """Map intensities to uint8.
+
+    Uses the DICOM WindowCenter/WindowWidth when given and sensible (the window covers part of the data range);
+    otherwise falls back to the `percentiles` of the image, which is robust to a few hot pixels.
+    """
+    finite = arr[np.isfinite(arr)]
+    if finite.size == 0:
+        return np.zeros(arr.shape, dtype=np.uint8)
+    lo = hi = None
+    if window is not None:
+        c, w = window
+        lo_w, hi_w = c - w / 2.0, c + w / 2.0
+        # A window that misses the data entirely would give a blank image: fall back.
+        if hi_w > float(finite.min()) and lo_w < float(finite.max()):
+            lo, hi = lo_w, hi_w
+    if lo is None:
+        lo, hi = (float(v) for v in np.percentile(finite, percentiles))
+    if hi <= lo:
+        hi = lo + 1.0
+    scaled = (np.nan_to_num(arr, nan=lo) - lo) / (hi - lo)
+    return (np.clip(scaled, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def orient(img: np.ndarray, header: SliceHeader) -> np.ndarray:
+    """Flip to the usual display so left/right and up/down mean the same in every image.
+
+    Axial: patient right on image left (columns run toward patient left), anterior at the top.
+    Sagittal: anterior on image left, superior at the top. Coronal: patient right on image left, superior at top.
+    """
+    r, c = header.row_dir, header.col_dir
+    plane = header.plane
+    if plane is Plane.AXIAL:
+        flip_lr, flip_ud = r[0] < 0, c[1] < 0
+    elif plane is Plane.SAGITTAL:
+        flip_lr, flip_ud = r[1] < 0, c[2] > 0
+    else:
+        flip_lr, flip_ud = r[0] < 0, c[2] > 0
+    if flip_lr:
+        img = img[:, ::-1]
+    if flip_ud:
+        img = img[::-1, :]
+    return np.ascontiguousarray(img)
+
+
+def load_slice(header: SliceHeader, size: int = 448):
+    """Decode, window, orient and resize one slice to a `size`x`size` 8-bit grayscale PIL image."""
+    from PIL import Image
+
+    img8 = window(decode(header), header.window)
+    if header.photometric == "MONOCHROME1":
+        img8 = 255 - img8  # MONOCHROME1: high stored values are dark; the VOI window applies before inversion
+    img8 = orient(img8, header)
+    return Image.fromarray(img8, mode="L").resize((size, size), Image.BILINEAR)

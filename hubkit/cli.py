@@ -1,0 +1,124 @@
+"""hubkit command line: thin adapters, one library call per verb; heavy imports happen inside each command."""
+
+from __future__ import annotations
+
+import click
+
+# Library errors that are the user's to fix: shown as one line, no traceback.
+def _user_errors() -> tuple[type[BaseException], ...]:
+    errors: list[type[BaseException]] = [ValueError, FileNotFoundError, FileExistsError]
+    try:
+        from hubkit.hub import HubError
+
+        errors.append(HubError)
+    except ImportError:  # pragma: no cover - hub layer always ships
+        pass
+    return tuple(errors)
+
+
+def _run(fn, *args, **kwargs):
+    try:
+        return fn(*args, **kwargs)
+    except _user_errors() as e:
+        raise click.ClickException(str(e)) from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="hubkit")
+def cli() -> None:
+    """hubkit: RSNA lumbar-spine DICOM -> Hub dataset -> QLoRA MedGemma adapter -> card -> pipeline().
+
+    \b
+    Workflow:
+      hubkit synth /tmp/cohort --studies 40
+      hubkit build-dataset /tmp/cohort --output /tmp/ds --push me/lumbar-ds
+      hubkit train --dataset me/lumbar-ds --base-model google/medgemma-1.5-4b-it --output runs/a --push me/lumbar
+      hubkit evaluate --model runs/a --dataset me/lumbar-ds --output runs/a/eval --compare-base
+      hubkit card runs/a --eval runs/a/eval --push me/lumbar
+    """
+
+
+@cli.command()
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--studies", default=40, show_default=True, help="Number of synthetic studies.")
+@click.option("--seed", default=0, show_default=True, help="Random seed (same seed, same files).")
+def synth(out: str, studies: int, seed: int) -> None:
+    """Write a synthetic RSNA-layout DICOM cohort whose labels are visible in the pixels.
+
+    \b
+    Example:
+      hubkit synth /tmp/cohort --studies 40 --seed 0
+    """
+    from hubkit.synth import synth_cohort
+
+    path = _run(synth_cohort, out, studies, seed)
+    click.echo(f"wrote {studies} synthetic studies to {path}")
+
+
+@cli.command("build-dataset")
+@click.argument("data_dir", type=click.Path(file_okay=False))
+@click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="Where to save the dataset.")
+@click.option("--num-proc", default=1, show_default=True, help="Worker processes.")
+@click.option("--picker", type=click.Choice(["coords", "geometry"]), default="coords", show_default=True,
+              help="coords: use train_label_coordinates.csv; geometry: DICOM geometry only (as at inference).")
+@click.option("--image-size", default=448, show_default=True, help="Side of the stored square images.")
+@click.option("--validation-fraction", default=0.1, show_default=True, help="Share of studies held out.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the train/validation split.")
+@click.option("--max-studies", type=int, default=None, help="Build at most this many studies.")
+@click.option("--push", "push_repo", default=None, metavar="OWNER/NAME", help="Push to this (private) dataset repo.")
+@click.option("--public", is_flag=True, help="Make the pushed repo public (RSNA imagery must stay private).")
+def build_dataset(data_dir, output, num_proc, picker, image_size, validation_fraction, seed, max_studies,
+                  push_repo, public) -> None:
+    """Turn an RSNA-layout folder of DICOMs + CSVs into an Arrow dataset with a card and a build report.
+
+    \b
+    Example:
+      hubkit build-dataset /tmp/cohort --output /tmp/ds --num-proc 2
+      hubkit build-dataset /tmp/cohort --output /tmp/ds --push me/lumbar-ds
+    """
+    from hubkit.config import BuildConfig
+    from hubkit.dataset_builder.build import build_dataset as build
+
+    cfg = _run(BuildConfig, data_dir=data_dir, picker=picker, image_size=image_size,
+               validation_fraction=validation_fraction, seed=seed, num_proc=num_proc, max_studies=max_studies)
+    dd = _run(build, cfg, output)
+    click.echo(f"saved {', '.join(f'{k}: {len(v)}' for k, v in dd.items())} studies to {output} "
+               f"(card: {output}/README.md, report: {output}/build_report.json)")
+    if push_repo:
+        from hubkit.hub import push_dataset
+
+        url = _run(push_dataset, output, push_repo, private=not public)
+        click.echo(f"pushed to {url} ({'public' if public else 'private'})")
+
+
+@cli.group()
+def hub() -> None:
+    """A loopback Hub-compatible server for offline work (a local stand-in, not a production hub)."""
+
+
+@hub.command("serve")
+@click.option("--root", required=True, type=click.Path(file_okay=False), help="Folder holding repos and tokens.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8765, show_default=True)
+@click.option("--token", "tokens", multiple=True, metavar="TOKEN=USER", help="Add a user token (repeatable).")
+def hub_serve(root: str, host: str, port: int, tokens: tuple[str, ...]) -> None:
+    """Serve a Hub-compatible API on HOST:PORT until interrupted.
+
+    \b
+    Example:
+      hubkit hub serve --root /tmp/hub --port 8765 --token hf_me=me
+      HF_ENDPOINT=http://127.0.0.1:8765 HF_TOKEN=hf_me HF_HUB_DISABLE_XET=1 hubkit build-dataset ... --push me/ds
+    """
+    from hubkit.local_hub import serve
+
+    mapping = {}
+    for t in tokens:
+        if "=" not in t:
+            raise click.BadParameter(f"{t!r}: expected TOKEN=USER", param_hint="--token")
+        tok, user = t.split("=", 1)
+        mapping[tok] = user
+    serve(root, host=host, port=port, tokens=mapping or None)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    cli()

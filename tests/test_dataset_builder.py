@@ -1,0 +1,215 @@
+"""build-dataset: features, split, card, report, picker modes, and every bad-input rule of issue 2."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hubkit.config import BuildConfig
+from hubkit.dataset_builder import rsna_csv
+from hubkit.dataset_builder.build import build_dataset, split_studies
+from hubkit.schema import CONDITIONS, LABEL_COLUMNS, LEVELS, parse_target
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory) -> Path:
+    from hubkit.synth import synth_cohort
+
+    return synth_cohort(tmp_path_factory.mktemp("c") / "cohort", 10, seed=3, progress=False,
+                        rates={"angled_axial": 0.5, "two_axial": 0.3})
+
+
+@pytest.fixture(scope="module")
+def built(cohort, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ds") / "ds"
+    dd = build_dataset(BuildConfig(data_dir=str(cohort), num_proc=2, image_size=128), out)
+    return out, dd
+
+
+def _copy(cohort: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / "cohort"
+    shutil.copytree(cohort, dst)
+    return dst
+
+
+def test_dataset_features_split_and_targets(built):
+    import datasets
+
+    out, _ = built
+    dd = datasets.load_from_disk(str(out))
+    assert set(dd) == {"train", "validation"}
+    assert (len(dd["train"]), len(dd["validation"])) == (9, 1)
+    feats = dd["train"].features
+    assert isinstance(feats["images"], datasets.List) and isinstance(feats["images"].feature, datasets.Image)
+    for col in LABEL_COLUMNS:
+        assert isinstance(feats[col], datasets.ClassLabel)
+        assert feats[col].names == ["Normal/Mild", "Moderate", "Severe"]
+    for row in dd["train"]:
+        assert 1 <= len(row["images"]) <= 8 and len(row["images"]) == len(row["views"])
+        assert row["images"][0].mode == "L" and row["images"][0].size == (128, 128)
+        ans = parse_target(row["target"])
+        assert list(ans) == list(LEVELS) and all(list(ans[lv]) == list(CONDITIONS) for lv in LEVELS)
+        assert f"{len(row['views'])} lumbar spine MRI image(s) ({', '.join(row['views'])})" in row["prompt"]
+
+
+def test_labels_match_csv_and_missing_stay_missing(built, cohort):
+    import datasets
+
+    dd = datasets.load_from_disk(str(built[0]))
+    csv = rsna_csv.read_labels(cohort)
+    for split in dd.values():
+        for row in split:
+            assert {c: row[c] for c in LABEL_COLUMNS} == csv[row["study_id"]]
+
+
+def test_card_and_report(built):
+    out, dd = built
+    card = (out / "README.md").read_text()
+    assert "| Spinal Canal Stenosis |" in card and "Label distribution" in card
+    assert "label_distribution.png" in card and (out / "label_distribution.png").stat().st_size > 1000
+    assert "never be redistributed" in card
+    from huggingface_hub import DatasetCard
+
+    assert "medical" in DatasetCard(card).data.tags
+    report = json.loads((out / "build_report.json").read_text())
+    assert report["splits"] == {"train": 9, "validation": 1} and report["studies_built"] == 10
+
+
+def test_split_is_deterministic_and_by_study():
+    ids = [str(i) for i in range(1000, 1040)]
+    a, b = split_studies(ids, 0.1, 0), split_studies(list(reversed(ids)), 0.1, 0)
+    assert a == b and len(a[1]) == 4 and not set(a[0]) & set(a[1])
+    assert split_studies(ids, 0.1, 1) != a
+
+
+def test_geometry_picker_matches_coords_on_synthetic(cohort):
+    """Geometry mode (inference, no labels) lands on the coordinate slice or its neighbour (<= 6 mm away)."""
+    from hubkit.dataset_builder.dicom import read_series
+    from hubkit.dataset_builder.study import load_study
+
+    descr = rsna_csv.read_descriptions(cohort)
+    coords = rsna_csv.read_coordinates(cohort)
+    dists = []
+    for sid in sorted(descr)[:6]:
+        a = load_study(cohort / "train_images" / sid, descr[sid], "coords", coords.get(sid), 64)
+        g = load_study(cohort / "train_images" / sid, descr[sid], "geometry", None, 64)
+        assert a.views == g.views
+        for (view, sa, ia), (_, sg, ig) in zip(a.picks, g.picks):
+            ha = read_series(cohort / "train_images" / sid / sa).by_instance(ia)
+            hg = read_series(cohort / "train_images" / sid / sg).by_instance(ig)
+            axis = 0 if view.startswith("Sagittal") else 2
+            dists.append(abs(float(ha.center[axis] - hg.center[axis])))
+    assert max(dists) <= 6.0, dists
+    assert np.mean(dists) <= 3.5, dists
+
+
+def test_label_visible_in_pixels(tmp_path):
+    """A trivial statistic on the picked midline slice separates canal N from S far above chance."""
+    from hubkit.dataset_builder.study import load_study
+    from hubkit.synth import synth_cohort
+
+    root = synth_cohort(tmp_path / "c", 6, seed=11, progress=False, label_probs=(0.5, 0.0, 0.5))
+    descr, coords, labels = (rsna_csv.read_descriptions(root), rsna_csv.read_coordinates(root),
+                             rsna_csv.read_labels(root))
+    stats = {0: [], 2: []}
+    for sid in descr:
+        s = load_study(root / "train_images" / sid, descr[sid], "coords", coords.get(sid), 448)
+        if "Sagittal T2" not in s.views:
+            continue
+        img = np.asarray(s.images[s.views.index("Sagittal T2")], dtype=float)
+        canal_rows = [r for r in coords[sid] if r["condition"] == "Spinal Canal Stenosis"]
+        for r in canal_rows:
+            from hubkit.dataset_builder.dicom import read_series
+
+            h = read_series(root / "train_images" / sid / r["series_id"]).by_instance(r["instance_number"])
+            x, y = r["x"] * 448 / h.columns, r["y"] * 448 / h.rows
+            box = img[int(y) - 3:int(y) + 4, int(x) - 3:int(x) + 4]
+            lv = r["level"].replace("/", "")
+            grade = labels[sid][f"spinal_canal_stenosis_{lv[:2].lower()}_{lv[2:].lower()}"]
+            if grade in stats:
+                stats[grade].append(box.mean())
+    n, s = np.array(stats[0]), np.array(stats[2])
+    assert len(n) >= 5 and len(s) >= 5
+    # AUC of "darker box => severe": must be far above chance (0.5).
+    auc = np.mean([[float(a < b) + 0.5 * float(a == b) for b in n] for a in s])
+    assert auc > 0.95, auc
+
+
+# ---------------------------------------------------------------- bad input
+
+def test_missing_csv_and_column(cohort, tmp_path):
+    data = _copy(cohort, tmp_path)
+    (data / "train_series_descriptions.csv").unlink()
+    with pytest.raises(rsna_csv.CsvError, match="train_series_descriptions.csv: file not found"):
+        build_dataset(BuildConfig(data_dir=str(data)), tmp_path / "out")
+    df = pd.read_csv(cohort / "train.csv").drop(columns=["left_subarticular_stenosis_l4_l5"])
+    shutil.copy(cohort / "train_series_descriptions.csv", data)
+    df.to_csv(data / "train.csv", index=False)
+    with pytest.raises(rsna_csv.CsvError, match="missing column.*left_subarticular_stenosis_l4_l5"):
+        build_dataset(BuildConfig(data_dir=str(data)), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_label_value_names_study_and_column(cohort, tmp_path):
+    data = _copy(cohort, tmp_path)
+    df = pd.read_csv(cohort / "train.csv", dtype=str)
+    df.loc[2, "right_neural_foraminal_narrowing_l3_l4"] = "Severe!"
+    df.to_csv(data / "train.csv", index=False)
+    sid = str(int(df.loc[2, "study_id"]))
+    with pytest.raises(rsna_csv.CsvError, match=f"study {sid} column right_neural_foraminal_narrowing_l3_l4"):
+        build_dataset(BuildConfig(data_dir=str(data)), tmp_path / "out")
+
+
+def test_missing_study_series_and_bad_files_are_reported(cohort, tmp_path):
+    data = _copy(cohort, tmp_path)
+    sids = sorted(p.name for p in (data / "train_images").iterdir())
+    shutil.rmtree(data / "train_images" / sids[0])  # whole study folder missing
+    descr = rsna_csv.read_descriptions(data)
+    t1 = next(s for s, d in descr[sids[1]].items() if d == "Sagittal T1")
+    shutil.rmtree(data / "train_images" / sids[1] / t1)  # one series missing
+    # Broken files in a third study: a non-DICOM file, a truncated picked slice, a header-only file.
+    coords = rsna_csv.read_coordinates(data)[sids[2]]
+    canal = next(r for r in coords if r["condition"] == "Spinal Canal Stenosis")
+    picked = data / "train_images" / sids[2] / canal["series_id"] / f"{canal['instance_number']}.dcm"
+    picked.write_bytes(picked.read_bytes()[:-5000])
+    series_dir = picked.parent
+    (series_dir / "notes.dcm").write_text("not a dicom file")
+    out = tmp_path / "out"
+    dd = build_dataset(BuildConfig(data_dir=str(data), validation_fraction=0.0), out)
+    assert len(dd["train"]) == 9  # the missing study is skipped, the rest are built
+    report = json.loads((out / "build_report.json").read_text())
+    assert [s["study_id"] for s in report["studies_skipped"]] == [sids[0]]
+    assert "study folder not found" in report["studies_skipped"][0]["reason"]
+    skipped = {Path(f["file"]).name: f["reason"] for f in report["files_skipped"]}
+    assert "not a DICOM file" in skipped["notes.dcm"]
+    assert "truncated" in skipped[picked.name]
+    assert any(t1 in f["file"] and "folder is missing" in f["reason"] for f in report["files_skipped"])
+    row1 = dd["train"][[r for r in dd["train"]["study_id"]].index(sids[1])]
+    assert "Sagittal T1 left" not in row1["views"] and len(row1["views"]) == 6
+    row2 = dd["train"][[r for r in dd["train"]["study_id"]].index(sids[2])]
+    assert "Sagittal T2" not in row2["views"]
+
+
+def test_compressed_without_decoder_names_package(tmp_path):
+    import pydicom
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGLSLossless
+
+    from hubkit.dataset_builder.dicom import DicomError, read_header
+    from hubkit.dataset_builder.pixels import load_slice
+
+    ds = pydicom.examples.mr.copy()
+    ds.file_meta.TransferSyntaxUID = JPEGLSLossless
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    ds.ImagePositionPatient = [0, 0, 0]
+    ds.PixelData = encapsulate([b"\xff\xd8" + b"\x00" * 64])
+    ds["PixelData"].VR = "OB"
+    path = tmp_path / "c.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    with pytest.raises(DicomError, match=r"pip install 'hubkit\[decoders\]'"):
+        load_slice(read_header(path), 64)
