@@ -1,0 +1,49 @@
+"""Every verb answers --help with an example; the CLI stays importable without heavy libraries."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from hubkit.cli import cli
+
+
+def _commands(group: click.Group, prefix=()):
+    for name, cmd in group.commands.items():
+        if isinstance(cmd, click.Group):
+            yield from _commands(cmd, prefix + (name,))
+        else:
+            yield prefix + (name,), cmd
+
+
+ALL = list(_commands(cli))
+
+
+def test_root_help():
+    res = CliRunner().invoke(cli, ["--help"])
+    assert res.exit_code == 0 and "build-dataset" in res.output
+
+
+@pytest.mark.parametrize("path,cmd", ALL, ids=[" ".join(p) for p, _ in ALL])
+def test_every_verb_has_help_with_example(path, cmd):
+    res = CliRunner().invoke(cli, [*path, "--help"])
+    assert res.exit_code == 0, res.output
+    assert "Example" in res.output and f"hubkit {' '.join(path)}" in res.output
+
+
+def test_help_is_fast_and_imports_nothing_heavy():
+    code = ("import sys; from hubkit.cli import cli; "
+            "heavy = [m for m in ('torch', 'transformers', 'datasets', 'pydicom', 'trl') if m in sys.modules]; "
+            "print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_build_dataset_bad_input_is_one_line(tmp_path):
+    res = CliRunner().invoke(cli, ["build-dataset", str(tmp_path), "--output", str(tmp_path / "o")])
+    assert res.exit_code != 0
+    assert "train.csv: file not found" in res.output and "Traceback" not in res.output

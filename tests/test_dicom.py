@@ -1,0 +1,95 @@
+"""DICOM headers, spatial sorting, laterality, windowing and MONOCHROME1 handling."""
+
+from __future__ import annotations
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+from hubkit.dataset_builder.dicom import DicomError, Plane, read_header, read_series
+from hubkit.dataset_builder.pixels import load_slice, orient, window
+
+
+def write_slice(path, pixels: np.ndarray, ipp, iop=(0, 1, 0, 0, 0, -1), instance=1, photometric="MONOCHROME2",
+                wc=None, ww=None, spacing=(1.0, 1.0)):
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = MRImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = MRImageStorage, meta.MediaStorageSOPInstanceUID, "MR"
+    ds.PatientName, ds.PatientID = "TEST^PATIENT", "123"
+    ds.InstanceNumber = instance
+    ds.ImagePositionPatient = [float(v) for v in ipp]
+    ds.ImageOrientationPatient = [float(v) for v in iop]
+    ds.PixelSpacing = list(spacing)
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    if wc is not None:
+        ds.WindowCenter, ds.WindowWidth = wc, ww
+    ds.PixelData = pixels.astype(np.uint16).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_series_sorted_by_position_not_instance_number(tmp_path):
+    img = np.full((16, 16), 100, np.uint16)
+    xs = [10.0, -10.0, 0.0, 20.0, -20.0]
+    for inst, x in enumerate(xs, start=1):
+        write_slice(tmp_path / f"{inst}.dcm", img, ipp=(x, -100, 100), instance=inst)
+    s = read_series(tmp_path, "Sagittal T1")
+    n = s.normal  # sagittal normal of IOP (0,1,0,0,0,-1) points to patient right (-x)
+    assert s.plane is Plane.SAGITTAL
+    pos = s.positions()
+    assert list(pos) == sorted(pos)
+    assert [h.center[0] for h in s.slices] == sorted(xs, key=lambda x: x * n[0])
+
+
+def test_header_errors_are_one_line_and_name_the_file(tmp_path):
+    bad = tmp_path / "x.dcm"
+    bad.write_bytes(b"hello")
+    with pytest.raises(DicomError, match=r"x\.dcm: not a DICOM file"):
+        read_header(bad)
+    p = write_slice(tmp_path / "y.dcm", np.zeros((16, 16)), ipp=(0, 0, 0))
+    ds = pydicom.dcmread(p)
+    del ds.ImageOrientationPatient
+    ds.save_as(p)
+    with pytest.raises(DicomError, match=r"y\.dcm: missing ImageOrientationPatient") as e:
+        read_header(p)
+    assert "\n" not in str(e.value)
+
+
+def test_window_from_header_and_percentile_fallback():
+    arr = np.linspace(0, 1000, 100).reshape(10, 10)
+    assert window(np.array([[300.0, 400.0, 500.0, 600.0, 700.0]]), (500, 200)).tolist() == [[0, 0, 128, 255, 255]]
+    # A window far outside the data would give a blank image: fall back to percentiles.
+    w2 = window(arr, (10_000, 10))
+    assert w2.min() == 0 and w2.max() == 255
+    assert window(np.zeros((4, 4))).max() == 0
+
+
+def test_monochrome1_is_inverted(tmp_path):
+    img = np.tile(np.arange(32, dtype=np.uint16) * 100, (32, 1))
+    iop = (1, 0, 0, 0, 1, 0)
+    a = load_slice(read_header(write_slice(tmp_path / "a.dcm", img, (0, 0, 0), iop)), 32)
+    b = load_slice(read_header(write_slice(tmp_path / "b.dcm", img, (0, 0, 0), iop, photometric="MONOCHROME1")), 32)
+    a, b = np.asarray(a, int), np.asarray(b, int)
+    assert a[0, 0] < a[0, -1] and b[0, 0] > b[0, -1]
+    assert np.abs(a + b - 255).max() <= 1
+
+
+def test_axial_left_right_from_geometry(tmp_path):
+    """Columns running toward patient right (row cosine x < 0) are flipped: patient left always on image right."""
+    img = np.zeros((16, 16), np.uint16)
+    img[:, :4] = 4000  # bright on the first columns
+    std = read_header(write_slice(tmp_path / "s.dcm", img, (0, 0, 0), (1, 0, 0, 0, 1, 0)))
+    rev = read_header(write_slice(tmp_path / "r.dcm", img, (0, 0, 0), (-1, 0, 0, 0, 1, 0)))
+    assert std.plane is Plane.AXIAL
+    a = orient(window(img.astype(float)), std)
+    b = orient(window(img.astype(float)), rev)
+    assert a[:, :4].mean() > 200  # first columns = patient right: stays on image left
+    assert b[:, -4:].mean() > 200  # first columns = patient left: moved to image right
