@@ -30,11 +30,12 @@ class Plane(str, enum.Enum):
     AXIAL = "axial"
 
 
-# Tags read from each header. Nothing else from the DICOM header reaches the dataset (no patient data).
+# The only tags read from a header (a whitelist: no patient data can reach the dataset or a log from here).
 HEADER_TAGS = (
     "SOPClassUID", "Modality", "SeriesDescription", "InstanceNumber", "ImagePositionPatient",
     "ImageOrientationPatient", "PixelSpacing", "SliceThickness", "Rows", "Columns", "PhotometricInterpretation",
-    "WindowCenter", "WindowWidth", "BitsAllocated", "SamplesPerPixel", "NumberOfFrames",
+    "WindowCenter", "WindowWidth", "BitsAllocated", "SamplesPerPixel", "NumberOfFrames", "RescaleSlope",
+    "RescaleIntercept",
 )
 
 
@@ -53,6 +54,8 @@ class SliceHeader:
     transfer_syntax: str
     series_description: str = ""
     window: tuple[float, float] | None = None  # (center, width) from the header, if any
+    frames: int = 1
+    samples: int = 1
 
     @property
     def row_dir(self) -> np.ndarray:
@@ -106,42 +109,74 @@ def _first_number(value) -> float | None:
     return f if np.isfinite(f) else None
 
 
-def read_header(path: str | Path) -> SliceHeader:
+# Refuse images larger than this before anything is allocated (a hostile header can declare gigapixels).
+MAX_PIXELS = 4096 * 4096
+MAX_FRAMES = 2048
+_DEFAULT_ORIENTATION = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+
+
+def read_header(path: str | Path, require_geometry: bool = True) -> SliceHeader:
     """Read one instance's header (no pixel decoding) and validate what the picker needs.
 
+    Args:
+        require_geometry: False accepts files without ImagePositionPatient/ImageOrientationPatient/PixelSpacing
+            (an axial identity geometry is assumed) and multi-frame or colour files; used to read loose images.
     Raises:
-        DicomError: not a DICOM file, not a single-frame grayscale image, or missing/invalid geometry tags.
+        DicomError: not a DICOM file, oversized, or (with `require_geometry`) missing/invalid geometry tags,
+            multi-frame or colour. Never any other exception type.
     """
+    p = Path(path)
+    try:
+        return _read_header(p, require_geometry)
+    except DicomError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a malformed header can break pydicom in many ways; report, don't crash
+        raise DicomError(f"{p}: malformed DICOM header ({type(e).__name__}: {str(e).splitlines()[0][:80] if str(e) else ''})") from None
+
+
+def _read_header(p: Path, require_geometry: bool) -> SliceHeader:
     import pydicom
     from pydicom.errors import InvalidDicomError
 
-    p = Path(path)
     try:
-        ds = pydicom.dcmread(p, stop_before_pixels=True)
+        ds = pydicom.dcmread(p, stop_before_pixels=True, specific_tags=list(HEADER_TAGS))
     except InvalidDicomError:
         raise DicomError(f"{p}: not a DICOM file (no DICM preamble); remove it or fix the export") from None
-    except (OSError, EOFError, ValueError, TypeError, KeyError, AttributeError, IndexError) as e:
+    except Exception as e:  # noqa: BLE001
         raise DicomError(f"{p}: unreadable DICOM header ({type(e).__name__}: {str(e)[:80]})") from None
-    for tag in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "Rows", "Columns"):
-        if tag not in ds or ds.get(tag) in (None, ""):
-            raise DicomError(f"{p}: missing {tag}; cannot place the slice in space")
-    spp = int(ds.get("SamplesPerPixel", 1) or 1)
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
-    if spp != 1 or photometric not in ("MONOCHROME1", "MONOCHROME2"):
-        raise DicomError(f"{p}: expected MONOCHROME2 or MONOCHROME1 grayscale, got {photometric} with "
-                         f"{spp} samples per pixel")
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
-    if frames != 1:
-        raise DicomError(f"{p}: multi-frame image ({frames} frames); export single-frame slices")
-    orientation = _floats(ds.ImageOrientationPatient, 6, "ImageOrientationPatient", p)
-    if np.linalg.norm(np.cross(orientation[:3], orientation[3:])) < 0.5:
-        raise DicomError(f"{p}: ImageOrientationPatient row/column directions are degenerate {orientation}")
+    for tag in ("Rows", "Columns"):
+        if ds.get(tag) in (None, ""):
+            raise DicomError(f"{p}: missing {tag}; not an image")
     rows, cols = int(ds.Rows), int(ds.Columns)
+    frames = int(str(ds.get("NumberOfFrames", 1) or 1).strip() or 1)
+    spp = int(ds.get("SamplesPerPixel", 1) or 1)
     if rows < 8 or cols < 8:
         raise DicomError(f"{p}: image is only {rows}x{cols} pixels")
-    spacing = _floats(ds.PixelSpacing, 2, "PixelSpacing", p)
-    if min(spacing) <= 0:
-        raise DicomError(f"{p}: PixelSpacing must be positive, got {spacing}")
+    if rows * cols > MAX_PIXELS or not 1 <= frames <= MAX_FRAMES or spp not in (1, 3):
+        raise DicomError(f"{p}: declared size {rows}x{cols}x{frames} frame(s)x{spp} sample(s) is beyond the limits "
+                         f"({MAX_PIXELS} pixels, {MAX_FRAMES} frames, 1 or 3 samples); refusing to decode")
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2") or "MONOCHROME2").strip().upper()
+    geometry = all(ds.get(t) not in (None, "") for t in ("ImagePositionPatient", "ImageOrientationPatient",
+                                                         "PixelSpacing"))
+    if require_geometry:
+        for tag in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing"):
+            if ds.get(tag) in (None, ""):
+                raise DicomError(f"{p}: missing {tag}; cannot place the slice in space")
+        if spp != 1 or photometric not in ("MONOCHROME1", "MONOCHROME2"):
+            raise DicomError(f"{p}: expected MONOCHROME2 or MONOCHROME1 grayscale, got {photometric} with "
+                             f"{spp} samples per pixel")
+        if frames != 1:
+            raise DicomError(f"{p}: multi-frame image ({frames} frames); export single-frame slices")
+    if geometry:
+        orientation = _floats(ds.ImageOrientationPatient, 6, "ImageOrientationPatient", p)
+        if np.linalg.norm(np.cross(orientation[:3], orientation[3:])) < 0.5:
+            raise DicomError(f"{p}: ImageOrientationPatient row/column directions are degenerate {orientation}")
+        position = _floats(ds.ImagePositionPatient, 3, "ImagePositionPatient", p)
+        spacing = _floats(ds.PixelSpacing, 2, "PixelSpacing", p)
+        if min(spacing) <= 0:
+            raise DicomError(f"{p}: PixelSpacing must be positive, got {spacing}")
+    else:
+        orientation, position, spacing = _DEFAULT_ORIENTATION, (0.0, 0.0, 0.0), (1.0, 1.0)
     center, width = _first_number(ds.get("WindowCenter")), _first_number(ds.get("WindowWidth"))
     try:
         instance = int(ds.get("InstanceNumber", 0) or 0)
@@ -149,11 +184,11 @@ def read_header(path: str | Path) -> SliceHeader:
         instance = 0
     tsuid = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "")
     return SliceHeader(
-        path=p, instance_number=instance,
-        position=_floats(ds.ImagePositionPatient, 3, "ImagePositionPatient", p),
-        orientation=orientation, pixel_spacing=spacing, rows=rows, columns=cols, photometric=photometric,
-        transfer_syntax=tsuid, series_description=str(ds.get("SeriesDescription", "") or ""),
+        path=p, instance_number=instance, position=position, orientation=orientation, pixel_spacing=spacing,
+        rows=rows, columns=cols, photometric=photometric, transfer_syntax=tsuid,
+        series_description=str(ds.get("SeriesDescription", "") or ""),
         window=(center, width) if center is not None and width is not None and width > 0 else None,
+        frames=frames, samples=spp,
     )
 
 

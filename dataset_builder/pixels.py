@@ -11,46 +11,66 @@ from __future__ import annotations
 
 import numpy as np
 
-from .dicom import DicomError, Plane, SliceHeader
-
-# Refuse images larger than this before decoding (a hostile header can declare gigapixel images).
-MAX_PIXELS = 4096 * 4096
+from .dicom import MAX_FRAMES, MAX_PIXELS, DicomError, Plane, SliceHeader
 
 _DECODER_HINT = ("install a decoder: pip install 'hubkit[decoders]' "
                  "(pylibjpeg, pylibjpeg-libjpeg, pylibjpeg-openjpeg) or python-gdcm")
+_NATIVE = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"}
 
 
-def decode(header: SliceHeader) -> np.ndarray:
-    """Decode the stored pixels of `header.path` as float32 after the modality LUT (RescaleSlope/Intercept).
+def decode(header: SliceHeader, frame: int | None = None) -> np.ndarray:
+    """Decode one frame of `header.path` to a 2-D float32 array after the modality LUT (RescaleSlope/Intercept).
+
+    Colour images (RGB, YBR, palette) are reduced to luminance; multi-frame files give `frame` (default: middle).
 
     Raises:
-        DicomError: no pixel data, truncated pixel data, an oversized image, or a compressed transfer syntax without
-            an installed decoder (the message names the packages to install).
+        DicomError (and nothing else): no pixel data, truncated pixel data, an oversized image, or a compressed
+            transfer syntax without an installed decoder (the message names the packages to install).
     """
+    try:
+        return _decode(header, frame)
+    except DicomError:
+        raise
+    except Exception as e:  # noqa: BLE001 - decoders fail in many ways on hostile input; report, don't crash
+        raise DicomError(f"{header.path}: pixel data cannot be decoded ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0][:100] if str(e) else ''})") from None
+
+
+def _decode(header: SliceHeader, frame: int | None) -> np.ndarray:
     import pydicom
 
-    if header.rows * header.columns > MAX_PIXELS:
-        raise DicomError(f"{header.path}: declared size {header.rows}x{header.columns} exceeds the "
-                         f"{MAX_PIXELS}-pixel limit; refusing to decode")
+    if header.rows * header.columns > MAX_PIXELS or header.frames > MAX_FRAMES:
+        raise DicomError(f"{header.path}: declared size {header.rows}x{header.columns}x{header.frames} exceeds the "
+                         "limits; refusing to decode")
     try:
         ds = pydicom.dcmread(header.path)
     except Exception as e:  # noqa: BLE001 - any parser failure is a bad file, reported by name
         raise DicomError(f"{header.path}: unreadable DICOM ({type(e).__name__}: {str(e)[:80]})") from None
     if "PixelData" not in ds:
         raise DicomError(f"{header.path}: no pixel data (header-only file)")
+    if header.transfer_syntax in _NATIVE:
+        bits = int(ds.get("BitsAllocated", 16) or 16)
+        expected = header.rows * header.columns * header.frames * header.samples * bits // 8
+        if len(ds.PixelData) < expected:
+            raise DicomError(f"{header.path}: pixel data is truncated ({len(ds.PixelData)} of {expected} bytes)")
+    index = (header.frames // 2 if frame is None else frame) if header.frames > 1 else None
     try:
-        arr = ds.pixel_array
+        arr = ds.pixel_array if index is None else pydicom.pixels.pixel_array(ds, index=index)
     except (NotImplementedError, RuntimeError, ImportError) as e:
-        msg = str(e)
-        if "missing" in msg.lower() or "plugin" in msg.lower() or "decoder" in msg.lower() or "support" in msg.lower():
+        msg = str(e).lower()
+        if any(k in msg for k in ("missing", "plugin", "decoder", "support", "no module")):
             raise DicomError(f"{header.path}: compressed transfer syntax {header.transfer_syntax} cannot be "
                              f"decoded; {_DECODER_HINT}") from None
-        raise DicomError(f"{header.path}: pixel data cannot be decoded ({msg.splitlines()[0][:100]})") from None
-    except (ValueError, EOFError, OSError, TypeError, AttributeError, KeyError, IndexError) as e:
-        raise DicomError(f"{header.path}: pixel data is truncated or inconsistent with Rows/Columns/Bits "
-                         f"({str(e).splitlines()[0][:100] if str(e) else type(e).__name__})") from None
+        raise
+    photometric = header.photometric
+    if photometric == "PALETTE COLOR":
+        from pydicom.pixels import apply_color_lut
+
+        arr, photometric = apply_color_lut(arr, ds), "RGB"
+    if arr.ndim == 3 and arr.shape[-1] == 3:  # RGB (pydicom already converted YBR to RGB)
+        arr = arr[..., 0] * 0.299 + arr[..., 1] * 0.587 + arr[..., 2] * 0.114  # luminance
     if arr.ndim != 2:
-        raise DicomError(f"{header.path}: expected one grayscale frame, got pixel array of shape {arr.shape}")
+        raise DicomError(f"{header.path}: expected one image frame, got pixel array of shape {arr.shape}")
     out = arr.astype(np.float32)
     slope = float(ds.get("RescaleSlope", 1) or 1)
     intercept = float(ds.get("RescaleIntercept", 0) or 0)
