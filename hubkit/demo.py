@@ -1,0 +1,116 @@
+"""`make demo`: the whole hubkit workflow offline, on one machine, with the CLI a user would type.
+
+    python -m hubkit.demo --out demo-out [--studies 120] [--port 0]
+
+Starts a loopback Hub, writes a synthetic DICOM cohort, builds and pushes the dataset (private), writes and pushes a
+tiny random Gemma 3 base model, trains a LoRA adapter from the streamed Hub dataset and pushes it, evaluates it
+against the untrained base, renders and pushes the model card, then runs `pipeline("lumbar-classify", ...)` in a
+fresh Python process on a study folder the model has never seen. Each step is a real `hubkit` command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+USER, TOKEN = "demo", "hf_demo_local_token"  # a token of the loopback hub only
+DATASET_REPO, BASE_REPO, MODEL_REPO = f"{USER}/lumbar-synth", f"{USER}/tiny-gemma3-base", f"{USER}/lumbar-tiny"
+
+PIPELINE_SNIPPET = """
+import json, sys
+import hubkit  # registers "lumbar-classify"
+from transformers import pipeline
+clf = pipeline("lumbar-classify", model=sys.argv[1])
+out = clf(sys.argv[2])
+print(json.dumps({"study_id": out["study_id"], "views": out["views"], "json": out["json"]}, indent=1))
+print("probabilities at L4L5:", json.dumps(out["levels"]["L4L5"]))
+"""
+
+
+def _step(title: str) -> float:
+    print(f"\n\033[1m==> {title}\033[0m", flush=True)
+    return time.perf_counter()
+
+
+def _run(args: list[str], env: dict[str, str]) -> None:
+    print("$ " + " ".join(args), flush=True)
+    subprocess.run(args, env=env, check=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="demo-out", help="folder for everything the demo writes (wiped first)")
+    ap.add_argument("--studies", type=int, default=120, help="synthetic studies (>= 100 for a stable kappa)")
+    ap.add_argument("--port", type=int, default=0, help="loopback hub port (0 = any free port)")
+    ap.add_argument("--config", default=None, help="training config (default: configs/tiny-cpu.yaml)")
+    args = ap.parse_args(argv)
+
+    from hubkit.local_hub import LocalHub, hub_env
+
+    out = Path(args.out).resolve()
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    repo_root = Path(__file__).resolve().parent.parent
+    config = args.config or str(repo_root / "configs" / "tiny-cpu.yaml")
+    hub = LocalHub(out / "hub", tokens={TOKEN: USER}, port=args.port).start()
+    env = {**os.environ, **hub_env(hub.url, TOKEN, out / "hf-home"), "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+    hubkit = [sys.executable, "-m", "hubkit.cli"]
+    t_start = time.perf_counter()
+    try:
+        print(f"loopback hub at {hub.url} (user '{USER}'), everything under {out}")
+        _step(f"1/8 synthetic RSNA-layout DICOM cohort ({args.studies} studies) + 2 unseen studies")
+        _run(hubkit + ["synth", str(out / "cohort"), "--studies", str(args.studies), "--seed", "0"], env)
+        _run(hubkit + ["synth", str(out / "unseen"), "--studies", "2", "--seed", "12345"], env)
+        _step("2/8 build the dataset and push it (private)")
+        _run(hubkit + ["build-dataset", str(out / "cohort"), "--output", str(out / "dataset"), "--num-proc", "2",
+                       "--push", DATASET_REPO], env)
+        _step("3/8 a tiny random Gemma 3 base model, pushed as the base")
+        _run(hubkit + ["base", "tiny", str(out / "base"), "--push", BASE_REPO], env)
+        _step("4/8 QLoRA/LoRA fine-tune from the streamed Hub dataset, push the adapter")
+        _run(hubkit + ["train", "--dataset", DATASET_REPO, "--base-model", BASE_REPO, "--output",
+                       str(out / "run"), "--config", config, "--push", MODEL_REPO], env)
+        _step("5/8 evaluate on the validation split, fine-tuned vs base")
+        _run(hubkit + ["evaluate", "--model", MODEL_REPO, "--dataset", DATASET_REPO, "--output",
+                       str(out / "run" / "eval"), "--compare-base"], env)
+        _step("6/8 model card from the run and evaluation files, pushed")
+        _run(hubkit + ["card", str(out / "run"), "--eval", str(out / "run" / "eval"), "--push", MODEL_REPO], env)
+        _step("7/8 a consumer: pipeline('lumbar-classify') in a fresh process on an unseen study folder")
+        unseen = sorted((out / "unseen" / "train_images").iterdir())[0]
+        _run([sys.executable, "-c", PIPELINE_SNIPPET, MODEL_REPO, str(unseen)], env)
+        _step("8/8 results")
+        _summary(out, hub.url, time.perf_counter() - t_start)
+    finally:
+        hub.stop()
+    return 0
+
+
+def _summary(out: Path, url: str, seconds: float) -> None:
+    eval_dir = out / "run" / "eval"
+    table = eval_dir / "metrics_table.md"
+    if table.is_file():
+        print(table.read_text())
+    else:  # fall back to the raw result files
+        for f in sorted(eval_dir.glob("results_*.json")):
+            res = json.loads(f.read_text())
+            keys = ("kappa", "qwk", "weighted_accuracy", "rsna_score", "parse_failure_rate")
+            print(f.stem, {k: res.get(k) for k in keys})
+    print(f"""
+Where everything is:
+  cohort (DICOM)      {out / 'cohort'}
+  dataset + card      {out / 'dataset'}   (hub: {url}/datasets/{DATASET_REPO})
+  training run        {out / 'run'}       (adapter, hubkit_config.json, training_log.jsonl, logs/ for TensorBoard)
+  evaluation          {eval_dir}
+  model card          {out / 'run' / 'README.md'}   (hub: {url}/{MODEL_REPO})
+  local hub storage   {out / 'hub'}
+Done in {seconds / 60:.1f} min.""")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
