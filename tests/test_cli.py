@@ -47,3 +47,20 @@ def test_build_dataset_bad_input_is_one_line(tmp_path):
     res = CliRunner().invoke(cli, ["build-dataset", str(tmp_path), "--output", str(tmp_path / "o")])
     assert res.exit_code != 0
     assert "train.csv: file not found" in res.output and "Traceback" not in res.output
+
+
+def test_synth_build_and_push_private_through_the_cli(tmp_path, local_hub, hub_cache):
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    runner = CliRunner()
+    res = runner.invoke(cli, ["synth", str(tmp_path / "c"), "--studies", "3", "--seed", "5"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(cli, ["build-dataset", str(tmp_path / "c"), "--output", str(tmp_path / "ds"),
+                              "--image-size", "64", "--push", "owner/cli-ds"])
+    assert res.exit_code == 0, res.output
+    assert "(private)" in res.output
+    assert HfApi(token=local_hub.owner_token).repo_info("owner/cli-ds", repo_type="dataset").private
+    with pytest.raises(RepositoryNotFoundError):
+        HfApi(token=local_hub.other_token).repo_info("owner/cli-ds", repo_type="dataset")
+    assert local_hub.owner_token not in res.output
