@@ -192,14 +192,52 @@ def _read_header(p: Path, require_geometry: bool) -> SliceHeader:
     )
 
 
-@dataclasses.dataclass
 class Series:
-    """The readable instances of one series, sorted along the slice normal (not by InstanceNumber)."""
+    """One series folder. Headers are read lazily: `by_instance` reads just `<instance>.dcm` when the RSNA file
+    naming holds (what the `coords` picker needs), `slices` reads every header (what the `geometry` rule needs),
+    sorted along the slice normal, not by InstanceNumber. Unreadable files are skipped and listed in `skipped`."""
 
-    series_id: str
-    description: str
-    slices: list[SliceHeader]
-    skipped: list[tuple[str, str]]  # (file, reason)
+    def __init__(self, directory: str | Path, description: str | None = None):
+        d = Path(directory)
+        if not d.is_dir():
+            raise DicomError(f"{d}: series folder not found")
+        self.directory, self.series_id = d, d.name
+        self.skipped: list[tuple[str, str]] = []
+        self.files: list[Path] = []
+        for f in sorted(d.iterdir()):
+            if f.is_symlink():
+                self.skipped.append((str(f), "symbolic link ignored"))
+            elif f.is_file() and not f.name.startswith("."):
+                self.files.append(f)
+        if not self.files:
+            raise DicomError(f"{d}: no files in the series folder")
+        self._headers: dict[Path, SliceHeader | None] = {}
+        self._slices: list[SliceHeader] | None = None
+        self._description = description
+
+    def header(self, f: Path) -> SliceHeader | None:
+        """The header of one file (cached); None, recorded in `skipped`, when it cannot be used."""
+        if f not in self._headers:
+            try:
+                self._headers[f] = read_header(f)
+            except DicomError as e:
+                self._headers[f] = None
+                self.skipped.append((str(f), str(e)))
+        return self._headers[f]
+
+    @property
+    def description(self) -> str:
+        if self._description is None:
+            first = next((h for h in map(self.header, self.files) if h is not None), None)
+            self._description = first.series_description if first else ""
+        return self._description
+
+    @property
+    def slices(self) -> list[SliceHeader]:
+        """Every readable slice, sorted along the slice normal (empty if none is readable)."""
+        if self._slices is None:
+            self._slices = sort_slices([h for h in map(self.header, self.files) if h is not None])
+        return self._slices
 
     @property
     def normal(self) -> np.ndarray:
@@ -217,10 +255,13 @@ class Series:
         return np.array([float(np.dot(s.position, n)) for s in self.slices])
 
     def by_instance(self, instance_number: int) -> SliceHeader | None:
-        for s in self.slices:
-            if s.instance_number == instance_number:
-                return s
-        return None
+        """The slice with this InstanceNumber: reads `<n>.dcm` first, scans the whole series only if needed."""
+        named = self.directory / f"{instance_number}.dcm"
+        if named in self._headers or named.is_file():
+            h = self.header(named)
+            if h is not None and h.instance_number == instance_number:
+                return h
+        return next((s for s in self.slices if s.instance_number == instance_number), None)
 
 
 def sort_slices(slices: list[SliceHeader]) -> list[SliceHeader]:
@@ -232,25 +273,9 @@ def sort_slices(slices: list[SliceHeader]) -> list[SliceHeader]:
 
 
 def read_series(series_dir: str | Path, description: str | None = None) -> Series:
-    """Read every `*.dcm` header of a series folder; unreadable files are skipped with their reason.
+    """A lazily read `Series` (see its docstring).
 
     Raises:
-        DicomError: the folder is missing or holds no readable DICOM slice.
+        DicomError: the folder is missing or empty.
     """
-    d = Path(series_dir)
-    if not d.is_dir():
-        raise DicomError(f"{d}: series folder not found")
-    headers, skipped = [], []
-    for f in sorted(d.iterdir()):
-        if f.is_symlink() or not f.is_file() or f.name.startswith("."):
-            if f.is_symlink():
-                skipped.append((str(f), "symbolic link ignored"))
-            continue
-        try:
-            headers.append(read_header(f))
-        except DicomError as e:
-            skipped.append((str(f), str(e)))
-    if not headers:
-        raise DicomError(f"{d}: no readable DICOM slice" + (f" ({len(skipped)} file(s) skipped)" if skipped else ""))
-    desc = description if description is not None else headers[0].series_description
-    return Series(series_id=d.name, description=desc, slices=sort_slices(headers), skipped=skipped)
+    return Series(series_dir, description)

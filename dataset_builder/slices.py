@@ -60,7 +60,7 @@ def _choose_series(candidates: list[Series], preferred: Iterable[str] = ()) -> S
     if not candidates:
         return None
     votes = Counter(preferred)
-    return sorted(candidates, key=lambda s: (-votes.get(s.series_id, 0), -len(s.slices), s.series_id))[0]
+    return sorted(candidates, key=lambda s: (-votes.get(s.series_id, 0), -len(s.files), s.series_id))[0]
 
 
 def _nearest(slices: Sequence[SliceHeader], values: np.ndarray, target: float) -> SliceHeader:
@@ -143,12 +143,16 @@ def pick_slices(series: Mapping[str, Series], mode: str = "geometry",
     else:
         inst = _mode_instance(canal, t2.series_id) if rows else None
         h = t2.by_instance(inst) if inst is not None else None
-        if h is None:
+        if h is None and t2.slices:
             if mode == "coords":
-                notes.append(f"Sagittal T2: no canal coordinates in series {t2.series_id}, used the middle slice")
+                why = "no canal coordinates" if inst is None else f"instance {inst} missing or unreadable"
+                notes.append(f"Sagittal T2: {why} in series {t2.series_id}, used the middle slice")
             pos = t2.positions()
             h = _nearest(t2.slices, pos, (pos.min() + pos.max()) / 2.0)
-        picks.append(Pick("Sagittal T2", t2.series_id, h))
+        if h is None:
+            notes.append(f"Sagittal T2: series {t2.series_id} has no readable slice, slot empty")
+        else:
+            picks.append(Pick("Sagittal T2", t2.series_id, h))
 
     # Slots 2-3: parasagittal T1, left then right.
     fora = rows_for("Left Neural Foraminal Narrowing") + rows_for("Right Neural Foraminal Narrowing")
@@ -156,16 +160,19 @@ def pick_slices(series: Mapping[str, Series], mode: str = "geometry",
     if t1 is None:
         notes.append("no Sagittal T1 series: slots 'Sagittal T1 left/right' empty")
     else:
-        x = np.array([float(s.center[0]) for s in t1.slices])
-        mid = (x.min() + x.max()) / 2.0
         for side, sign in (("left", 1.0), ("right", -1.0)):
             inst = _mode_instance(rows_for(f"{side.title()} Neural Foraminal Narrowing"), t1.series_id) if rows else None
             h = t1.by_instance(inst) if inst is not None else None
-            if h is None:
+            if h is None and t1.slices:
                 if mode == "coords":
-                    notes.append(f"Sagittal T1 {side}: no coordinates, used the slice {FORAMEN_OFFSET_MM:g} mm from the middle")
-                h = _nearest(t1.slices, x, mid + sign * FORAMEN_OFFSET_MM)
-            picks.append(Pick(f"Sagittal T1 {side}", t1.series_id, h))
+                    why = "no coordinates" if inst is None else f"instance {inst} missing or unreadable"
+                    notes.append(f"Sagittal T1 {side}: {why}, used the slice {FORAMEN_OFFSET_MM:g} mm from the middle")
+                x = np.array([float(s.center[0]) for s in t1.slices])
+                h = _nearest(t1.slices, x, (x.min() + x.max()) / 2.0 + sign * FORAMEN_OFFSET_MM)
+            if h is None:
+                notes.append(f"Sagittal T1 {side}: series {t1.series_id} has no readable slice, slot empty")
+            else:
+                picks.append(Pick(f"Sagittal T1 {side}", t1.series_id, h))
 
     # Slots 4-8: one axial T2 per level.
     sub = rows_for("Left Subarticular Stenosis") + rows_for("Right Subarticular Stenosis")
@@ -173,7 +180,7 @@ def pick_slices(series: Mapping[str, Series], mode: str = "geometry",
     if ax is None:
         notes.append("no Axial T2 series: axial slots empty")
     else:
-        fallback = _geometry_axials(ax)
+        fallback: dict[str, SliceHeader] | None = None  # computed only if a level needs it (reads all headers)
         by_id = {s.series_id: s for s in by_kind[AX_T2]}
         for level in LEVELS:
             title = LEVEL_TITLES[level]
@@ -188,7 +195,10 @@ def pick_slices(series: Mapping[str, Series], mode: str = "geometry",
                     break
             if h is None:
                 if mode == "coords":
-                    notes.append(f"Axial T2 {title}: no coordinates, used the geometry rule")
+                    why = "no coordinates" if not level_rows else "coordinate slice missing or unreadable"
+                    notes.append(f"Axial T2 {title}: {why}, used the geometry rule")
+                if fallback is None:
+                    fallback = _geometry_axials(ax) if ax.slices else {}
                 h = fallback.get(level)
             if h is None:
                 notes.append(f"Axial T2 {title}: no slice found")

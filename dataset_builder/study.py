@@ -52,13 +52,14 @@ def load_study(study_dir: str | Path, descriptions: Mapping[str, str] | None = N
         except DicomError as e:
             skipped.append((str(sd), str(e)))
             continue
-        skipped.extend(s.skipped)
         series[sd.name] = s
     if descriptions:
         for sid in sorted(set(descriptions) - set(series)):
             if not any(sid == Path(f).name for f, _ in skipped):
                 skipped.append((str(d / sid), f"series listed as {descriptions[sid]!r} but its folder is missing"))
     picks, notes = pick_slices(series, mode=mode, coords=coords)
+    for s in series.values():  # headers are read lazily: collect what the picking found unreadable
+        skipped.extend(s.skipped)
     images, views, used = [], [], []
     for p in picks:
         try:

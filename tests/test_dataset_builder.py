@@ -177,8 +177,9 @@ def test_missing_study_series_and_bad_files_are_reported(cohort, tmp_path):
     canal = next(r for r in coords if r["condition"] == "Spinal Canal Stenosis")
     picked = data / "train_images" / sids[2] / canal["series_id"] / f"{canal['instance_number']}.dcm"
     picked.write_bytes(picked.read_bytes()[:-5000])
-    series_dir = picked.parent
-    (series_dir / "notes.dcm").write_text("not a dicom file")
+    # A non-DICOM file where the left foramen's slice should be: reported, and the slot falls back to geometry.
+    left = next(r for r in coords if r["condition"] == "Left Neural Foraminal Narrowing")
+    (data / "train_images" / sids[2] / left["series_id"] / f"{left['instance_number']}.dcm").write_text("not a dicom")
     out = tmp_path / "out"
     dd = build_dataset(BuildConfig(data_dir=str(data), validation_fraction=0.0), out)
     assert len(dd["train"]) == 9  # the missing study is skipped, the rest are built
@@ -186,13 +187,16 @@ def test_missing_study_series_and_bad_files_are_reported(cohort, tmp_path):
     assert [s["study_id"] for s in report["studies_skipped"]] == [sids[0]]
     assert "study folder not found" in report["studies_skipped"][0]["reason"]
     skipped = {Path(f["file"]).name: f["reason"] for f in report["files_skipped"]}
-    assert "not a DICOM file" in skipped["notes.dcm"]
+    assert "not a DICOM file" in skipped[f"{left['instance_number']}.dcm"]
     assert "truncated" in skipped[picked.name]
     assert any(t1 in f["file"] and "folder is missing" in f["reason"] for f in report["files_skipped"])
     row1 = dd["train"][[r for r in dd["train"]["study_id"]].index(sids[1])]
     assert "Sagittal T1 left" not in row1["views"] and len(row1["views"]) == 6
     row2 = dd["train"][[r for r in dd["train"]["study_id"]].index(sids[2])]
-    assert "Sagittal T2" not in row2["views"]
+    assert "Sagittal T2" not in row2["views"] and "Sagittal T1 left" in row2["views"]
+    notes = next(e["notes"] for e in report["studies_with_notes"] if e["study_id"] == sids[2])
+    assert any(n.startswith(f"Sagittal T1 left: instance {left['instance_number']} missing or unreadable")
+               for n in notes), notes
 
 
 def test_compressed_without_decoder_names_package(tmp_path):
