@@ -20,10 +20,11 @@ def label_counts(dd) -> dict[str, list[int]]:
     """condition -> [N, M, S, missing] summed over levels and splits."""
     counts = {c: [0, 0, 0, 0] for c in CONDITIONS}
     for split in dd.values():
+        table = split.select_columns([label_column(c, lv) for c in CONDITIONS for lv in LEVELS]).to_pandas()
         for c in CONDITIONS:
             for lv in LEVELS:
-                for v in split[label_column(c, lv)]:
-                    counts[c][v if v >= 0 else 3] += 1
+                for v, n in table[label_column(c, lv)].value_counts().items():
+                    counts[c][int(v) if v >= 0 else 3] += int(n)
     return counts
 
 

@@ -86,22 +86,25 @@ def window(arr: np.ndarray, window: tuple[float, float] | None = None,
     Uses the DICOM WindowCenter/WindowWidth when given and sensible (the window covers part of the data range);
     otherwise falls back to the `percentiles` of the image, which is robust to a few hot pixels.
     """
-    finite = arr[np.isfinite(arr)]
-    if finite.size == 0:
-        return np.zeros(arr.shape, dtype=np.uint8)
+    if not np.isfinite(arr).all():  # rare (float pixel data): drop NaN/inf before taking statistics
+        finite = arr[np.isfinite(arr)]
+        if finite.size == 0:
+            return np.zeros(arr.shape, dtype=np.uint8)
+        arr = np.where(np.isfinite(arr), arr, finite.min())
     lo = hi = None
     if window is not None:
         c, w = window
         lo_w, hi_w = c - w / 2.0, c + w / 2.0
         # A window that misses the data entirely would give a blank image: fall back.
-        if hi_w > float(finite.min()) and lo_w < float(finite.max()):
+        if hi_w > float(arr.min()) and lo_w < float(arr.max()):
             lo, hi = lo_w, hi_w
     if lo is None:
-        lo, hi = (float(v) for v in np.percentile(finite, percentiles))
+        lo, hi = (float(v) for v in np.percentile(arr, percentiles))
     if hi <= lo:
         hi = lo + 1.0
-    scaled = (np.nan_to_num(arr, nan=lo) - lo) / (hi - lo)
-    return (np.clip(scaled, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    scaled = (arr - lo) / (hi - lo) * 255.0 + 0.5
+    np.clip(scaled, 0.0, 255.5, out=scaled)
+    return scaled.astype(np.uint8)
 
 
 def orient(img: np.ndarray, header: SliceHeader) -> np.ndarray:
@@ -126,11 +129,24 @@ def orient(img: np.ndarray, header: SliceHeader) -> np.ndarray:
 
 
 def load_slice(header: SliceHeader, size: int = 448):
-    """Decode, window, orient and resize one slice to a `size`x`size` 8-bit grayscale PIL image."""
+    """Decode, orient, resize and window one slice to a `size`x`size` 8-bit grayscale PIL image.
+
+    The float image is resized first (bilinear, PIL mode "F") and windowed after, so windowing touches size^2
+    pixels instead of the full matrix; a percentile window is measured on the full-resolution image.
+    """
     from PIL import Image
 
-    img8 = window(decode(header), header.window)
+    arr = decode(header)
+    finite = np.isfinite(arr)
+    if not finite.all():
+        arr = np.where(finite, arr, arr[finite].min() if finite.any() else 0.0)
+    win = header.window
+    if win is None:
+        lo, hi = (float(v) for v in np.percentile(arr, (0.5, 99.5)))
+        win = ((lo + hi) / 2.0, max(hi - lo, 1e-6))
+    oriented = orient(arr.astype(np.float32, copy=False), header)
+    small = np.asarray(Image.fromarray(oriented, mode="F").resize((size, size), Image.BILINEAR))
+    img8 = window(small, win)
     if header.photometric == "MONOCHROME1":
         img8 = 255 - img8  # MONOCHROME1: high stored values are dark; the VOI window applies before inversion
-    img8 = orient(img8, header)
-    return Image.fromarray(img8, mode="L").resize((size, size), Image.BILINEAR)
+    return Image.fromarray(img8, mode="L")
