@@ -77,10 +77,14 @@ def render_dataset_card(cfg, dd, report: dict, repo_id: str | None = None) -> st
     )
     template = resources.files("hubkit.cards").joinpath("dataset_card.md").read_text()
     source = Path(cfg.data_dir)
+    synthetic = (source / "hubkit_synth.json").is_file()
+    if synthetic:
+        data.tags.append("synthetic")
     card = DatasetCard.from_template(
         data, template_str=template, pretty_name="RSNA 2024 lumbar spine — hubkit slices",
         max_images=8, image_size=cfg.image_size, terms=RSNA_TERMS, source_name=source.name,
-        source_kind="RSNA 2024 layout", studies_built=report["studies_built"],
+        source_kind="synthetic phantom cohort from `hubkit synth`, RSNA 2024 layout" if synthetic
+        else "RSNA 2024 layout", studies_built=report["studies_built"],
         n_skipped=len(report["studies_skipped"]), picker=cfg.picker, picker_text=PICKER_TEXT[cfg.picker],
         splits=splits, seed=cfg.seed, validation_fraction=cfg.validation_fraction, label_rows=rows,
         repo_hint=repo_id or "OWNER/NAME",

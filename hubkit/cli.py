@@ -91,6 +91,27 @@ def build_dataset(data_dir, output, num_proc, picker, image_size, validation_fra
         click.echo(f"pushed to {url} ({'public' if public else 'private'})")
 
 
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
+@click.option("--eval", "eval_dir", type=click.Path(file_okay=False, exists=True), default=None,
+              help="Folder written by `hubkit evaluate` (metrics tables, confusion matrices).")
+@click.option("--push", "push_repo", default=None, metavar="OWNER/NAME",
+              help="Upload only the card files (README.md + card_assets/) to this model repo, in one commit.")
+@click.option("--repo-id", default=None, metavar="OWNER/NAME", help="Repo id shown in the quick start (default: --push).")
+@click.option("--public", is_flag=True, help="Create the repo public if it does not exist yet.")
+def card(run_dir, eval_dir, push_repo, repo_id, public) -> None:
+    """Render the adapter's model card (README.md) from the run's files, optionally push it.
+
+    \b
+    Example:
+      hubkit card runs/a --eval runs/a/eval --push me/medgemma-lumbar
+    """
+    from hubkit.cards.model import write_model_card
+
+    path = _run(write_model_card, run_dir, eval_dir, repo_id or push_repo, push=bool(push_repo), private=not public)
+    click.echo(f"wrote {path}" + (f" and pushed it to {push_repo}" if push_repo else ""))
+
+
 @cli.group()
 def hub() -> None:
     """A loopback Hub-compatible server for offline work (a local stand-in, not a production hub)."""

@@ -17,6 +17,7 @@ x = +-10, y = 22. Each pixel is the phantom evaluated at P = IPP + col*PixelSpac
 
 from __future__ import annotations
 
+import json
 import pathlib
 from dataclasses import dataclass
 from typing import Mapping, Sequence
@@ -29,7 +30,9 @@ from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, PYDICOM_IMPLEMEN
 
 from .schema import CONDITION_TITLES, CONDITIONS, LABEL_COLUMNS, LEVEL_TITLES, LEVELS, SEVERITY_NAMES, label_column
 
-__all__ = ["synth_cohort", "RATES", "DISC_Z"]
+__all__ = ["synth_cohort", "RATES", "DISC_Z", "SYNTH_MARKER"]
+
+SYNTH_MARKER = "hubkit_synth.json"
 
 DISC_Z: dict[str, float] = {"L1L2": 80.0, "L2L3": 40.0, "L3L4": 0.0, "L4L5": -40.0, "L5S1": -80.0}
 T12L1_Z = 120.0  # an unlabelled extra disc so level counting from either end is anatomically plausible
@@ -336,4 +339,6 @@ def synth_cohort(out_dir, studies: int, seed: int = 0, progress: bool = True, *,
         root / "train_series_descriptions.csv", index=False)
     pd.DataFrame(coords, columns=["study_id", "series_id", "instance_number", "condition", "level", "x", "y"]).to_csv(
         root / "train_label_coordinates.csv", index=False)
+    # Marks the folder as synthetic so dataset and model cards can say so (never guessed from the data).
+    (root / SYNTH_MARKER).write_text(json.dumps({"generator": "hubkit synth", "studies": studies, "seed": seed}) + "\n")
     return root

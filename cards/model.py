@@ -1,0 +1,231 @@
+"""`hubkit card`: the adapter's README.md, a pure function of files (run config, evaluation results, dataset card).
+
+    >>> from hubkit.cards.model import write_model_card
+    >>> write_model_card("runs/a", eval_dir="runs/a/eval", repo_id="me/medgemma-lumbar")
+
+Unknown facts are left out (a section whose inputs are missing is skipped), never invented.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import shutil
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from hubkit.schema import CONDITION_TITLES, CONDITIONS
+
+ASSETS = "card_assets"
+RESULT_FILES = {"finetuned": "results_finetuned.json", "base": "results_base.json"}
+# (key in the results, row name in the table, format)
+METRIC_ROWS = (
+    ("kappa", "Cohen's κ (overall)", "{:.3f}"),
+    ("qwk", "Quadratic-weighted κ", "{:.3f}"),
+    ("weighted_accuracy", "Weighted accuracy ([1,2,4] weights)", "{:.3f}"),
+    ("f1_weighted", "F1 (weighted)", "{:.3f}"),
+    ("accuracy", "Raw accuracy", "{:.3f}"),
+    ("rsna_score", "Official RSNA 2024 score (weighted log-loss, lower is better)", "{:.3f}"),
+    ("rsna_proxy", "Seed's RSNA proxy (hard predictions, lower is better)", "{:.3f}"),
+    ("parse_failure_rate", "Parse failure rate", "{:.1%}"),
+)
+# model-index entries: (key, metric type, metric name)
+INDEX_METRICS = (("kappa", "cohen_kappa", "Cohen's kappa"), ("qwk", "quadratic_weighted_kappa", "QWK"),
+                 ("weighted_accuracy", "weighted_accuracy", "Weighted accuracy"),
+                 ("f1_weighted", "f1", "F1 (weighted)"), ("accuracy", "accuracy", "Accuracy"),
+                 ("rsna_score", "rsna_lumbar_metric", "RSNA 2024 weighted log-loss"))
+
+
+def _read_json(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def load_results(eval_dir: str | Path | None) -> dict[str, dict]:
+    """{"finetuned": {...}, "base": {...}} from an evaluation folder; missing files are simply absent."""
+    if eval_dir is None:
+        return {}
+    out = {}
+    for name, fname in RESULT_FILES.items():
+        res = _read_json(Path(eval_dir) / fname)
+        if res is not None:
+            out[name] = {k: v for k, v in res.items() if not k.startswith("_")}
+    return out
+
+
+def _fmt(value: Any, fmt: str) -> str:
+    return "–" if value is None else fmt.format(value)
+
+
+def _dataset_card_text(dataset: dict) -> str | None:
+    """The dataset's README.md: from the local folder, or from the Hub at the revision training read."""
+    if dataset.get("kind") == "local":
+        p = Path(dataset.get("path", "")) / "README.md"
+        return p.read_text() if p.is_file() else None
+    if dataset.get("kind") == "hub" and dataset.get("repo_id"):
+        try:  # cosmetic enrichment: a card without the label table is still a valid card
+            from hubkit.hub import download_file
+
+            return Path(download_file(dataset["repo_id"], "README.md", repo_type="dataset",
+                                      revision=dataset.get("revision"))).read_text()
+        except Exception:  # noqa: BLE001
+            return None
+    return None
+
+
+def _section(markdown: str, heading: str) -> str | None:
+    m = re.search(rf"^## {re.escape(heading)}\n(.*?)(?=^## |\Z)", markdown, flags=re.S | re.M)
+    if not m:
+        return None
+    body = "\n".join(line for line in m.group(1).strip().splitlines() if not line.startswith("!["))
+    return f"Label distribution of the dataset (from its card):\n\n{body.strip()}"
+
+
+def _is_synthetic(dataset_card: str) -> bool:
+    """The dataset card's tags say `synthetic` (written by build-dataset for `hubkit synth` cohorts)."""
+    if not dataset_card.startswith("---"):
+        return False
+    from huggingface_hub import DatasetCard
+
+    return "synthetic" in (DatasetCard(dataset_card).data.tags or [])
+
+
+def _non_default(train_config: dict) -> list[dict]:
+    from hubkit.train_config import TrainConfig
+
+    defaults = json.loads(json.dumps(dataclasses.asdict(TrainConfig()), default=str))
+    return [{"name": k, "value": v, "default": defaults.get(k)} for k, v in train_config.items()
+            if k in defaults and v != defaults[k]]
+
+
+def _license(base_model: str) -> dict:
+    b = base_model.lower()
+    if "medgemma" in b:
+        return {"license": "other", "license_name": "health-ai-developer-foundations",
+                "license_link": "https://developers.google.com/health-ai-developer-foundations/terms"}
+    if "gemma" in b:
+        return {"license": "gemma"}
+    return {}
+
+
+def _hub_url(repo: str, kind: str = "model") -> str:
+    import os
+
+    base = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+    return f"{base}/{'datasets/' if kind == 'dataset' else ''}{repo}"
+
+
+def build_card_context(run_dir: str | Path, eval_dir: str | Path | None = None,
+                       repo_id: str | None = None) -> dict[str, Any]:
+    """Plain values for the template (no Markdown layout here) + `card_data` for the YAML front matter."""
+    run = Path(run_dir)
+    cfg = _read_json(run / "hubkit_config.json")
+    if cfg is None:
+        raise FileNotFoundError(f"{run / 'hubkit_config.json'}: not found; is {run} a `hubkit train` run folder?")
+    tc = cfg.get("train_config", {})
+    ds = cfg.get("dataset", {}) or {}
+    base_model = cfg.get("base_model", "")
+    dataset_id = ds.get("repo_id") or (Path(ds["path"]).name if ds.get("path") else None)
+    dataset_text = _dataset_card_text(ds) or ""
+    results = load_results(eval_dir)
+    ft, base = results.get("finetuned"), results.get("base")
+    repo = repo_id or "OWNER/NAME"
+    ctx: dict[str, Any] = {
+        "title": repo.split("/")[-1], "repo_id": repo, "base_model": base_model,
+        "base_model_url": _hub_url(base_model) if "/" in base_model and not Path(base_model).exists() else None,
+        "dataset_id": dataset_id, "dataset_url": _hub_url(ds["repo_id"], "dataset") if ds.get("repo_id") else None,
+        "dataset_revision": ds.get("revision"), "dataset_fingerprint": ds.get("fingerprint"),
+        "train_rows": ds.get("train_rows"), "validation_rows": ds.get("validation_rows"),
+        "oversample": ds.get("oversample") or None, "label_section": _section(dataset_text, "Label distribution"),
+        "synthetic": _is_synthetic(dataset_text),
+        "picker": "coords", "image_size": tc.get("image_size") or 448,
+        "backend": cfg.get("backend"), "global_step": cfg.get("global_step"),
+        "planned_steps": cfg.get("planned_steps"), "stopped_early": cfg.get("stopped_early"),
+        "max_length": cfg.get("max_length"),
+        "train_runtime": f"{cfg['train_runtime_s'] / 60:.1f} min" if cfg.get("train_runtime_s") else None,
+        "first_eval_loss": _fmt(cfg.get("first_eval_loss"), "{:.4f}"),
+        "best_eval_loss": None if cfg.get("best_eval_loss") is None else f"{cfg['best_eval_loss']:.4f}",
+        "best_checkpoint": cfg.get("best_checkpoint"),
+        "hyperparameters": _non_default(tc),
+        "versions": ", ".join(f"{k} {v}" for k, v in (cfg.get("versions") or {}).items() if v),
+        "has_eval": ft is not None, "has_base": base is not None,
+    }
+    m = re.search(r"slice picker: `(\w+)`", dataset_text, flags=re.I)
+    if m:
+        ctx["picker"] = m.group(1)
+    if ft is not None:
+        ctx["eval_split"] = ft.get("split", "validation")
+        ctx["eval_studies"] = ft.get("n_studies", ft.get("rsna_n_studies", "–"))
+        ctx["metric_rows"] = [{"name": name, "finetuned": _fmt(ft.get(k), f), "base": _fmt((base or {}).get(k), f)}
+                              for k, name, f in METRIC_ROWS if ft.get(k) is not None]
+        ctx["condition_rows"] = [{"name": CONDITION_TITLES[c], "finetuned": _fmt(ft.get(f"kappa_{c}"), "{:.2f}"),
+                                  "base": _fmt((base or {}).get(f"kappa_{c}"), "{:.2f}")} for c in CONDITIONS]
+        ctx["confusion_images"] = _collect_images(run, Path(eval_dir))
+    ctx["card_data"] = _card_data(ctx, base_model, ds, ft)
+    return ctx
+
+
+def _collect_images(run: Path, eval_dir: Path) -> list[dict]:
+    """Copy the fine-tuned model's confusion-matrix PNGs next to the card so they travel with it."""
+    assets = run / ASSETS
+    found = sorted(p for p in eval_dir.rglob("confusion_matrix*.png") if "base" not in p.parts
+                   and "base" not in p.stem)
+    if not found:
+        return []
+    assets.mkdir(exist_ok=True)
+    out = []
+    for p in found:
+        shutil.copy2(p, assets / p.name)
+        which = p.stem.replace("confusion_matrix", "").strip("_") or "all conditions"
+        out.append({"alt": f"Confusion matrix ({which})", "path": f"{ASSETS}/{p.name}"})
+    return out
+
+
+def _card_data(ctx: dict, base_model: str, ds: dict, ft: dict | None):
+    from huggingface_hub import EvalResult, ModelCardData
+
+    eval_results = []
+    if ft is not None:
+        for key, mtype, mname in INDEX_METRICS:
+            if ft.get(key) is None:
+                continue
+            eval_results.append(EvalResult(
+                task_type="image-text-to-text", task_name="Lumbar spine degenerative classification",
+                dataset_type=ds.get("repo_id") or "local", dataset_name=ctx["dataset_id"] or "local dataset",
+                dataset_split=ctx.get("eval_split", "validation"), dataset_revision=ds.get("revision"),
+                metric_type=mtype, metric_name=mname, metric_value=round(float(ft[key]), 4)))
+    return ModelCardData(
+        base_model=base_model or None, datasets=[ds["repo_id"]] if ds.get("repo_id") else None,
+        library_name="peft", pipeline_tag="image-text-to-text",
+        tags=["medical", "radiology", "mri", "lumbar-spine", "rsna-2024", "lora", "qlora", "hubkit", "medgemma"],
+        model_name=ctx["repo_id"] if eval_results else None, eval_results=eval_results or None,
+        base_model_relation="adapter" if base_model else None, **_license(base_model),
+    )
+
+
+def render_model_card(run_dir: str | Path, eval_dir: str | Path | None = None, repo_id: str | None = None) -> str:
+    """README.md text of the adapter (YAML front matter with `model-index` + the template's sections)."""
+    from huggingface_hub import ModelCard
+
+    ctx = build_card_context(run_dir, eval_dir, repo_id)
+    template = resources.files("hubkit.cards").joinpath("model_card.md").read_text()
+    card_data = ctx.pop("card_data")
+    text = str(ModelCard.from_template(card_data, template_str=template, **ctx))
+    return re.sub(r"\n{3,}", "\n\n", text)
+
+
+def write_model_card(run_dir: str | Path, eval_dir: str | Path | None = None, repo_id: str | None = None,
+                     push: bool = False, private: bool = True) -> Path:
+    """Write RUN_DIR/README.md (+ card_assets/); with `push`, upload only the card files in one commit."""
+    run = Path(run_dir)
+    path = run / "README.md"
+    path.write_text(render_model_card(run, eval_dir, repo_id))
+    if push:
+        if not repo_id:
+            raise ValueError("pushing the card requires a repo id (--push OWNER/NAME)")
+        from hubkit.hub import upload_folder
+
+        upload_folder(run, repo_id, repo_type="model", commit_message="Update model card (hubkit card)",
+                      allow_patterns=["README.md", f"{ASSETS}/*"], private=private)
+    return path

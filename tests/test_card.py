@@ -1,0 +1,125 @@
+"""`hubkit card`: rendered from fixture files only; all-fields and missing-fields variants."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from huggingface_hub import ModelCard
+
+from hubkit.cards.model import render_model_card, write_model_card
+
+FT = {"kappa": 0.9123, "qwk": 0.95, "weighted_accuracy": 0.9, "f1_weighted": 0.93, "accuracy": 0.96,
+      "rsna_score": 0.2345, "rsna_proxy": 1.61, "parse_failure_rate": 0.0, "kappa_canal": 0.97, "kappa_lf": 0.88,
+      "kappa_rf": 0.86, "kappa_ls": 0.93, "kappa_rs": 0.91, "n_studies": 12, "_timestamp": "x"}
+BASE = {"kappa": 0.0, "qwk": 0.0, "weighted_accuracy": 0.41, "f1_weighted": 0.7, "accuracy": 0.8,
+        "rsna_score": 1.2, "rsna_proxy": 9.5, "parse_failure_rate": 0.0, "kappa_canal": 0.0, "kappa_lf": 0.0,
+        "kappa_rf": 0.0, "kappa_ls": 0.0, "kappa_rs": 0.0, "n_studies": 12}
+DATASET_CARD = """---
+tags:
+- medical
+- synthetic
+---
+# ds
+
+- Slice picker: `coords` — slices chosen from coordinates
+
+## Label distribution
+
+| condition | Normal/Mild | Moderate | Severe | missing |
+|---|---|---|---|---|
+| Spinal Canal Stenosis | 90 (90.0%) | 7 (7.0%) | 3 (3.0%) | 0 |
+![Label distribution](label_distribution.png)
+
+## Columns
+"""
+
+
+def _run_dir(tmp_path: Path, with_eval: bool = True, with_dataset_card: bool = True) -> tuple[Path, Path | None]:
+    run = tmp_path / "run"
+    run.mkdir()
+    ds_dir = tmp_path / "ds"
+    ds_dir.mkdir()
+    if with_dataset_card:
+        (ds_dir / "README.md").write_text(DATASET_CARD)
+    (run / "hubkit_config.json").write_text(json.dumps({
+        "train_config": {"learning_rate": 0.003, "lora_r": 16, "backend": "trl", "image_size": 448},
+        "base_model": "google/medgemma-1.5-4b-it",
+        "dataset": {"source": str(ds_dir), "kind": "local", "path": str(ds_dir), "fingerprint": "abc123",
+                    "train_rows": 108, "validation_rows": 12, "oversample": ""},
+        "backend": "trl", "max_length": 512, "planned_steps": 1000, "global_step": 1000, "stopped_early": False,
+        "first_eval_loss": 2.5, "best_eval_loss": 0.1234, "best_checkpoint": "checkpoint-900",
+        "train_runtime_s": 420.0, "versions": {"transformers": "5.17.0", "peft": "0.21.2", "unsloth": None},
+    }))
+    if not with_eval:
+        return run, None
+    ev = tmp_path / "eval"
+    ev.mkdir()
+    (ev / "results_finetuned.json").write_text(json.dumps(FT))
+    (ev / "results_base.json").write_text(json.dumps(BASE))
+    for name in ("confusion_matrix.png", "confusion_matrix_canal.png"):
+        (ev / name).write_bytes(b"\x89PNG fake")
+    return run, ev
+
+
+def _sections(text: str) -> dict[str, str]:
+    parts = re.split(r"^## (.+)$", text, flags=re.M)
+    return {parts[i]: parts[i + 1] for i in range(1, len(parts), 2)}
+
+
+def test_all_fields(tmp_path):
+    run, ev = _run_dir(tmp_path)
+    text = render_model_card(run, ev, "me/medgemma-lumbar")
+    card = ModelCard(text)
+    data = card.data
+    assert data.library_name == "peft" and data.pipeline_tag == "image-text-to-text"
+    assert data.base_model == "google/medgemma-1.5-4b-it" and data.license == "other"
+    assert {"medical", "radiology", "lora"} <= set(data.tags)
+    by_type = {r.metric_type: r.metric_value for r in data.eval_results}
+    assert by_type["cohen_kappa"] == round(FT["kappa"], 4) and by_type["rsna_lumbar_metric"] == FT["rsna_score"]
+    # The numbers in the tables are those of the files.
+    assert "| Cohen's κ (overall) | 0.000 | 0.912 |" in text
+    assert "| Official RSNA 2024 score (weighted log-loss, lower is better) | 1.200 | 0.234 |" in text
+    assert "| Spinal Canal Stenosis | 0.00 | 0.97 |" in text
+    assert "| Parse failure rate | 0.0% | 0.0% |" in text
+    assert 'pipeline("lumbar-classify", model="me/medgemma-lumbar")' in text
+    assert "not for diagnostic use" in text.lower()
+    assert "| Spinal Canal Stenosis | 90 (90.0%)" in text  # label table from the dataset card
+    assert "![Confusion matrix (all conditions)](card_assets/confusion_matrix.png)" in text
+    assert "**synthetic**" in text
+    assert "`learning_rate` | `0.003` | `0.0002`" in text
+    for name, body in _sections(text).items():
+        assert body.strip(), f"empty section {name!r}"
+    assert "\n\n\n" not in text
+
+
+def test_missing_fields_are_omitted_not_invented(tmp_path):
+    run, _ = _run_dir(tmp_path, with_eval=False, with_dataset_card=False)
+    text = render_model_card(run, None, None)
+    data = ModelCard(text).data
+    assert not data.eval_results
+    assert "## Evaluation" not in text and "Label distribution" not in text and "**synthetic**" not in text
+    for name, body in _sections(text).items():
+        assert body.strip(), f"empty section {name!r}"
+    assert "None" not in re.sub(r"`[^`]*`", "", text.split("---", 2)[2])
+
+
+def test_missing_run_config_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="hubkit_config.json: not found"):
+        render_model_card(tmp_path)
+
+
+def test_push_updates_only_card_files(tmp_path, local_hub):
+    from huggingface_hub import HfApi
+
+    run, ev = _run_dir(tmp_path)
+    (run / "adapter_model.safetensors").write_bytes(b"weights")
+    write_model_card(run, ev, "owner/card-only", push=True)
+    api = HfApi(token=local_hub.owner_token)
+    files = set(api.list_repo_files("owner/card-only")) - {".gitattributes"}  # the repo's initial commit
+    assert files == {"README.md", "card_assets/confusion_matrix.png", "card_assets/confusion_matrix_canal.png"}
+    assert api.repo_info("owner/card-only").private
+    readme = api.hf_hub_download("owner/card-only", "README.md", cache_dir=str(tmp_path / "cache"))
+    assert Path(readme).read_text() == (run / "README.md").read_text()
