@@ -19,7 +19,7 @@ from typing import Any
 from hubkit.schema import CONDITION_TITLES, CONDITIONS
 
 ASSETS = "card_assets"
-RESULT_FILES = {"finetuned": "results_finetuned.json", "base": "results_base.json"}
+RESULT_FILES = {"finetuned": "results_finetuned.json", "base": "results_base.json"}  # hubkit.evaluation
 # (key in the results, row name in the table, format)
 METRIC_ROWS = (
     ("kappa", "Cohen's κ (overall)", "{:.3f}"),

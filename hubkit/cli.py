@@ -91,6 +91,33 @@ def build_dataset(data_dir, output, num_proc, picker, image_size, validation_fra
         click.echo(f"pushed to {url} ({'public' if public else 'private'})")
 
 
+@cli.command("evaluate")
+@click.option("--model", required=True, help="Run folder, adapter folder or Hub model repo.")
+@click.option("--dataset", required=True, help="save_to_disk folder, Parquet folder or Hub dataset repo.")
+@click.option("--split", default="validation", show_default=True)
+@click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="Folder for results.")
+@click.option("--compare-base", is_flag=True, help="Also evaluate the untrained base model, side by side.")
+@click.option("--batch-size", default=8, show_default=True, help="Studies per forward pass.")
+@click.option("--max-studies", type=int, default=None, help="Evaluate at most this many studies.")
+def evaluate(model, dataset, split, output, compare_base, batch_size, max_studies) -> None:
+    """Score a model on a split: Kaggle-format predictions, metrics (kappa, official RSNA score), confusion matrices.
+
+    \b
+    Example:
+      hubkit evaluate --model runs/a --dataset me/lumbar-ds --output runs/a/eval --compare-base
+    """
+    from hubkit.evaluation import evaluate_model
+
+    res = _run(evaluate_model, model, dataset, split=split, output=output, compare_base=compare_base,
+               batch_size=batch_size, max_studies=max_studies)
+    for name in ("finetuned", "base"):
+        r = res.get(name)
+        if r:
+            click.echo(f"{name:>9}: kappa {r.get('kappa') or 0:.3f}  RSNA score {r.get('rsna_score') or float('nan'):.4f}"
+                       f"  parse failures {r.get('parse_failure_rate', 0):.1%}")
+    click.echo(f"results in {res['output']}")
+
+
 @cli.command()
 @click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
 @click.option("--eval", "eval_dir", type=click.Path(file_okay=False, exists=True), default=None,

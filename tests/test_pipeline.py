@@ -1,0 +1,185 @@
+"""`pipeline("lumbar-classify")` on the trained tiny adapter: DICOM folder, images + views, dataset rows, batching."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hubkit import schema
+from tests.test_decoding import _flat, make_study, trained_tiny_run
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    import hubkit  # noqa: F401
+    import hubkit.pipeline
+
+    hubkit.pipeline.install_lazy_registration()  # what `import hubkit` does
+    from transformers import pipeline
+
+    run, _ = trained_tiny_run()
+    return pipeline("lumbar-classify", model=str(run))
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory) -> Path:
+    from hubkit.synth import synth_cohort
+
+    return synth_cohort(tmp_path_factory.mktemp("cohort"), 2, seed=3, progress=False)
+
+
+def _check_output(out: dict) -> None:
+    assert set(out) >= {"study_id", "levels", "json", "views"}
+    assert list(out["levels"]) == list(schema.LEVELS)
+    parsed = schema.parse_target(out["json"])
+    for lv in schema.LEVELS:
+        assert list(out["levels"][lv]) == list(schema.CONDITIONS)
+        for c in schema.CONDITIONS:
+            field = out["levels"][lv][c]
+            assert field["label"] == parsed[lv][c]
+            assert field["severity"] == schema.SEVERITY_NAMES[schema.CODES.index(field["label"])]
+            assert list(field["probs"]) == list(schema.CODES)
+            assert abs(sum(field["probs"].values()) - 1) < 1e-5
+            assert field["label"] == max(field["probs"], key=field["probs"].get)
+
+
+def test_pipeline_loads_adapter_with_processor_from_run_folder(pipe):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForImageTextToText
+
+    from hubkit.pipeline import LumbarClassificationPipeline
+
+    run, base = trained_tiny_run()
+    assert isinstance(pipe, LumbarClassificationPipeline)
+    assert pipe.model._hubkit_source == str(run) and pipe.model._hubkit_base == str(base)
+    assert pipe.device.type == "cpu" and pipe.model.dtype == torch.float32
+    # merged LoRA + the trained projector (modules_to_save) == PEFT's own reference model
+    ref = PeftModel.from_pretrained(AutoModelForImageTextToText.from_pretrained(base), run).eval()
+    study = make_study(2, 11)
+    from hubkit.decoding import constrained_decode
+
+    a = constrained_decode(pipe.model, pipe.processor, [study])[0]
+    b = constrained_decode(ref, pipe.processor, [study])[0]
+    assert a.labels == b.labels
+    np.testing.assert_allclose(_flat(a, "probs"), _flat(b, "probs"), atol=1e-5)
+    untrained = AutoModelForImageTextToText.from_pretrained(base)
+    proj = "model.multi_modal_projector.mm_input_projection_weight"
+    assert not torch.equal(pipe.model.state_dict()[proj], untrained.state_dict()[proj])
+
+
+def test_images_and_views_input(pipe):
+    study = make_study(3, 21)
+    out = pipe({"images": study.images, "views": study.views, "study_id": "x1"})
+    _check_output(out)
+    assert out["study_id"] == "x1" and out["views"] == study.views
+
+
+def test_dicom_study_folder(pipe, cohort):
+    study_dir = next(p for p in sorted((cohort / "train_images").iterdir()) if p.is_dir())
+    out = pipe(str(study_dir))
+    _check_output(out)
+    assert out["study_id"] == study_dir.name and out["views"]
+    from hubkit.dataset_builder.study import load_study
+
+    assert out["views"] == load_study(study_dir, mode="geometry").views  # the builder's picker and pixels
+
+
+def test_batch_size_gives_same_results(pipe):
+    studies = [make_study(n, 31 + n) for n in (3, 1, 2)]
+    rows = [{"images": s.images, "views": s.views, "study_id": s.study_id} for s in studies]
+    one = [pipe(r) for r in rows]
+    batched = pipe(rows, batch_size=2)
+    assert [o["study_id"] for o in batched] == [s.study_id for s in studies]
+    for a, b in zip(one, batched):
+        assert a["json"] == b["json"]
+        for lv, c in schema.ANSWER_FIELDS:
+            pa, pb = a["levels"][lv][c]["probs"], b["levels"][lv][c]["probs"]
+            np.testing.assert_allclose(list(pa.values()), list(pb.values()), atol=1e-5)
+    spec = pipe(rows, batch_size=3, method="speculative")
+    assert [o["json"] for o in spec] == [o["json"] for o in one]
+
+
+def test_dataset_rows_stream(pipe):
+    from datasets import Dataset, Features, Image, List, Value
+
+    studies = [make_study(n, 41 + n) for n in (1, 2, 3)]
+    ds = Dataset.from_dict({"study_id": [s.study_id for s in studies], "images": [s.images for s in studies],
+                            "views": [s.views for s in studies]},
+                           features=Features({"study_id": Value("string"), "images": List(Image()),
+                                              "views": List(Value("string"))}))
+    outs = list(pipe(ds, batch_size=2))
+    assert [o["study_id"] for o in outs] == ds["study_id"]
+    assert outs[1]["json"] == pipe(ds[1])["json"]
+
+
+def test_adapter_repo_on_the_hub(local_hub, pipe):
+    from transformers import pipeline
+
+    from hubkit.hub import upload_folder
+    from hubkit.pipeline import load_pipeline
+
+    run, _ = trained_tiny_run()
+    upload_folder(run, "owner/lumbar-tiny-adapter", token=local_hub.owner_token)
+    study = make_study(2, 51)
+    row = {"images": study.images, "views": study.views}
+    want = pipe(row)["json"]
+    assert load_pipeline("owner/lumbar-tiny-adapter")(row)["json"] == want
+    assert pipeline("lumbar-classify", model="owner/lumbar-tiny-adapter")(row)["json"] == want
+
+
+def test_unreadable_inputs_give_clear_errors(pipe, tmp_path):
+    empty = tmp_path / "12345"
+    (empty / "999").mkdir(parents=True)
+    (empty / "999" / "1.dcm").write_bytes(b"not a dicom file")
+    with pytest.raises(ValueError, match=r"cannot read study .*12345.*no usable slice"):
+        pipe(str(empty))
+    with pytest.raises(ValueError, match="study folder not found"):
+        pipe(str(tmp_path / "missing"))
+    with pytest.raises(ValueError, match=r"lacks \['views'\]"):
+        pipe({"images": make_study(1, 1).images})
+    with pytest.raises(ValueError, match="2 images and 1 views"):
+        pipe({"images": make_study(2, 1).images, "views": ["Sagittal T2"]})
+
+
+def test_load_errors_name_what_is_missing(tmp_path):
+    import json
+
+    from hubkit.pipeline import LumbarLoadError, load_pipeline
+
+    run, _ = trained_tiny_run()
+    bad = tmp_path / "adapter"
+    bad.mkdir()
+    cfg = json.loads((run / "adapter_config.json").read_text())
+    cfg["base_model_name_or_path"] = str(tmp_path / "no-such-base")
+    (bad / "adapter_config.json").write_text(json.dumps(cfg))
+    with pytest.raises(Exception, match="no-such-base"):
+        load_pipeline(bad)
+    with pytest.raises(LumbarLoadError, match="not a model folder"):
+        load_pipeline(tmp_path / "nothing-here")
+
+
+def test_import_hubkit_registers_lazily_without_importing_transformers(tmp_path):
+    code = (
+        "import sys, hubkit, hubkit.pipeline as hp\n"
+        "hp.install_lazy_registration()\n"
+        "assert 'transformers' not in sys.modules, 'import hubkit must stay light'\n"
+        "from transformers.pipelines import PIPELINE_REGISTRY\n"
+        "assert 'lumbar-classify' in PIPELINE_REGISTRY.get_supported_tasks()\n"
+        "assert PIPELINE_REGISTRY.supported_tasks['lumbar-classify']['impl'] is hp.LumbarClassificationPipeline\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
