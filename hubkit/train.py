@@ -1,0 +1,234 @@
+"""Fine-tune a Gemma 3 / MedGemma VLM with LoRA on a hubkit dataset, streamed, and write a self-describing run folder.
+
+Example:
+
+    hubkit train --dataset runs/ds --base-model runs/tiny-base --output runs/tiny-run --config configs/tiny-cpu.yaml
+
+    from hubkit.train import train
+    from hubkit.train_config import TrainConfig
+    run_dir = train("me/lumbar-ds", "unsloth/medgemma-1.5-4b-it", "runs/mg", TrainConfig.from_yaml(...))
+
+Run folder: `adapter_model.safetensors` + `adapter_config.json` (PEFT; `base_model_name_or_path` = the base given),
+processor files, `hubkit_config.json` (config, versions, dataset identity, backend, steps, eval losses),
+`training_log.jsonl` (every Trainer log line: train loss, eval loss), `logs/` (TensorBoard), `checkpoints/`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from pathlib import Path
+
+from hubkit.train_config import TrainConfig
+from hubkit.train_data import count_tokens, open_streams, sequence_budget
+
+__all__ = ["train", "open_streams", "sequence_budget", "count_tokens", "DISTRIBUTABLE_FILES"]
+
+# What `push` uploads from the run folder (checkpoints, TensorBoard logs and PEFT's generic README stay local).
+DISTRIBUTABLE_FILES = [
+    "adapter_model.safetensors", "adapter_config.json", "hubkit_config.json", "training_log.jsonl",
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
+    "chat_template.json", "processor_config.json", "preprocessor_config.json",
+]
+
+
+def train(dataset: str, base_model: str, output: str | Path, config: TrainConfig, resume: bool = False,
+          push: str | None = None, callbacks: list | None = None) -> Path:
+    """Train a LoRA adapter and return the run folder.
+
+    Args:
+        dataset: Hub dataset repo id, local Parquet/Arrow data folder, or a `DatasetDict.save_to_disk` folder;
+            needs `train` and `validation` splits with images, views, prompt, target (+ the 25 label columns when
+            oversampling).
+        base_model: Hub model id or local folder of an image-text-to-text model (Gemma 3 / MedGemma).
+        output: run folder (created; with `resume`, the folder of the interrupted run).
+        config: the recipe (`TrainConfig.from_yaml(...)`, CLI flags via `with_overrides`).
+        resume: continue from the last checkpoint in `output/checkpoints` (finished steps are not repeated).
+        push: Hub model repo to upload the run to (overrides `config.push_repo`); private unless config.private
+            is false.
+        callbacks: extra `transformers.TrainerCallback`s (tests, tooling).
+
+    Raises:
+        ValueError: missing split/column, base model without a vision tower, too small max_length, bad resume,
+            backend "unsloth" without a CUDA GPU.
+        FileNotFoundError: `dataset` is neither a folder nor a Hub repo id.
+        ImportError: backend "unsloth" / 4-bit without the gpu extra.
+    """
+    from hubkit.train_backends import import_unsloth_first, resolve_backend
+
+    backend = resolve_backend(config.backend)
+    if backend == "unsloth":
+        import_unsloth_first()  # before trl/transformers/peft are imported below
+
+    from transformers import AutoProcessor, set_seed
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from hubkit import train_backends as tb
+
+    run_dir = Path(output)
+    ckpt_dir = run_dir / "checkpoints"
+    last = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
+    if resume and last is None:
+        raise ValueError(f"--resume: no checkpoint found under {ckpt_dir}")
+    if not resume and last is not None:
+        raise ValueError(f"{run_dir} already holds checkpoints; pass --resume to continue or choose a new --output")
+
+    vision_size = tb.check_vision_base(base_model).vision_config.image_size
+    if config.image_size and config.image_size != vision_size:
+        raise ValueError(f"image_size {config.image_size} != the vision tower's input size {vision_size} "
+                         f"of {base_model!r}; leave it 0 to use the tower's")
+    streams = open_streams(dataset, config, image_size=vision_size)
+    processor = AutoProcessor.from_pretrained(base_model)
+    processor.image_processor.size = {"height": vision_size, "width": vision_size}
+    max_length = sequence_budget(processor, config)
+    set_seed(config.seed)
+    if backend == "unsloth":
+        model, processor = tb.load_unsloth_model(base_model, config, max_length)
+    else:
+        model = tb.load_trl_model(base_model, config)
+
+    max_steps = config.max_steps or _derived_steps(streams, config)
+    cbs = _callbacks(run_dir, config, resume) + list(callbacks or [])
+    sft_kwargs = _sft_kwargs(config, ckpt_dir, max_steps, max_length, resume)
+    collator = tb.make_collator(backend, model, processor, config, max_length, lambda ex: count_tokens(processor, ex))
+    trainer = tb.make_trainer(backend, model, processor, config, sft_kwargs, streams["train"],
+                              streams["validation"], collator, cbs)
+    t0 = time.time()
+    trainer.train(resume_from_checkpoint=last if resume else None)
+    runtime = time.time() - t0
+
+    peft_model = trainer.model
+    for adapter_cfg in peft_model.peft_config.values():
+        adapter_cfg.base_model_name_or_path = base_model  # consumers (pipeline, load_adapter) resolve the base here
+    peft_model.save_pretrained(str(run_dir))
+    _add_transformers_keys(run_dir, peft_model)
+    processor.save_pretrained(str(run_dir))
+    _write_run_config(run_dir, trainer, config, dataset, base_model, backend, streams, max_steps, max_length,
+                      runtime)
+    repo = push or config.push_repo
+    if repo:
+        from hubkit.hub import upload_folder
+
+        upload_folder(run_dir, repo, repo_type="model",
+                      commit_message=f"hubkit train: LoRA adapter for {base_model} ({trainer.state.global_step} steps)",
+                      allow_patterns=DISTRIBUTABLE_FILES, private=config.private)
+    return run_dir
+
+
+# ----------------------------------------------------------------------------------------------- plumbing
+def _derived_steps(streams: dict, config: TrainConfig) -> int:
+    if streams["train_rows"] is None:
+        raise ValueError("the dataset does not say how many training rows it has; set max_steps (--max-steps N)")
+    return config.steps_for(streams["train_rows"])
+
+
+def _sft_kwargs(config: TrainConfig, ckpt_dir: Path, max_steps: int, max_length: int, resume: bool) -> dict:
+    from hubkit.train_backends import compute_dtype
+    import torch
+
+    dtype = compute_dtype(config)
+    cuda = torch.cuda.is_available()
+    return dict(
+        output_dir=str(ckpt_dir), max_steps=max_steps, max_length=max_length,
+        per_device_train_batch_size=config.per_device_train_batch_size,
+        per_device_eval_batch_size=config.per_device_eval_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps, learning_rate=config.learning_rate,
+        lr_scheduler_type=config.lr_scheduler_type, warmup_steps=config.warmup_ratio,
+        weight_decay=config.weight_decay, optim=config.optim, seed=config.seed, data_seed=config.seed,
+        logging_steps=config.logging_steps, eval_strategy="steps", eval_steps=config.eval_steps,
+        eval_on_start=config.eval_on_start and not resume, save_strategy="steps", save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit, load_best_model_at_end=config.load_best_model_at_end,
+        metric_for_best_model="eval_loss",
+        greater_is_better=False, restore_callback_states_from_checkpoint=True, report_to="none",
+        bf16=cuda and dtype == torch.bfloat16, fp16=cuda and dtype == torch.float16,
+        gradient_checkpointing=config.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if config.gradient_checkpointing else None,
+        dataloader_num_workers=config.dataloader_num_workers, dataloader_pin_memory=cuda, disable_tqdm=False,
+    )
+
+
+def _callbacks(run_dir: Path, config: TrainConfig, resume: bool) -> list:
+    from transformers import EarlyStoppingCallback, TrainerCallback
+    from transformers.integrations import TensorBoardCallback, is_tensorboard_available
+
+    log_path = run_dir / "training_log.jsonl"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        log_path.write_text("")
+
+    class JsonlLog(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            with log_path.open("a") as f:
+                f.write(json.dumps({"step": state.global_step, "epoch": state.epoch, **(logs or {})}) + "\n")
+
+    cbs = [JsonlLog()]
+    if is_tensorboard_available():  # a declared dependency; skipped (with a warning) where it is not installed
+        tensorboard = TensorBoardCallback()
+        tensorboard.logging_dir = str(run_dir / "logs")  # transformers 5 dropped TrainingArguments.logging_dir
+        cbs.append(tensorboard)
+    else:
+        warnings.warn("tensorboard is not installed: no TensorBoard logs under logs/", stacklevel=3)
+    if config.early_stopping_patience:
+        cbs.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
+    return cbs
+
+
+def _add_transformers_keys(run_dir: Path, peft_model) -> None:
+    """Make `modules_to_save` weights loadable by transformers' `model.load_adapter(run_dir)` too.
+
+    PEFT saves a modules_to_save module's weights without its `modules_to_save.<adapter>.` infix, and PEFT's loader
+    re-inserts it; transformers 5.17's `load_adapter` only renames `lora_*` keys, so it would silently keep the base
+    projector/norm. We add a second copy of those few tensors under the infixed name: PEFT loads the infixed copy
+    into the very same parameter (identical values), transformers loads it instead of skipping the weights.
+    """
+    from peft.utils.other import ModulesToSaveWrapper
+    from safetensors.torch import load_file, save_file
+
+    path = run_dir / "adapter_model.safetensors"
+    wrapped = [name for name, m in peft_model.named_modules() if isinstance(m, ModulesToSaveWrapper)]
+    if not wrapped:
+        return
+    tensors = load_file(str(path))
+    for key in list(tensors):
+        for name in wrapped:
+            if key.startswith(name + ".") and ".modules_to_save." not in key:
+                tensors[f"{name}.modules_to_save.default.{key[len(name) + 1:]}"] = tensors[key].clone()
+    save_file(tensors, str(path), metadata={"format": "pt"})
+
+
+def _versions() -> dict[str, str | None]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("hubkit", "torch", "transformers", "trl", "peft", "datasets", "accelerate", "unsloth",
+                "unsloth_zoo", "bitsandbytes"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def _write_run_config(run_dir, trainer, config, dataset, base_model, backend, streams, max_steps, max_length,
+                      runtime) -> None:
+    from hubkit.config import config_to_dict, write_json
+
+    evals = [e["eval_loss"] for e in trainer.state.log_history if "eval_loss" in e]
+    write_json(run_dir / "hubkit_config.json", {
+        "train_config": config_to_dict(config),
+        "base_model": base_model,
+        "dataset": {"source": dataset, **streams["identity"], "train_rows": streams["train_rows"],
+                    "validation_rows": streams["validation_rows"], "oversample": config.oversample},
+        "backend": backend,
+        "max_length": max_length,
+        "planned_steps": max_steps,
+        "global_step": trainer.state.global_step,
+        "stopped_early": trainer.state.global_step < max_steps,
+        "first_eval_loss": evals[0] if evals else None,
+        "best_eval_loss": trainer.state.best_metric,
+        "best_checkpoint": Path(trainer.state.best_model_checkpoint).name if trainer.state.best_model_checkpoint
+        else None,
+        "train_runtime_s": round(runtime, 1),
+        "versions": _versions(),
+    })

@@ -1,0 +1,209 @@
+"""Model loading, LoRA and the trainer for the two training backends of `hubkit.train`.
+
+- "unsloth": `FastVisionModel` (4-bit, Unsloth's kernels) + `UnslothVisionDataCollator`; CUDA only.
+- "trl": `AutoModelForImageTextToText` + PEFT LoRA (+ bitsandbytes 4-bit on CUDA) + TRL's
+  `DataCollatorForVisionLanguageModeling`; runs anywhere, incl. CPU.
+
+Both train with the `HubkitSFTTrainer` below. Everything heavy is imported inside functions; on the unsloth path the
+caller imports unsloth (`import_unsloth_first`) before anything here touches trl/transformers/peft.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import warnings
+from typing import Any
+
+
+def resolve_backend(requested: str) -> str:
+    """"auto" -> "unsloth" when CUDA is available and unsloth is installed, else "trl".
+
+    Raises:
+        ValueError: "unsloth" requested without a CUDA GPU (Unsloth's vision path raises NotImplementedError on CPU).
+        ImportError: "unsloth" requested but not installed.
+    """
+    import torch
+
+    cuda = torch.cuda.is_available()
+    has_unsloth = importlib.util.find_spec("unsloth") is not None
+    if requested == "trl":
+        return "trl"
+    if requested == "unsloth":
+        if not cuda:
+            raise ValueError(
+                "--backend unsloth needs a CUDA GPU: Unsloth's vision models (FastVisionModel, "
+                "UnslothVisionDataCollator) raise NotImplementedError on its CPU backend. "
+                "Use --backend trl (or auto) on this machine."
+            )
+        if not has_unsloth:
+            raise ImportError("--backend unsloth needs the gpu extra: pip install 'hubkit[gpu]'")
+        return "unsloth"
+    return "unsloth" if cuda and has_unsloth else "trl"
+
+
+def import_unsloth_first() -> None:
+    """Import unsloth before trl/transformers/peft so its patches apply; warn if that order is already broken.
+
+    In the `hubkit` CLI nothing imports transformers before `train()` runs (heavy imports are lazy), so the order
+    holds. A caller that imported transformers first (e.g. a notebook) gets Unsloth's own warning plus this one.
+    """
+    late = [m for m in ("transformers", "trl", "peft") if m in sys.modules and "unsloth" not in sys.modules]
+    if late:
+        warnings.warn(
+            f"{', '.join(late)} imported before unsloth: some Unsloth patches may be missing. Import unsloth first "
+            "(or start a fresh process) for full speed.",
+            stacklevel=3,
+        )
+    import unsloth  # noqa: F401  (side effect: patches transformers/trl/peft)
+
+
+def check_vision_base(base_model: str) -> Any:
+    """Load `base_model`'s config and fail clearly if it has no vision tower."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(base_model)
+    if getattr(config, "vision_config", None) is None:
+        raise ValueError(
+            f"base model {base_model!r} (model_type={config.model_type!r}) has no vision tower; hubkit train needs "
+            "an image-text-to-text model such as Gemma 3 / MedGemma (Gemma3ForConditionalGeneration)"
+        )
+    return config
+
+
+def lora_target_regex(cfg) -> str:
+    """PEFT target regex: the configured linear names inside the selected towers (never lm_head or the projector)."""
+    towers = [t for t, on in (("vision_tower", cfg.finetune_vision_layers),
+                              ("language_model", cfg.finetune_language_layers)) if on]
+    return rf".*(?:{'|'.join(towers)}).*\.(?:{'|'.join(cfg.lora_target_modules)})"
+
+
+def compute_dtype(cfg):
+    import torch
+
+    if cfg.precision == "fp32" or (cfg.precision == "auto" and not torch.cuda.is_available()):
+        return torch.float32
+    if cfg.precision == "fp16":
+        return torch.float16
+    if cfg.precision == "bf16" or torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float16
+
+
+def load_trl_model(base_model: str, cfg):
+    """`AutoModelForImageTextToText` + PEFT LoRA (+ bnb 4-bit on CUDA when `load_in_4bit`)."""
+    import torch
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from transformers import AutoModelForImageTextToText
+
+    cuda = torch.cuda.is_available()
+    dtype = compute_dtype(cfg)
+    kwargs: dict[str, Any] = {"dtype": dtype}
+    quantized = cuda and cfg.load_in_4bit
+    if quantized:
+        if importlib.util.find_spec("bitsandbytes") is None:
+            raise ImportError("4-bit loading needs bitsandbytes: pip install 'hubkit[gpu]' (or set load_in_4bit: false)")
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=dtype,
+        )
+        kwargs["device_map"] = {"": torch.cuda.current_device()}
+    model = AutoModelForImageTextToText.from_pretrained(base_model, **kwargs)
+    if quantized:
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=cfg.gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False},
+        )
+    lora = LoraConfig(
+        r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, bias="none",
+        target_modules=lora_target_regex(cfg), modules_to_save=list(cfg.modules_to_save) or None,
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, lora)
+
+
+def load_unsloth_model(base_model: str, cfg, max_length: int):
+    """Unsloth `FastVisionModel` (4-bit by default) + its LoRA; returns (model, processor)."""
+    from unsloth import FastVisionModel
+
+    gc = "unsloth" if cfg.gradient_checkpointing else False
+    model, processor = FastVisionModel.from_pretrained(
+        base_model, max_seq_length=max_length, load_in_4bit=cfg.load_in_4bit, use_exact_model_name=True,
+        use_gradient_checkpointing=gc, dtype=None if cfg.precision == "auto" else compute_dtype(cfg),
+    )
+    model = FastVisionModel.get_peft_model(
+        model, r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, bias="none",
+        finetune_vision_layers=cfg.finetune_vision_layers, finetune_language_layers=cfg.finetune_language_layers,
+        finetune_attention_modules=True, finetune_mlp_modules=True, random_state=cfg.seed,
+        modules_to_save=list(cfg.modules_to_save) or None, use_gradient_checkpointing=gc,
+    )
+    FastVisionModel.for_training(model)
+    return model, processor
+
+
+class LengthGuard:
+    """Wraps a collator: a batch longer than the token budget raises instead of being truncated through images."""
+
+    def __init__(self, collator, max_length: int, count_tokens):
+        self.collator, self.max_length, self.count_tokens = collator, max_length, count_tokens
+
+    def __call__(self, examples):
+        batch = self.collator(examples)
+        if batch["input_ids"].shape[1] > self.max_length:
+            needed = max(self.count_tokens(ex) for ex in examples)
+            raise ValueError(
+                f"a training example needs {needed} tokens but max_length is {self.max_length}; image tokens must "
+                f"never be truncated: set max_length >= {needed} (or 0 to derive it)"
+            )
+        return batch
+
+
+def make_collator(backend: str, model, processor, cfg, max_length: int, count_tokens):
+    if backend == "unsloth":
+        from unsloth.trainer import UnslothVisionDataCollator
+
+        # One token of slack: a batch that would need more is truncated to max_length + 1 and the guard raises.
+        inner = UnslothVisionDataCollator(
+            model, processor, max_seq_length=max_length + 1, completion_only_loss=True,
+            resize=processor.image_processor.size["height"],
+        )
+    else:
+        from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
+
+        inner = DataCollatorForVisionLanguageModeling(processor, max_length=None, completion_only_loss=True)
+    return LengthGuard(inner, max_length, count_tokens)
+
+
+def make_trainer(backend: str, model, processor, cfg, sft_kwargs: dict, train_ds, eval_ds, collator, callbacks):
+    """A `HubkitSFTTrainer` over the streams with the given SFTConfig fields."""
+    import torch
+    from trl import SFTConfig, SFTTrainer
+    from trl.trainer import utils as trl_utils
+
+    # TRL 1.15 computes the loss with a fused LM head whose kernel needs triton + CUDA; without it the kernel is
+    # None and training dies with "'NoneType' object has no attribute 'apply'" (tiny-model-facts.md). Keep TRL's
+    # fused loss only where it works (trl backend on CUDA with triton); elsewhere use the model's own loss, which
+    # is what transformers' Trainer.compute_loss does (labels already mask the prompt). Unsloth's patched model
+    # computes its own fused cross-entropy, so it also takes the plain path.
+    fused = backend == "trl" and torch.cuda.is_available() and trl_utils._ChunkedLogProbFunction is not None
+
+    class HubkitSFTTrainer(SFTTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if fused:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            from transformers import Trainer
+
+            inputs["use_cache"] = False
+            return Trainer.compute_loss(self, model, inputs, return_outputs=return_outputs,
+                                        num_items_in_batch=num_items_in_batch)
+
+    args = SFTConfig(
+        remove_unused_columns=False, dataset_text_field="", dataset_kwargs={"skip_prepare_dataset": True},
+        completion_only_loss=True, **sft_kwargs,
+    )
+    return HubkitSFTTrainer(
+        model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, data_collator=collator,
+        processing_class=processor, callbacks=callbacks,
+    )

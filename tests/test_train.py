@@ -1,0 +1,248 @@
+"""hubkit.train on CPU: a tiny random Gemma 3 learns from a streamed synthetic dataset; adapter reloads; resume."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from hubkit import schema
+from hubkit.train_config import TrainConfig
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_YAML = REPO / "configs" / "tiny-cpu.yaml"
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory):
+    from hubkit.base_models import write_tiny_base
+
+    return write_tiny_base(tmp_path_factory.mktemp("base") / "tiny", seed=0)
+
+
+@pytest.fixture(scope="module")
+def synth_ds(tmp_path_factory):
+    """40 synthetic studies (hubkit synth) built by the real dataset builder into a save_to_disk folder."""
+    from hubkit.config import BuildConfig
+    from hubkit.dataset_builder.build import build_dataset
+    from hubkit.synth import synth_cohort
+
+    root = tmp_path_factory.mktemp("synth")
+    synth_cohort(root / "cohort", 40, seed=0, progress=False)
+    build_dataset(BuildConfig(data_dir=str(root / "cohort"), num_proc=2), root / "ds")
+    return root / "ds"
+
+
+def _tiny(**overrides) -> TrainConfig:
+    return TrainConfig.from_yaml(TINY_YAML).with_overrides(**overrides)
+
+
+def _eval_losses(run_dir: Path) -> list[float]:
+    lines = [json.loads(x) for x in (run_dir / "training_log.jsonl").read_text().splitlines()]
+    return [e["eval_loss"] for e in lines if "eval_loss" in e]
+
+
+def _example_inputs(run_dir: Path, ds_dir: Path):
+    import datasets
+    from transformers import AutoProcessor
+
+    from hubkit.chat import build_chat_row
+
+    processor = AutoProcessor.from_pretrained(run_dir)
+    ex = datasets.load_from_disk(str(ds_dir))["validation"][0]
+    row = build_chat_row(ex["images"], ex["views"], ex["prompt"], ex["target"])
+    text = processor.apply_chat_template(row["prompt"] + row["completion"], tokenize=False)
+    return processor(text=[text], images=[row["images"]], add_special_tokens=False, return_tensors="pt")
+
+
+def test_trains_from_hub_stream_then_adapter_reloads_and_is_pushed(tiny_base, synth_ds, tmp_path, local_hub):
+    import datasets
+    import torch
+    from huggingface_hub import HfApi
+    from peft import PeftModel
+    from safetensors import safe_open
+    from transformers import AutoModelForImageTextToText, TrainerCallback
+
+    from hubkit.hub import push_dataset
+    from hubkit.train import train
+
+    push_dataset(synth_ds, "owner/synth40")
+    seen = {}
+
+    class Spy(TrainerCallback):
+        def on_train_begin(self, args, state, control, train_dataloader=None, **kw):
+            seen["train_data"] = train_dataloader.base_dataloader.dataset
+
+        def on_train_end(self, args, state, control, model=None, **kw):
+            seen["model"] = model
+
+    cfg = _tiny(max_steps=40, eval_steps=10, save_steps=20, oversample="moderate=2,severe=4")
+    run = train("owner/synth40", str(tiny_base), tmp_path / "run", cfg, push="owner/tiny-lumbar", callbacks=[Spy()])
+
+    assert isinstance(seen["train_data"], datasets.IterableDataset)  # streamed, never materialised
+    losses = _eval_losses(run)
+    assert len(losses) == 5 and min(losses) <= 0.5 * losses[0], losses  # eval at steps 0 (untrained), 10, ..., 40
+    meta = json.loads((run / "hubkit_config.json").read_text())
+    assert meta["backend"] == "trl" and meta["global_step"] == meta["planned_steps"] == 40
+    assert meta["dataset"]["kind"] == "hub" and meta["dataset"]["revision"]
+    labels = datasets.load_from_disk(str(synth_ds))["train"].select_columns(list(schema.LABEL_COLUMNS))
+    expected_rows = sum({-1: 1, 0: 1, 1: 2, 2: 4}[max(r.values())] for r in labels)  # oversampled by worst grade
+    assert meta["dataset"]["train_rows"] == expected_rows > 36 and meta["best_eval_loss"] == min(losses)
+    assert meta["max_length"] > 8 * (16 + 4)
+    assert meta["versions"]["transformers"] and meta["train_config"]["learning_rate"] == 3e-3
+
+    adapter_cfg = json.loads((run / "adapter_config.json").read_text())
+    assert adapter_cfg["base_model_name_or_path"] == str(tiny_base)
+    with safe_open(str(run / "adapter_model.safetensors"), "pt") as f:
+        keys = list(f.keys())
+    assert any("multi_modal_projector" in k for k in keys) and any("language_model.norm" in k for k in keys)
+
+    inputs = _example_inputs(run, synth_ds)
+    with torch.no_grad():
+        trained = seen["model"].eval()(**inputs).logits
+        base = AutoModelForImageTextToText.from_pretrained(tiny_base).eval()
+        assert not torch.allclose(base(**inputs).logits, trained, atol=1e-3)
+        peft = PeftModel.from_pretrained(AutoModelForImageTextToText.from_pretrained(tiny_base), run).eval()
+        torch.testing.assert_close(peft(**inputs).logits, trained, atol=1e-5, rtol=1e-5)
+        hf = AutoModelForImageTextToText.from_pretrained(adapter_cfg["base_model_name_or_path"])
+        hf.load_adapter(str(run))
+        torch.testing.assert_close(hf.eval()(**inputs).logits, trained, atol=1e-5, rtol=1e-5)
+
+    api = HfApi(token=local_hub.owner_token)
+    assert api.repo_info("owner/tiny-lumbar").private
+    files = set(api.list_repo_files("owner/tiny-lumbar"))
+    assert {"adapter_model.safetensors", "adapter_config.json", "hubkit_config.json", "training_log.jsonl",
+            "tokenizer.json", "processor_config.json", "chat_template.jinja"} <= files
+    assert not any(f.startswith(("checkpoints/", "logs/")) for f in files)
+
+
+def test_resume_continues_from_last_checkpoint_without_repeating_steps(tiny_base, synth_ds, tmp_path):
+    from transformers import TrainerCallback
+
+    from hubkit.train import train
+
+    class Interrupt(TrainerCallback):
+        def on_save(self, args, state, control, **kw):
+            if state.global_step == 8:
+                raise KeyboardInterrupt
+
+    steps: list[int] = []
+
+    class Steps(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            steps.append(state.global_step)
+
+    cfg = _tiny(max_steps=12, eval_steps=4, save_steps=4)
+    with pytest.raises(KeyboardInterrupt):
+        train(str(synth_ds), str(tiny_base), tmp_path / "run", cfg, callbacks=[Interrupt()])
+    with pytest.raises(ValueError, match="--resume"):  # a fresh start would mix two runs in one folder
+        train(str(synth_ds), str(tiny_base), tmp_path / "run", cfg)
+    run = train(str(synth_ds), str(tiny_base), tmp_path / "run", cfg, resume=True, callbacks=[Steps()])
+    assert steps == [9, 10, 11, 12]
+    meta = json.loads((run / "hubkit_config.json").read_text())
+    assert meta["global_step"] == meta["planned_steps"] == 12 and meta["dataset"]["kind"] == "save_to_disk"
+    logged = [json.loads(x)["step"] for x in (run / "training_log.jsonl").read_text().splitlines()]
+    assert logged == sorted(logged) and max(logged) == 12  # one log across the interruption, steps never go back
+
+
+@pytest.fixture
+def broken_ds(synth_ds, tmp_path):
+    import datasets
+
+    def make(name, fn):
+        out = tmp_path / name
+        fn(datasets.load_from_disk(str(synth_ds))).save_to_disk(str(out))
+        return str(out)
+
+    return make
+
+
+def test_bad_inputs_fail_with_clear_errors(tiny_base, synth_ds, broken_ds, tmp_path):
+    import torch
+    from transformers import Gemma3TextConfig
+
+    from hubkit.train import train
+
+    cfg = _tiny(max_steps=2)
+    ds = broken_ds("no-target", lambda dd: dd.remove_columns("target"))
+    with pytest.raises(ValueError, match=r"missing column\(s\) \['target'\]"):
+        train(ds, str(tiny_base), tmp_path / "a", cfg)
+    ds = broken_ds("no-labels", lambda dd: dd.remove_columns(schema.LABEL_COLUMNS[0]))
+    with pytest.raises(ValueError, match=f"{schema.LABEL_COLUMNS[0]}.*oversampling"):
+        train(ds, str(tiny_base), tmp_path / "b", cfg.with_overrides(oversample="moderate=2,severe=4"))
+    ds = broken_ds("no-val", lambda dd: type(dd)(train=dd["train"]))
+    with pytest.raises(ValueError, match="validation"):
+        train(ds, str(tiny_base), tmp_path / "c", cfg)
+    with pytest.raises(FileNotFoundError):
+        train(str(tmp_path / "nowhere"), str(tiny_base), tmp_path / "d", cfg)
+
+    text_only = tmp_path / "text-only"
+    Gemma3TextConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=1,
+                     num_key_value_heads=1, head_dim=16).save_pretrained(text_only)
+    with pytest.raises(ValueError, match="no vision tower"):
+        train(str(synth_ds), str(text_only), tmp_path / "e", cfg)
+    with pytest.raises(ValueError, match=r"max_length 100 is too small: a study with 8 images needs \d+ tokens"):
+        train(str(synth_ds), str(tiny_base), tmp_path / "f", cfg.with_overrides(max_length=100))
+    with pytest.raises(ValueError, match="no checkpoint"):
+        train(str(synth_ds), str(tiny_base), tmp_path / "g", cfg, resume=True)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA GPU.*NotImplementedError"):
+            train(str(synth_ds), str(tiny_base), tmp_path / "h", cfg.with_overrides(backend="unsloth"))
+
+
+def test_oversampling_repeats_studies_by_worst_grade(synth_ds):
+    import datasets
+
+    from hubkit.train import open_streams
+
+    cfg = _tiny(oversample="moderate=2,severe=4")
+    streams = open_streams(str(synth_ds), cfg, image_size=128)
+    train = datasets.load_from_disk(str(synth_ds))["train"]
+    worst = [max(row[c] for c in schema.LABEL_COLUMNS) for row in train.select_columns(list(schema.LABEL_COLUMNS))]
+    expected = sum({-1: 1, 0: 1, 1: 2, 2: 4}[w] for w in worst)
+    assert streams["train_rows"] == expected > len(train)
+    rows = list(streams["train"])
+    assert len(rows) == expected
+    assert set(rows[0]) == {"images", "prompt", "completion"} and rows[0]["images"][0].size == (128, 128)
+    assert cfg.steps_for(expected) == cfg.num_train_epochs * -(-expected // 8)  # epochs x ceil(rows / batch 8)
+
+
+def test_sequence_budget_counts_image_tokens(tiny_base):
+    from transformers import AutoProcessor
+
+    from hubkit.train import sequence_budget
+
+    processor = AutoProcessor.from_pretrained(tiny_base)
+    needed = sequence_budget(processor, TrainConfig())
+    assert 8 * (16 + 4) < needed < 8 * (16 + 4) + 400  # 8 images x (16 soft tokens + 4 markers) + prompt + answer
+    assert sequence_budget(processor, TrainConfig(max_length=needed + 10)) == needed + 10
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_train_config_loads_and_shows_its_command(path):
+    header = [line for line in path.read_text().splitlines() if line.startswith("#")]
+    if not any("hubkit train" in line for line in header):
+        pytest.skip("not a training config")
+    cfg = TrainConfig.from_yaml(path)
+    command = next(line for line in header if "hubkit train" in line)
+    assert re.search(rf"--dataset \S+ --base-model \S+ --output \S+ --config configs/{path.name}", command)
+    assert cfg.private is True
+
+
+def test_config_overrides_and_validation():
+    cfg = TrainConfig()
+    assert (cfg.lora_r, cfg.lora_alpha, cfg.learning_rate, cfg.effective_batch_size) == (16, 32, 2e-4, 8)
+    assert cfg.with_overrides(max_steps=None, backend="trl").backend == "trl"  # None = flag not given
+    assert cfg.with_overrides(max_steps=7).max_steps == 7
+    assert cfg.steps_for(1777) == 3 * 223  # seed: 1,777 studies, batch 1 x 8, 3 epochs
+    with pytest.raises(ValueError, match="unknown"):
+        cfg.with_overrides(learning_rat=1)
+    with pytest.raises(ValueError, match="backend"):
+        TrainConfig(backend="deepspeed")
+    with pytest.raises(ValueError, match="oversample"):
+        TrainConfig(oversample="moderate:2")
+    with pytest.raises(ValueError, match="multiple of eval_steps"):
+        TrainConfig(eval_steps=30, save_steps=50)
+    assert TrainConfig(oversample="moderate=2, severe=4").oversample_factors() == {0: 1, 1: 2, 2: 4}
