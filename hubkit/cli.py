@@ -6,7 +6,7 @@ import click
 
 # Library errors that are the user's to fix: shown as one line, no traceback.
 def _user_errors() -> tuple[type[BaseException], ...]:
-    errors: list[type[BaseException]] = [ValueError, FileNotFoundError, FileExistsError]
+    errors: list[type[BaseException]] = [ValueError, FileNotFoundError, FileExistsError, ImportError]
     try:
         from hubkit.hub import HubError
 
@@ -89,6 +89,83 @@ def build_dataset(data_dir, output, num_proc, picker, image_size, validation_fra
 
         url = _run(push_dataset, output, push_repo, private=not public)
         click.echo(f"pushed to {url} ({'public' if public else 'private'})")
+
+
+@cli.group()
+def base() -> None:
+    """Write a base model that loads offline: a tiny random Gemma 3 VLM or MedGemma 1.5 4B's architecture."""
+
+
+@base.command("tiny")
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--seed", default=0, show_default=True, help="Random seed of the weights.")
+@click.option("--push", "push_repo", default=None, metavar="OWNER/NAME", help="Also push it to this (private) repo.")
+def base_tiny(out: str, seed: int, push_repo: str | None) -> None:
+    """A tiny random Gemma 3 vision-language model + Gemma-style processor (CPU tests and the demo).
+
+    \b
+    Example:
+      hubkit base tiny runs/tiny-base --push me/tiny-gemma3-base
+    """
+    from hubkit.base_models import write_tiny_base
+
+    path = _run(write_tiny_base, out, seed=seed)
+    click.echo(f"wrote {path}")
+    _push_folder(path, push_repo, "Tiny random Gemma 3 base (hubkit base tiny)")
+
+
+@base.command("medgemma-arch")
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--device", type=click.Choice(["cuda", "cpu"]), default="cuda", show_default=True)
+@click.option("--dtype", default="bfloat16", show_default=True)
+def base_medgemma_arch(out: str, device: str, dtype: str) -> None:
+    """Random weights with MedGemma 1.5 4B's exact configuration (GPU speed and memory work; ~8 GB).
+
+    \b
+    Example:
+      hubkit base medgemma-arch /tmp/medgemma-arch --device cuda
+    """
+    from hubkit.base_models import write_medgemma_arch_base
+
+    click.echo(f"wrote {_run(write_medgemma_arch_base, out, dtype=dtype, device=device)}")
+
+
+def _push_folder(path, repo: str | None, message: str) -> None:
+    if repo:
+        from hubkit.hub import upload_folder
+
+        _run(upload_folder, path, repo, repo_type="model", commit_message=message)
+        click.echo(f"pushed to {repo} (private)")
+
+
+@cli.command()
+@click.option("--dataset", required=True, help="Dataset folder (build-dataset output / Parquet) or Hub repo id.")
+@click.option("--base-model", required=True, help="Base model id or folder (a Gemma 3 / MedGemma VLM).")
+@click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="Run folder.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="YAML of TrainConfig fields (configs/*.yaml); flags below override it.")
+@click.option("--push", "push_repo", default=None, metavar="OWNER/NAME", help="Push the adapter to this repo.")
+@click.option("--backend", type=click.Choice(["auto", "unsloth", "trl"]), default=None,
+              help="auto: Unsloth on CUDA when installed, else TRL + PEFT.")
+@click.option("--oversample", default=None, metavar="moderate=2,severe=4",
+              help="Repeat studies by their worst grade, on the stream.")
+@click.option("--max-steps", type=int, default=None, help="Optimiser steps (default: from epochs).")
+@click.option("--resume", is_flag=True, help="Continue from the last checkpoint in the run folder.")
+def train(dataset, base_model, output, config_path, push_repo, backend, oversample, max_steps, resume) -> None:
+    """QLoRA/LoRA fine-tune from the streamed dataset; writes adapter + processor + hubkit_config.json.
+
+    \b
+    Example:
+      hubkit train --dataset me/lumbar-ds --base-model google/medgemma-1.5-4b-it \\
+          --config configs/seed-a100-40g.yaml --output runs/seed --push me/medgemma-lumbar
+    """
+    from hubkit.train import train as run_training
+    from hubkit.train_config import TrainConfig
+
+    cfg = _run(TrainConfig.from_yaml, config_path) if config_path else TrainConfig()
+    cfg = _run(cfg.with_overrides, backend=backend, oversample=oversample, max_steps=max_steps)
+    run = _run(run_training, dataset, base_model, output, cfg, resume=resume, push=push_repo)
+    click.echo(f"run folder: {run}" + (f" (pushed to {push_repo})" if push_repo else ""))
 
 
 @cli.command("evaluate")
