@@ -64,3 +64,20 @@ def test_synth_build_and_push_private_through_the_cli(tmp_path, local_hub, hub_c
     with pytest.raises(RepositoryNotFoundError):
         HfApi(token=local_hub.other_token).repo_info("owner/cli-ds", repo_type="dataset")
     assert local_hub.owner_token not in res.output
+
+
+@pytest.mark.parametrize("path,cmd", ALL, ids=[" ".join(p) for p, _ in ALL])
+def test_every_verb_is_in_the_readme_with_an_example(path, cmd):
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    verb = "hubkit " + " ".join(path)
+    assert f"### `{verb}" in readme or f"/ `{verb}`" in readme, f"README has no section for {verb}"
+    assert any(line.startswith(verb + " ") for line in readme.splitlines()), f"README has no example of {verb}"
+
+
+def test_readme_states_the_two_commands():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert "make demo" in readme and "make test" in readme
