@@ -217,3 +217,24 @@ def test_compressed_without_decoder_names_package(tmp_path):
     ds.save_as(path, enforce_file_format=True)
     with pytest.raises(DicomError, match=r"pip install 'hubkit\[decoders\]'"):
         load_slice(read_header(path), 64)
+
+
+def test_no_patient_data_reaches_dataset_card_or_report(built, cohort):
+    """Only whitelisted header tags are read: names and birth dates from the DICOMs appear nowhere in the output."""
+    import pydicom
+
+    out, dd = built
+    any_file = next((cohort / "train_images").rglob("*.dcm"))
+    ds = pydicom.dcmread(any_file, stop_before_pixels=True)
+    secrets = [str(ds.PatientName), str(ds.PatientBirthDate)]
+    assert all(secrets) and "SYNTH" in secrets[0]
+    blobs = [(out / "README.md").read_text(), (out / "build_report.json").read_text()]
+    for split in dd.values():
+        for col in ("study_id", "prompt", "target"):
+            blobs.append("\n".join(split[col]))
+        blobs.append("\n".join(v for views in split["views"] for v in views))
+        assert not {"PatientName", "PatientBirthDate", "PatientID"} & set(split.column_names)
+    for arrow in out.rglob("*.arrow"):
+        blobs.append(arrow.read_bytes().decode("latin-1"))
+    for secret in secrets:
+        assert not any(secret in b for b in blobs), secret
