@@ -101,7 +101,13 @@ def build_target(labels: Mapping[str, int | None], missing: str = "N") -> str:
 
 def parse_target(text: str) -> dict[str, dict[str, str]]:
     """Parse and validate a compact answer; raises ValueError saying what is wrong."""
-    obj = json.loads(text)
+    def no_duplicates(pairs):
+        keys = [k for k, _ in pairs]
+        if len(keys) != len(set(keys)):
+            raise ValueError(f"answer repeats key(s) {sorted({k for k in keys if keys.count(k) > 1})}")
+        return dict(pairs)
+
+    obj = json.loads(text, object_pairs_hook=no_duplicates)  # json.loads alone keeps the last duplicate silently
     if not isinstance(obj, dict) or list(obj) != list(LEVELS):
         raise ValueError(f"answer levels must be {list(LEVELS)}, got {list(obj) if isinstance(obj, dict) else obj!r}")
     for lv in LEVELS:

@@ -56,7 +56,7 @@ def trained_tiny_run() -> tuple[Path, Path]:
 
     root = Path(tempfile.mkdtemp(prefix="hubkit-decoding-"))
     atexit.register(shutil.rmtree, root, True)
-    base = write_tiny_base(root / "base")
+    base = write_tiny_base(root / "base", image_size=64, patch_size=8)  # the geometry this fixture was tuned on
     processor = AutoProcessor.from_pretrained(base)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a 0.2 M-param model: one thread is faster than two on a shared 2-core box

@@ -39,7 +39,8 @@ def _patient_point(ds, x, y):
 
 def test_layout_and_csv_columns(cohort):
     assert sorted(p.name for p in cohort.iterdir()) == [
-        "train.csv", "train_images", "train_label_coordinates.csv", "train_series_descriptions.csv"]
+        "hubkit_synth.json", "train.csv", "train_images", "train_label_coordinates.csv",
+        "train_series_descriptions.csv"]  # the marker lets dataset and model cards say "synthetic"
     train = pd.read_csv(cohort / "train.csv")
     assert list(train.columns) == ["study_id", *LABEL_COLUMNS]
     assert len(train) == 4 and train.study_id.is_unique
