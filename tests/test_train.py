@@ -116,6 +116,12 @@ def test_trains_from_hub_stream_then_adapter_reloads_and_is_pushed(tiny_base, sy
     assert {"adapter_model.safetensors", "adapter_config.json", "hubkit_config.json", "training_log.jsonl",
             "tokenizer.json", "processor_config.json", "chat_template.jinja"} <= files
     assert not any(f.startswith(("checkpoints/", "logs/")) for f in files)
+    # A download of the pushed adapter is byte-identical to the run folder.
+    from hubkit.hub import download_snapshot
+
+    snap = Path(download_snapshot("owner/tiny-lumbar", cache_dir=str(tmp_path / "dl-cache")))
+    for f in files - {".gitattributes"}:
+        assert (snap / f).read_bytes() == (run / f).read_bytes(), f
 
 
 def test_resume_continues_from_last_checkpoint_without_repeating_steps(tiny_base, synth_ds, tmp_path):
