@@ -71,3 +71,14 @@ def hub_cache(tmp_path):
     d = tmp_path / "hf-cache"
     d.mkdir()
     return d
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny CPU models run faster on one thread than on two busy ones (use with pytest.mark.usefixtures)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

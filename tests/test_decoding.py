@@ -99,15 +99,7 @@ def trained_tiny_run() -> tuple[Path, Path]:
     return run, base
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run faster on one thread than on two busy ones."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread beats two busy ones
 
 
 @pytest.fixture(scope="session")

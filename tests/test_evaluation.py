@@ -12,14 +12,7 @@ from hubkit import schema
 from tests.test_decoding import trained_tiny_run
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread beats two busy ones
 
 
 @pytest.fixture(scope="module")
