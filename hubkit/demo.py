@@ -93,14 +93,15 @@ def main(argv: list[str] | None = None) -> int:
 
 def _summary(out: Path, url: str, seconds: float) -> None:
     eval_dir = out / "run" / "eval"
-    table = eval_dir / "metrics_table.md"
-    if table.is_file():
-        print(table.read_text())
-    else:  # fall back to the raw result files
-        for f in sorted(eval_dir.glob("results_*.json")):
-            res = json.loads(f.read_text())
-            keys = ("kappa", "qwk", "weighted_accuracy", "rsna_score", "parse_failure_rate")
-            print(f.stem, {k: res.get(k) for k in keys})
+    results = {name: json.loads((eval_dir / f"results_{name}.json").read_text())
+               for name in ("base", "finetuned") if (eval_dir / f"results_{name}.json").is_file()}
+    rows = (("kappa", "Cohen's kappa (overall)"), ("qwk", "quadratic-weighted kappa"),
+            ("weighted_accuracy", "weighted accuracy [1,2,4]"), ("accuracy", "raw accuracy"),
+            ("rsna_score", "official RSNA 2024 score (lower is better)"), ("parse_failure_rate", "parse failures"))
+    print(f"{'metric':44} {'base':>10} {'fine-tuned':>11}")
+    for key, name in rows:
+        vals = [results.get(v, {}).get(key) for v in ("base", "finetuned")]
+        print(f"{name:44} " + " ".join(f"{'-' if v is None else f'{v:.3f}':>{w}}" for v, w in zip(vals, (10, 11))))
     print(f"""
 Where everything is:
   cohort (DICOM)      {out / 'cohort'}
