@@ -102,8 +102,7 @@ def _first_number(value) -> float | None:
     if value is None or value == "":
         return None
     try:
-        v = value[0] if isinstance(value, (list, tuple)) or hasattr(value, "__len__") and not isinstance(value, str) else value
-        f = float(v)
+        f = float(value[0] if hasattr(value, "__len__") and not isinstance(value, str) else value)
     except (TypeError, ValueError, IndexError):
         return None
     return f if np.isfinite(f) else None

@@ -15,6 +15,8 @@ from .dicom import MAX_FRAMES, MAX_PIXELS, DicomError, Plane, SliceHeader
 
 _DECODER_HINT = ("install a decoder: pip install 'hubkit[decoders]' "
                  "(pylibjpeg, pylibjpeg-libjpeg, pylibjpeg-openjpeg) or python-gdcm")
+# Fallback window when the header has none: robust to a few hot pixels.
+PERCENTILES = (0.5, 99.5)
 _NATIVE = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"}
 
 
@@ -80,7 +82,7 @@ def _decode(header: SliceHeader, frame: int | None) -> np.ndarray:
 
 
 def window(arr: np.ndarray, window: tuple[float, float] | None = None,
-           percentiles: tuple[float, float] = (0.5, 99.5)) -> np.ndarray:
+           percentiles: tuple[float, float] = PERCENTILES) -> np.ndarray:
     """Map intensities to uint8.
 
     Uses the DICOM WindowCenter/WindowWidth when given and sensible (the window covers part of the data range);
@@ -142,7 +144,7 @@ def load_slice(header: SliceHeader, size: int = 448):
         arr = np.where(finite, arr, arr[finite].min() if finite.any() else 0.0)
     win = header.window
     if win is None:
-        lo, hi = (float(v) for v in np.percentile(arr, (0.5, 99.5)))
+        lo, hi = (float(v) for v in np.percentile(arr, PERCENTILES))
         win = ((lo + hi) / 2.0, max(hi - lo, 1e-6))
     oriented = orient(arr.astype(np.float32, copy=False), header)
     small = np.asarray(Image.fromarray(oriented, mode="F").resize((size, size), Image.BILINEAR))
