@@ -173,6 +173,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.hub, self.store, self._consumed = self.server.hub, self.server.hub._store, False
         url = urlsplit(self.path)
         self.query = parse_qs(url.query)
+        if self.hub.request_hook is not None:
+            self.hub.request_hook(self.command, url.path)
         try:
             for methods, rx, name in ROUTES:
                 if self.command in methods.split() and (match := rx.fullmatch(url.path.rstrip("/") or "/")):
@@ -511,6 +513,9 @@ class LocalHub:
         self._secret, self._store = secrets.token_bytes(32), _Store(self.root)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        # Called as request_hook(method, path) before each request is served (fault injection in tests, tracing);
+        # it runs on the request's thread, so blocking in it stalls that request only.
+        self.request_hook = None
 
     def _load_tokens(self) -> dict[str, str]:
         path = self.root / "tokens.json"

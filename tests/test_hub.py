@@ -206,3 +206,49 @@ def test_endpoint_follows_hf_endpoint(monkeypatch):
         hub.ensure_repo("owner/x")
     with pytest.raises(ValueError):
         hub.ensure_repo("owner/x", repo_type="space")
+
+
+def test_push_killed_mid_upload_keeps_previous_commit(local_hub, tmp_path):
+    """SIGKILL a push while its LFS upload is in flight: the repo stays at its previous commit; a re-run completes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    repo = "owner/interrupted-push"
+    src = _model_folder(tmp_path / "adapter")
+    names = ["adapter_model.safetensors", "adapter_config.json"]
+    hub.upload_folder(src, repo, "model", "v1")
+    api = HfApi(endpoint=local_hub.url, token=local_hub.owner_token)
+    v1_sha, v1 = api.repo_info(repo).sha, _digests(src, names)
+    (src / "adapter_model.safetensors").write_bytes(os.urandom(300_000))
+    (src / "adapter_config.json").write_text('{"r": 32}')
+    v2 = _digests(src, names)
+
+    in_upload, release = threading.Event(), threading.Event()
+
+    def stall_lfs(method: str, path: str) -> None:
+        if method == "PUT" and path.startswith("/lfs-upload/"):
+            in_upload.set()
+            release.wait(30)
+
+    code = f"from hubkit import hub; hub.upload_folder({str(src)!r}, {repo!r}, 'model', 'v2')"
+    local_hub.hub.request_hook = stall_lfs
+    try:
+        proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+        assert in_upload.wait(60), "the push never reached its LFS upload"
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        release.set()
+        local_hub.hub.request_hook = None
+    assert api.repo_info(repo).sha == v1_sha
+    snap = hub.download_snapshot(repo, "model", local_dir=tmp_path / "after-kill")
+    assert _digests(snap, names) == v1
+
+    commit = hub.upload_folder(src, repo, "model", "v2 again")
+    new_sha = api.repo_info(repo).sha
+    assert new_sha != v1_sha and commit.endswith(new_sha)
+    snap = hub.download_snapshot(repo, "model", local_dir=tmp_path / "after-rerun")
+    assert _digests(snap, names) == v2
