@@ -22,6 +22,7 @@ from . import rsna_csv
 from .dicom import DicomError
 from .features import lumbar_features
 from .study import load_study
+from .study_cache import load_entry, store_entry, study_key
 
 REPORT_FILE = "build_report.json"
 
@@ -29,11 +30,13 @@ REPORT_FILE = "build_report.json"
 class LumbarConfig(datasets.BuilderConfig):
     """Carries the validated study records and the build options into (possibly several) worker processes."""
 
-    def __init__(self, build: BuildConfig | None = None, splits: dict | None = None, report_dir: str = "", **kw):
+    def __init__(self, build: BuildConfig | None = None, splits: dict | None = None, report_dir: str = "",
+                 cache_studies: str = "", **kw):
         super().__init__(**kw)
         self.build = build or BuildConfig()
         self.splits = splits or {}
         self.report_dir = report_dir
+        self.cache_studies = cache_studies
 
 
 class LumbarSpine(datasets.GeneratorBasedBuilder):
@@ -57,12 +60,21 @@ class LumbarSpine(datasets.GeneratorBasedBuilder):
     def _generate_examples(self, records):
         cfg: BuildConfig = self.config.build
         report_dir = Path(self.config.report_dir)
+        cache_dir = Path(self.config.cache_studies)
         for rec in records:
             sid = rec["study_id"]
+            study_dir = Path(cfg.data_dir) / "train_images" / sid
+            key = study_key(cfg.picker, cfg.image_size, rec, study_dir)
+            cached = load_entry(cache_dir, sid, key)
+            if cached is not None:  # built by an earlier, interrupted run: identical bytes, no DICOM read
+                row, pngs, entry = cached
+                _write_entry(report_dir, {**entry, "reused": True})
+                yield sid, {**row, "images": [{"bytes": b, "path": None} for b in pngs]}
+                continue
             entry = {"study_id": sid, "status": "built", "views": [], "notes": [], "skipped": []}
             try:
-                study = load_study(Path(cfg.data_dir) / "train_images" / sid, rec["descriptions"],
-                                   mode=cfg.picker, coords=rec["coords"], image_size=cfg.image_size)
+                study = load_study(study_dir, rec["descriptions"], mode=cfg.picker, coords=rec["coords"],
+                                   image_size=cfg.image_size)
             except DicomError as e:
                 entry.update(status="skipped", reason=str(e))
                 _write_entry(report_dir, entry)
@@ -70,10 +82,13 @@ class LumbarSpine(datasets.GeneratorBasedBuilder):
             entry.update(views=study.views, notes=study.notes,
                          skipped=[{"file": f, "reason": r} for f, r in study.skipped],
                          picks=[list(p) for p in study.picks])
-            _write_entry(report_dir, entry)
             labels = rec["labels"]
-            yield sid, {"study_id": sid, "images": [encode_png(im) for im in study.images], "views": study.views,
-                        "prompt": build_prompt(study.views), "target": build_target(labels), **labels}
+            row = {"study_id": sid, "views": study.views, "prompt": build_prompt(study.views),
+                   "target": build_target(labels), **labels}
+            pngs = [encode_png(im)["bytes"] for im in study.images]
+            store_entry(cache_dir, sid, key, row, pngs, entry)
+            _write_entry(report_dir, entry)
+            yield sid, {**row, "images": [{"bytes": b, "path": None} for b in pngs]}
 
 
 def encode_png(image) -> dict:
@@ -83,6 +98,20 @@ def encode_png(image) -> dict:
     buf = io.BytesIO()
     image.save(buf, format="PNG", compress_level=1)
     return {"bytes": buf.getvalue(), "path": None}
+
+
+def content_fingerprint(ds) -> str:
+    """16 hex digits naming a split's rows (every column, in order), independent of paths, shards and num_proc."""
+    import hashlib
+
+    h = hashlib.sha256(json.dumps(ds.features.to_dict(), sort_keys=True).encode())
+    for batch in ds.data.to_batches(max_chunksize=64):
+        for row in batch.to_pylist():
+            images = row.pop("images", None) or []
+            h.update(json.dumps(row, sort_keys=True, default=str).encode())
+            for im in images:
+                h.update(hashlib.sha256(im["bytes"] or b"").digest())
+    return h.hexdigest()[:16]
 
 
 def _write_entry(report_dir: Path, entry: dict) -> None:
@@ -133,6 +162,10 @@ def plan_records(cfg: BuildConfig) -> tuple[dict[str, list[dict]], list[dict]]:
 def build_dataset(cfg: BuildConfig, output: str | Path) -> "datasets.DatasetDict":
     """Build the dataset, save it to `output` (load it with `datasets.load_from_disk`), write the card and report.
 
+    Resumable: each finished study is kept in `<output>/../.<name>.build/studies` (see `study_cache`) until the
+    build succeeds, so re-running after a kill or crash decodes only the studies that were not finished. Each
+    split's `_fingerprint` is its content hash: identical rows give the identical fingerprint, whatever num_proc.
+
     Raises:
         rsna_csv.CsvError / FileNotFoundError: bad or missing CSVs / folders (nothing is written then).
     """
@@ -144,10 +177,13 @@ def build_dataset(cfg: BuildConfig, output: str | Path) -> "datasets.DatasetDict
         shutil.rmtree(report_dir)
     builder = LumbarSpine(cache_dir=str(work / "cache"), dataset_name="rsna_lumbar",
                           config_name=f"{cfg.picker}-{cfg.image_size}",
-                          build=cfg, splits=splits, report_dir=str(report_dir))
+                          build=cfg, splits=splits, report_dir=str(report_dir),
+                          cache_studies=str(work / "studies"))
     builder.download_and_prepare(num_proc=cfg.num_proc if cfg.num_proc > 1 else None,
                                  download_mode="force_redownload")
     dd = datasets.DatasetDict({name: builder.as_dataset(split=name) for name in builder.info.splits})
+    for ds in dd.values():  # datasets' own fingerprint depends on cache paths; make it name the content instead
+        ds._fingerprint = content_fingerprint(ds)
     out.mkdir(parents=True, exist_ok=True)
     dd.save_to_disk(str(out))
     entries = [json.loads(p.read_text()) for p in sorted(report_dir.glob("*.json"))] + missing
@@ -165,7 +201,10 @@ def write_report(out: Path, cfg: BuildConfig, dd, entries: list[dict]) -> dict:
     report = {
         "config": config_to_dict(cfg),
         "splits": {k: len(v) for k, v in dd.items()},
+        "fingerprints": {k: v._fingerprint for k, v in dd.items()},  # content_fingerprint of each split
         "studies_built": sum(e["status"] == "built" for e in entries),
+        # Studies taken from the work folder of an interrupted earlier run instead of being decoded again.
+        "studies_reused": sum(bool(e.get("reused")) for e in entries),
         "studies_skipped": [{"study_id": e["study_id"], "reason": e["reason"]} for e in entries
                             if e["status"] == "skipped"],
         "files_skipped": [{"study_id": e["study_id"], **s} for e in entries for s in e.get("skipped", [])],

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import click
+
 
 # Library errors that are the user's to fix: shown as one line, no traceback.
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -84,6 +88,9 @@ def build_dataset(data_dir, output, num_proc, picker, image_size, validation_fra
     dd = _run(build, cfg, output)
     click.echo(f"saved {', '.join(f'{k}: {len(v)}' for k, v in dd.items())} studies to {output} "
                f"(card: {output}/README.md, report: {output}/build_report.json)")
+    reused = json.loads((Path(output) / "build_report.json").read_text()).get("studies_reused", 0)
+    if reused:
+        click.echo(f"resumed: {reused} studies came from the interrupted earlier run (not decoded again)")
     if push_repo:
         from hubkit.hub import push_dataset
 

@@ -238,3 +238,51 @@ def test_no_patient_data_reaches_dataset_card_or_report(built, cohort):
         blobs.append(arrow.read_bytes().decode("latin-1"))
     for secret in secrets:
         assert not any(secret in b for b in blobs), secret
+
+
+def test_killed_build_resumes_without_redoing_studies(tmp_path):
+    """SIGKILL `hubkit build-dataset` midway: the re-run reuses every finished study and gives the same dataset."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import datasets
+
+    from hubkit.synth import synth_cohort
+
+    root = synth_cohort(tmp_path / "c", 24, seed=5, progress=False)
+    out = tmp_path / "ds"
+    studies = tmp_path / ".ds.build" / "studies"
+    cmd = [sys.executable, "-m", "hubkit.cli", "build-dataset", str(root), "--output", str(out), "--image-size", "64"]
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and len(list(studies.glob("[0-9]*"))) < 6:
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    done_before = len(list(studies.glob("[0-9]*")))
+    assert 6 <= done_before < 24, f"kill landed outside the build ({done_before} studies cached)"
+    assert not (out / "build_report.json").exists()
+
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    report = json.loads((out / "build_report.json").read_text())
+    assert report["studies_reused"] == done_before and report["studies_built"] == 24
+    assert not studies.exists()  # the work folder goes once the build succeeded
+
+    clean = build_dataset(BuildConfig(data_dir=str(root), image_size=64), tmp_path / "clean")
+    resumed = datasets.load_from_disk(str(out))
+    for split in ("train", "validation"):
+        assert report["fingerprints"][split] == clean[split]._fingerprint
+        assert resumed[split]._fingerprint == datasets.load_from_disk(str(tmp_path / "clean"))[split]._fingerprint
+        assert resumed[split]["target"] == clean[split]["target"]
+
+
+def test_content_fingerprint_ignores_num_proc(cohort, tmp_path):
+    one = build_dataset(BuildConfig(data_dir=str(cohort), image_size=64, num_proc=1), tmp_path / "one")
+    two = build_dataset(BuildConfig(data_dir=str(cohort), image_size=64, num_proc=2), tmp_path / "two")
+    assert {s: d._fingerprint for s, d in one.items()} == {s: d._fingerprint for s, d in two.items()}
+    other = build_dataset(BuildConfig(data_dir=str(cohort), image_size=72), tmp_path / "other")
+    assert other["train"]._fingerprint != one["train"]._fingerprint
