@@ -130,14 +130,19 @@ def split_studies(study_ids: list[str], fraction: float, seed: int) -> tuple[lis
     return sorted(ids[n_val:], key=int), val
 
 
-def plan_records(cfg: BuildConfig) -> tuple[dict[str, list[dict]], list[dict]]:
-    """Validate the CSVs and list studies per split; studies without a folder are reported, not built."""
+def plan_records(cfg: BuildConfig) -> tuple[dict[str, list[dict]], list[dict], list[dict]]:
+    """Validate the CSVs and list studies per split -> (splits, skipped studies, skipped CSV rows).
+
+    Studies without a folder are reported, not built; CSV rows with malformed or duplicate ids are skipped and
+    reported (`rsna_csv.RowProblems`); a missing file/column or an unknown label value raises.
+    """
     data = Path(cfg.data_dir)
     if not data.is_dir():
         raise FileNotFoundError(f"{data}: data folder not found")
-    labels = rsna_csv.read_labels(data)
-    descriptions = rsna_csv.read_descriptions(data)
-    coords = rsna_csv.read_coordinates(data, required=cfg.picker == "coords")
+    problems = rsna_csv.RowProblems()
+    labels = rsna_csv.read_labels(data, problems)
+    descriptions = rsna_csv.read_descriptions(data, problems)
+    coords = rsna_csv.read_coordinates(data, required=cfg.picker == "coords", problems=problems)
     images = data / "train_images"
     if not images.is_dir():
         raise FileNotFoundError(f"{images}: folder not found; expected train_images/<study_id>/<series_id>/*.dcm")
@@ -156,7 +161,7 @@ def plan_records(cfg: BuildConfig) -> tuple[dict[str, list[dict]], list[dict]]:
         return {"study_id": sid, "labels": labels[sid], "descriptions": descriptions.get(sid, {}),
                 "coords": coords.get(sid, [])}
 
-    return {"train": [rec(s) for s in train], "validation": [rec(s) for s in val]}, missing
+    return {"train": [rec(s) for s in train], "validation": [rec(s) for s in val]}, missing, list(problems)
 
 
 def build_dataset(cfg: BuildConfig, output: str | Path) -> "datasets.DatasetDict":
@@ -170,7 +175,7 @@ def build_dataset(cfg: BuildConfig, output: str | Path) -> "datasets.DatasetDict
         rsna_csv.CsvError / FileNotFoundError: bad or missing CSVs / folders (nothing is written then).
     """
     out = Path(output)
-    splits, missing = plan_records(cfg)
+    splits, missing, bad_rows = plan_records(cfg)
     work = out.parent / f".{out.name}.build"
     report_dir = work / "report"
     if report_dir.exists():
@@ -187,7 +192,7 @@ def build_dataset(cfg: BuildConfig, output: str | Path) -> "datasets.DatasetDict
     out.mkdir(parents=True, exist_ok=True)
     dd.save_to_disk(str(out))
     entries = [json.loads(p.read_text()) for p in sorted(report_dir.glob("*.json"))] + missing
-    report = write_report(out, cfg, dd, entries)
+    report = write_report(out, cfg, dd, entries, bad_rows)
     from hubkit.cards.dataset import write_dataset_card
 
     write_dataset_card(out, cfg, dd, report)
@@ -195,7 +200,7 @@ def build_dataset(cfg: BuildConfig, output: str | Path) -> "datasets.DatasetDict
     return dd
 
 
-def write_report(out: Path, cfg: BuildConfig, dd, entries: list[dict]) -> dict:
+def write_report(out: Path, cfg: BuildConfig, dd, entries: list[dict], bad_rows: list[dict] = ()) -> dict:
     """build_report.json: config, split sizes and every skipped study / file / empty slot with its reason."""
     entries = sorted(entries, key=lambda e: int(e["study_id"]))
     report = {
@@ -207,6 +212,7 @@ def write_report(out: Path, cfg: BuildConfig, dd, entries: list[dict]) -> dict:
         "studies_reused": sum(bool(e.get("reused")) for e in entries),
         "studies_skipped": [{"study_id": e["study_id"], "reason": e["reason"]} for e in entries
                             if e["status"] == "skipped"],
+        "csv_rows_skipped": list(bad_rows),
         "files_skipped": [{"study_id": e["study_id"], **s} for e in entries for s in e.get("skipped", [])],
         "studies_with_notes": [{"study_id": e["study_id"], "images": len(e["views"]), "notes": e["notes"]}
                                       for e in entries if e["status"] == "built" and e.get("notes")],

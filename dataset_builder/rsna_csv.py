@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 from collections import defaultdict
 from pathlib import Path
 
@@ -19,6 +20,20 @@ class CsvError(ValueError):
     """An RSNA CSV is missing, lacks a column or holds a bad value."""
 
 
+class RowProblems(list):
+    """Collects per-row problems (bad or duplicate ids) instead of raising: each is {"file", "line", "reason"}.
+
+    Pass one to the readers to skip such rows and go on (what `build-dataset` does, listing them in its report);
+    without one the first problem raises `CsvError`.
+    """
+
+
+def _problem(problems: RowProblems | None, path: Path, line: int, reason: str) -> None:
+    if problems is None:
+        raise CsvError(f"{path}:{line}: {reason}")
+    problems.append({"file": path.name, "line": line, "reason": reason})
+
+
 def _read(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
     if not path.is_file():
         raise CsvError(f"{path}: file not found; the data folder must hold the RSNA CSVs "
@@ -32,21 +47,31 @@ def _read(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
         return list(reader)
 
 
-def _study_id(value: str, path: Path, line: int) -> str:
+def _number(value: str | None) -> str | None:
     v = (value or "").strip()
-    if not v.isdigit():
-        raise CsvError(f"{path}:{line}: study_id {value!r} is not a number")
-    return str(int(v))
+    return str(int(v)) if v.isdigit() else None
 
 
-def read_labels(data_dir: str | Path) -> dict[str, dict[str, int]]:
-    """train.csv -> {study_id: {label column: class index, -1 = missing}} (validated)."""
+def read_labels(data_dir: str | Path, problems: RowProblems | None = None) -> dict[str, dict[str, int]]:
+    """train.csv -> {study_id: {label column: class index, -1 = missing}} (validated).
+
+    A row whose study_id is not a number is a problem; a study_id on several rows is a problem for every one of
+    them (which labels are right cannot be told), so that study is left out entirely. A label value outside the
+    three grades always raises: it means the file is not an RSNA train.csv.
+    """
     path = Path(data_dir) / LABELS_CSV
     out: dict[str, dict[str, int]] = {}
+    lines: dict[str, list[int]] = defaultdict(list)
     for i, row in enumerate(_read(path, ("study_id",) + LABEL_COLUMNS), start=2):
-        sid = _study_id(row["study_id"], path, i)
-        if sid in out:
-            raise CsvError(f"{path}:{i}: study_id {sid} appears twice; keep one row per study")
+        sid = _number(row["study_id"])
+        if sid is None:
+            _problem(problems, path, i, f"study_id {row['study_id']!r} is not a number; row skipped")
+            continue
+        lines[sid].append(i)
+        if len(lines[sid]) > 1:
+            _problem(problems, path, i, f"study_id {sid} also on line {lines[sid][0]}; keep one row per study "
+                                        "(the study is skipped until then)")
+            continue
         labels = {}
         for col in LABEL_COLUMNS:
             v = (row[col] or "").strip()
@@ -58,35 +83,52 @@ def read_labels(data_dir: str | Path) -> dict[str, dict[str, int]]:
                 raise CsvError(f"{path}:{i}: study {sid} column {col} has {v!r}; expected Normal/Mild, "
                                "Moderate, Severe or empty")
         out[sid] = labels
+    for sid, at in lines.items():
+        if len(at) > 1:
+            out.pop(sid, None)
     return out
 
 
-def read_descriptions(data_dir: str | Path) -> dict[str, dict[str, str]]:
-    """train_series_descriptions.csv -> {study_id: {series_id: description}}."""
+def read_descriptions(data_dir: str | Path, problems: RowProblems | None = None) -> dict[str, dict[str, str]]:
+    """train_series_descriptions.csv -> {study_id: {series_id: description}}; bad ids are problems (row skipped)."""
     path = Path(data_dir) / SERIES_CSV
     out: dict[str, dict[str, str]] = defaultdict(dict)
     for i, row in enumerate(_read(path, SERIES_COLUMNS), start=2):
-        sid = _study_id(row["study_id"], path, i)
-        series = (row["series_id"] or "").strip()
-        if not series.isdigit():
-            raise CsvError(f"{path}:{i}: series_id {row['series_id']!r} is not a number")
-        out[sid][str(int(series))] = (row["series_description"] or "").strip()
+        sid, series = _number(row["study_id"]), _number(row["series_id"])
+        if sid is None or series is None:
+            bad = "study_id" if sid is None else "series_id"
+            _problem(problems, path, i, f"{bad} {row[bad]!r} is not a number; row skipped")
+            continue
+        desc = (row["series_description"] or "").strip()
+        if series in out[sid] and out[sid][series] != desc:
+            _problem(problems, path, i, f"series {series} of study {sid} is listed again with another description "
+                                        f"({desc!r}); the first one ({out[sid][series]!r}) is used")
+            continue
+        out[sid][series] = desc
     return dict(out)
 
 
-def read_coordinates(data_dir: str | Path, required: bool = True) -> dict[str, list[dict]]:
-    """train_label_coordinates.csv -> {study_id: [rows with typed values]}; {} if absent and not required."""
+def read_coordinates(data_dir: str | Path, required: bool = True,
+                     problems: RowProblems | None = None) -> dict[str, list[dict]]:
+    """train_label_coordinates.csv -> {study_id: [rows with typed values]}; {} if absent and not required.
+
+    Rows with a non-numeric id, instance number or coordinate are problems (row skipped)."""
     path = Path(data_dir) / COORDS_CSV
     if not required and not path.is_file():
         return {}
     out: dict[str, list[dict]] = defaultdict(list)
     for i, row in enumerate(_read(path, COORD_COLUMNS), start=2):
-        sid = _study_id(row["study_id"], path, i)
+        sid = _number(row["study_id"])
         try:
+            if sid is None:
+                raise ValueError
             rec = {"series_id": str(int(row["series_id"])), "instance_number": int(float(row["instance_number"])),
                    "condition": row["condition"].strip(), "level": row["level"].strip(),
                    "x": float(row["x"]), "y": float(row["y"])}
-        except (TypeError, ValueError):
-            raise CsvError(f"{path}:{i}: series_id/instance_number/x/y must be numbers") from None
+            if not all(map(math.isfinite, (rec["x"], rec["y"]))):
+                raise ValueError
+        except (TypeError, ValueError, AttributeError):
+            _problem(problems, path, i, "study_id/series_id/instance_number/x/y must be numbers; row skipped")
+            continue
         out[sid].append(rec)
     return dict(out)

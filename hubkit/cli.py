@@ -88,7 +88,13 @@ def build_dataset(data_dir, output, num_proc, picker, image_size, validation_fra
     dd = _run(build, cfg, output)
     click.echo(f"saved {', '.join(f'{k}: {len(v)}' for k, v in dd.items())} studies to {output} "
                f"(card: {output}/README.md, report: {output}/build_report.json)")
-    reused = json.loads((Path(output) / "build_report.json").read_text()).get("studies_reused", 0)
+    report = json.loads((Path(output) / "build_report.json").read_text())
+    for row in report.get("csv_rows_skipped", [])[:10]:
+        click.echo(f"warning: {row['file']}:{row['line']}: {row['reason']}", err=True)
+    for what in ("csv_rows_skipped", "studies_skipped", "files_skipped"):
+        if report.get(what):
+            click.echo(f"{what.replace('_', ' ')}: {len(report[what])} (reasons in build_report.json)", err=True)
+    reused = report.get("studies_reused", 0)
     if reused:
         click.echo(f"resumed: {reused} studies came from the interrupted earlier run (not decoded again)")
     if push_repo:

@@ -165,6 +165,41 @@ def test_bad_label_value_names_study_and_column(cohort, tmp_path):
         build_dataset(BuildConfig(data_dir=str(data)), tmp_path / "out")
 
 
+def test_malformed_and_duplicate_ids_are_skipped_and_reported(cohort, tmp_path):
+    """Bad ids in any CSV: a warning naming file and line, the row (or the ambiguous study) left out, the rest built."""
+    from click.testing import CliRunner
+
+    from hubkit.cli import cli
+
+    data = _copy(cohort, tmp_path)
+    labels = pd.read_csv(cohort / "train.csv", dtype=str)
+    dup_sid, bad_row = labels.loc[1, "study_id"], labels.loc[3].copy()
+    bad_row["study_id"] = "12ab"
+    labels = pd.concat([labels, labels.loc[[1]], bad_row.to_frame().T], ignore_index=True)
+    labels.to_csv(data / "train.csv", index=False)
+    series = pd.read_csv(cohort / "train_series_descriptions.csv", dtype=str)
+    series.loc[0, "series_id"] = "n/a"
+    series.to_csv(data / "train_series_descriptions.csv", index=False)
+    coords = pd.read_csv(cohort / "train_label_coordinates.csv", dtype=str)
+    coords.loc[0, "x"] = "left"
+    coords.to_csv(data / "train_label_coordinates.csv", index=False)
+
+    res = CliRunner().invoke(cli, ["build-dataset", str(data), "--output", str(tmp_path / "out"),
+                                   "--image-size", "64"])
+    assert res.exit_code == 0, res.output
+    n = len(labels) + 1  # header line
+    assert f"warning: train.csv:{n}: study_id '12ab' is not a number" in res.output
+    assert f"warning: train.csv:{n - 1}: study_id {dup_sid} also on line 3" in res.output
+    assert "warning: train_series_descriptions.csv:2: series_id 'n/a' is not a number" in res.output
+    assert "warning: train_label_coordinates.csv:2: " in res.output
+    report = json.loads((tmp_path / "out" / "build_report.json").read_text())
+    assert [(r["file"], r["line"]) for r in report["csv_rows_skipped"]] == [
+        ("train.csv", n - 1), ("train.csv", n), ("train_series_descriptions.csv", 2),
+        ("train_label_coordinates.csv", 2)]
+    assert report["studies_built"] == 9  # 10 studies, the duplicated one left out
+    assert dup_sid not in report["picks"]
+
+
 def test_missing_study_series_and_bad_files_are_reported(cohort, tmp_path):
     data = _copy(cohort, tmp_path)
     sids = sorted(p.name for p in (data / "train_images").iterdir())
