@@ -243,25 +243,56 @@ def study_from_input(inputs: Any, image_size: int = 448):
 
 
 def _to_pil(im: Any, i: int):
+    """A decoded PIL image from a PIL image, a path, a datasets Image value or an array (ValueError naming image i).
+
+    Files and bytes are checked before decoding: more than MAX_PIXELS pixels (the DICOM reader's limit) or more
+    than one frame is refused, so a small file that declares a gigantic image (a decompression bomb) costs nothing.
+    """
     from PIL import Image
+
+    from hubkit.dataset_builder.dicom import MAX_PIXELS
 
     if isinstance(im, Image.Image):
         return im
     if isinstance(im, (str, os.PathLike)):
-        try:
-            return Image.open(im)
-        except OSError as e:
-            raise ValueError(f"image {i}: cannot open {im}: {e}") from e
+        return _open_checked(im, i, str(im))
     if isinstance(im, dict) and (im.get("bytes") or im.get("path")):  # undecoded datasets Image value
         import io
 
-        return Image.open(io.BytesIO(im["bytes"]) if im.get("bytes") else im["path"])
+        src = io.BytesIO(im["bytes"]) if im.get("bytes") else im["path"]
+        return _open_checked(src, i, "bytes" if im.get("bytes") else str(im["path"]))
     try:
         import numpy as np
 
-        return Image.fromarray(np.asarray(im))
+        arr = np.asarray(im)
+        if arr.ndim not in (2, 3) or arr.shape[0] * arr.shape[1] > MAX_PIXELS:
+            raise ValueError(f"shape {arr.shape}")
+        return Image.fromarray(arr)
     except Exception as e:
-        raise ValueError(f"image {i}: expected a PIL image, a path or an array, got {type(im).__name__}") from e
+        raise ValueError(f"image {i}: expected a PIL image, a path or a 2-D/3-D array of at most {MAX_PIXELS} "
+                         f"pixels, got {type(im).__name__}") from e
+
+
+def _open_checked(src: Any, i: int, name: str):
+    from PIL import Image
+
+    from hubkit.dataset_builder.dicom import MAX_PIXELS
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(src)
+            w, h = img.size
+            if w * h > MAX_PIXELS or getattr(img, "n_frames", 1) > 1:
+                raise ValueError(f"image {i} ({name}): declares {w}x{h} pixels and {getattr(img, 'n_frames', 1)} "
+                                 f"frame(s); at most {MAX_PIXELS} pixels and 1 frame are decoded (decompression "
+                                 "bomb?); downscale it first")
+            img.load()
+    except ValueError:
+        raise
+    except (OSError, Image.DecompressionBombError, Image.DecompressionBombWarning, SyntaxError) as e:
+        raise ValueError(f"image {i} ({name}): cannot decode: {e}") from e
+    return img
 
 
 def _format(pred, views: list[str], notes: list[str]) -> dict[str, Any]:

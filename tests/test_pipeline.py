@@ -176,3 +176,45 @@ def test_import_hubkit_registers_lazily_without_importing_transformers(tmp_path)
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-2000:]
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A ~100-byte PNG that declares width x height 8-bit gray pixels (a decompression bomb's header)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+            + chunk(b"IEND", b""))
+
+
+def test_decompression_bombs_and_broken_images_are_refused_before_decoding(tmp_path):
+    import io
+    import tracemalloc
+
+    from PIL import Image
+
+    from hubkit.pipeline import study_from_input
+
+    ok = io.BytesIO()
+    Image.new("L", (32, 32), 7).save(ok, format="PNG")
+    views = ["Sagittal T2", "Axial T2 L4/L5"]
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(_png_header_only(5000, 5000))  # 25 MP: over hubkit's limit, under PIL's own
+    tracemalloc.start()
+    with pytest.raises(ValueError, match=r"image 1 \(.*bomb.png\): declares 5000x5000 pixels.*decompression bomb"):
+        study_from_input({"images": [{"bytes": ok.getvalue()}, str(bomb)], "views": views})
+    assert tracemalloc.get_traced_memory()[1] < 5_000_000  # refused from the header: nothing was decoded
+    tracemalloc.stop()
+    with pytest.raises(ValueError, match=r"image 0 \(bytes\): (declares 60000x60000|cannot decode)"):
+        study_from_input({"images": [{"bytes": _png_header_only(60000, 60000)}, {"bytes": ok.getvalue()}],
+                          "views": views})
+    with pytest.raises(ValueError, match=r"image 1 \(bytes\): cannot decode"):
+        study_from_input({"images": [{"bytes": ok.getvalue()}, {"bytes": ok.getvalue()[:-30]}], "views": views})
+    with pytest.raises(ValueError, match="image 0: expected .* array of at most"):
+        study_from_input({"images": [np.zeros((5000, 5000), np.uint8), ok], "views": views})
+    study, _ = study_from_input({"images": [{"bytes": ok.getvalue()}, Image.new("L", (8, 8))], "views": views})
+    assert [im.size for im in study.images] == [(32, 32), (8, 8)]
