@@ -178,7 +178,10 @@ def load_model(model: str | os.PathLike, dtype: Any = "auto", load_in_4bit: bool
     kwargs: dict[str, Any] = {k: v for k, v in from_pretrained_kwargs.items()
                               if k in ("device_map", "quantization_config", "attn_implementation", "cache_dir",
                                        "local_files_only")}
+    if from_pretrained_kwargs.get("trust_remote_code"):
+        raise LumbarLoadError("trust_remote_code=True is refused: hubkit never runs code shipped in a model repo")
     kwargs["dtype"] = dtype
+    kwargs["use_safetensors"] = True  # never unpickle weights: .bin/.pt checkpoints can run code
     quantized = "quantization_config" in kwargs
     if not quantized and _want_4bit(load_in_4bit):
         from transformers import BitsAndBytesConfig
@@ -197,6 +200,9 @@ def load_model(model: str | os.PathLike, dtype: Any = "auto", load_in_4bit: bool
     if base is not None:
         from peft import PeftModel
 
+        if not (src / "adapter_model.safetensors").is_file():
+            raise LumbarLoadError(f"{src}: no adapter_model.safetensors; hubkit loads safetensors only (a .bin "
+                                  "adapter is a pickle that can run code: re-save it with safe_serialization=True)")
         try:
             net = PeftModel.from_pretrained(net, str(src), is_trainable=False)
         except (OSError, ValueError, RuntimeError) as e:
@@ -337,7 +343,8 @@ def _classes():
         def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
             kwargs.pop("config", None)  # the factory passes the base's config; load_model reads it itself
             kwargs.pop("_from_pipeline", None)
-            kwargs.pop("trust_remote_code", None)
+            if kwargs.pop("trust_remote_code", None):
+                raise LumbarLoadError("trust_remote_code=True is refused: hubkit never runs code from a model repo")
             kwargs.pop("_commit_hash", None)
             return load_model(pretrained_model_name_or_path, dtype=kwargs.pop("dtype", "auto"),
                               load_in_4bit=kwargs.pop("load_in_4bit", None), revision=kwargs.pop("revision", None),

@@ -98,7 +98,7 @@ def load_trl_model(base_model: str, cfg):
 
     cuda = torch.cuda.is_available()
     dtype = compute_dtype(cfg)
-    kwargs: dict[str, Any] = {"dtype": dtype}
+    kwargs: dict[str, Any] = {"dtype": dtype, "use_safetensors": True}  # never unpickle a base checkpoint
     quantized = cuda and cfg.load_in_4bit
     if quantized:
         if importlib.util.find_spec("bitsandbytes") is None:
@@ -132,6 +132,7 @@ def load_unsloth_model(base_model: str, cfg, max_length: int):
     model, processor = FastVisionModel.from_pretrained(
         base_model, max_seq_length=max_length, load_in_4bit=cfg.load_in_4bit, use_exact_model_name=True,
         use_gradient_checkpointing=gc, dtype=None if cfg.precision == "auto" else compute_dtype(cfg),
+        use_safetensors=True,  # forwarded to transformers: never unpickle a base checkpoint
     )
     model = FastVisionModel.get_peft_model(
         model, r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, bias="none",

@@ -218,3 +218,29 @@ def test_decompression_bombs_and_broken_images_are_refused_before_decoding(tmp_p
         study_from_input({"images": [np.zeros((5000, 5000), np.uint8), ok], "views": views})
     study, _ = study_from_input({"images": [{"bytes": ok.getvalue()}, Image.new("L", (8, 8))], "views": views})
     assert [im.size for im in study.images] == [(32, 32), (8, 8)]
+
+
+def test_only_safetensors_and_no_remote_code(tmp_path):
+    """A pickled adapter or base is refused before loading, and so is trust_remote_code=True."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file
+
+    from hubkit.pipeline import LumbarLoadError, load_model
+
+    run, base = trained_tiny_run()
+    with pytest.raises(LumbarLoadError, match="trust_remote_code=True is refused"):
+        load_model(run, trust_remote_code=True)
+    pickled = tmp_path / "pickled-adapter"
+    shutil.copytree(run, pickled, ignore=shutil.ignore_patterns("checkpoints", "logs"))
+    torch.save(load_file(pickled / "adapter_model.safetensors"), pickled / "adapter_model.bin")
+    (pickled / "adapter_model.safetensors").unlink()
+    with pytest.raises(LumbarLoadError, match="no adapter_model.safetensors; hubkit loads safetensors only"):
+        load_model(pickled)
+    pickled_base = tmp_path / "pickled-base"
+    shutil.copytree(base, pickled_base)
+    torch.save(load_file(pickled_base / "model.safetensors"), pickled_base / "pytorch_model.bin")
+    (pickled_base / "model.safetensors").unlink()
+    with pytest.raises(LumbarLoadError, match="could not load the model"):
+        load_model(pickled_base)
