@@ -122,17 +122,48 @@ def test_trains_from_hub_stream_then_adapter_reloads_and_is_pushed(tiny_base, sy
     snap = Path(download_snapshot("owner/tiny-lumbar", cache_dir=str(tmp_path / "dl-cache")))
     for f in files - {".gitattributes"}:
         assert (snap / f).read_bytes() == (run / f).read_bytes(), f
+    # The token used to pull and push is written nowhere in the run folder (checkpoints and logs included).
+    for p in run.rglob("*"):
+        assert not p.is_file() or local_hub.owner_token.encode() not in p.read_bytes(), p
 
 
-def test_resume_continues_from_last_checkpoint_without_repeating_steps(tiny_base, synth_ds, tmp_path):
+def test_killed_run_resumes_from_last_checkpoint_without_repeating_steps(tiny_base, synth_ds, tmp_path):
+    """SIGKILL a training process after its step-8 checkpoint; `--resume` runs steps 9..12 only."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
     from transformers import TrainerCallback
 
     from hubkit.train import train
 
-    class Interrupt(TrainerCallback):
-        def on_save(self, args, state, control, **kw):
-            if state.global_step == 8:
-                raise KeyboardInterrupt
+    run_dir = tmp_path / "run"
+    overrides = dict(max_steps=12, eval_steps=4, save_steps=4)
+    code = f"""
+import time
+from transformers import TrainerCallback
+from hubkit.train import train
+from hubkit.train_config import TrainConfig
+class SlowAfter8(TrainerCallback):  # gives the parent time to kill between checkpoint 8 and step 12
+    def on_step_end(self, args, state, control, **kw):
+        if state.global_step >= 8:
+            time.sleep(30)
+cfg = TrainConfig.from_yaml({str(TINY_YAML)!r}).with_overrides(**{overrides!r})
+train({str(synth_ds)!r}, {str(tiny_base)!r}, {str(run_dir)!r}, cfg, callbacks=[SlowAfter8()])
+"""
+    proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    done = run_dir / "checkpoints" / "checkpoint-8" / "trainer_state.json"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and not done.is_file():
+        time.sleep(0.05)
+    assert done.is_file(), proc.stderr.read().decode()[-2000:] if proc.poll() is not None else "no checkpoint-8"
+    time.sleep(0.5)  # the kill lands inside step 9's 30 s sleep
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    assert not (run_dir / "adapter_model.safetensors").exists()
 
     steps: list[int] = []
 
@@ -140,12 +171,10 @@ def test_resume_continues_from_last_checkpoint_without_repeating_steps(tiny_base
         def on_step_end(self, args, state, control, **kw):
             steps.append(state.global_step)
 
-    cfg = _tiny(max_steps=12, eval_steps=4, save_steps=4)
-    with pytest.raises(KeyboardInterrupt):
-        train(str(synth_ds), str(tiny_base), tmp_path / "run", cfg, callbacks=[Interrupt()])
+    cfg = _tiny(**overrides)
     with pytest.raises(ValueError, match="--resume"):  # a fresh start would mix two runs in one folder
-        train(str(synth_ds), str(tiny_base), tmp_path / "run", cfg)
-    run = train(str(synth_ds), str(tiny_base), tmp_path / "run", cfg, resume=True, callbacks=[Steps()])
+        train(str(synth_ds), str(tiny_base), run_dir, cfg)
+    run = train(str(synth_ds), str(tiny_base), run_dir, cfg, resume=True, callbacks=[Steps()])
     assert steps == [9, 10, 11, 12]
     meta = json.loads((run / "hubkit_config.json").read_text())
     assert meta["global_step"] == meta["planned_steps"] == 12 and meta["dataset"]["kind"] == "save_to_disk"
