@@ -164,14 +164,29 @@ def _push_folder(path, repo: str | None, message: str) -> None:
               help="Repeat studies by their worst grade, on the stream.")
 @click.option("--max-steps", type=int, default=None, help="Optimiser steps (default: from epochs).")
 @click.option("--resume", is_flag=True, help="Continue from the last checkpoint in the run folder.")
-def train(dataset, base_model, output, config_path, push_repo, backend, oversample, max_steps, resume) -> None:
+@click.option("--num-gpus", type=int, default=1, show_default=True,
+              help="GPUs of this host to train on (DDP through torchrun; one process per GPU).")
+def train(dataset, base_model, output, config_path, push_repo, backend, oversample, max_steps, resume,
+          num_gpus) -> None:
     """QLoRA/LoRA fine-tune from the streamed dataset; writes adapter + processor + hubkit_config.json.
 
     \b
     Example:
       hubkit train --dataset me/lumbar-ds --base-model google/medgemma-1.5-4b-it \\
           --config configs/seed-a100-40g.yaml --output runs/seed --push me/medgemma-lumbar
+      hubkit train ... --num-gpus 2      (= torchrun --standalone --nproc-per-node 2 -m hubkit.cli train ...)
     """
+    import os
+    import sys
+
+    if num_gpus > 1 and "WORLD_SIZE" not in os.environ:  # relaunch this command under torchrun, one rank per GPU
+        import subprocess
+
+        from hubkit.distributed import launch_command
+
+        cmd = _run(launch_command, num_gpus, sys.argv[sys.argv.index("train") + 1:])
+        click.echo("launching: " + " ".join(cmd[2:]), err=True)
+        raise SystemExit(subprocess.call(cmd))
     from hubkit.train import train as run_training
     from hubkit.train_config import TrainConfig
 

@@ -55,9 +55,20 @@ def train(dataset: str, base_model: str, output: str | Path, config: TrainConfig
         FileNotFoundError: `dataset` is neither a folder nor a Hub repo id.
         ImportError: backend "unsloth" / 4-bit without the gpu extra.
     """
+    from hubkit import distributed
     from hubkit.train_backends import import_unsloth_first, resolve_backend
 
+    rank = distributed.world()
+
     backend = resolve_backend(config.backend)
+    backend_note = None
+    if rank.distributed and backend == "unsloth" and config.backend == "auto":
+        backend = "trl"
+        backend_note = (f"{rank.size} processes: Unsloth's multi-GPU path is not used; falling back to TRL + PEFT"
+                        " + bitsandbytes (DDP). Pass --backend unsloth to try Unsloth under DDP anyway.")
+        if rank.main:
+            distributed.log.warning(backend_note)
+    distributed.pin_device(rank)
     if backend == "unsloth":
         import_unsloth_first()  # before trl/transformers/peft are imported below
 
@@ -88,15 +99,17 @@ def train(dataset: str, base_model: str, output: str | Path, config: TrainConfig
     else:
         model = tb.load_trl_model(base_model, config)
 
-    max_steps = config.max_steps or _derived_steps(streams, config)
-    cbs = _callbacks(run_dir, config, resume) + list(callbacks or [])
-    sft_kwargs = _sft_kwargs(config, ckpt_dir, max_steps, max_length, resume)
+    max_steps = config.max_steps or _derived_steps(streams, config, rank.size)
+    cbs = _callbacks(run_dir, config, resume, rank.main) + list(callbacks or [])
+    sft_kwargs = _sft_kwargs(config, ckpt_dir, max_steps, max_length, resume, rank.distributed)
     collator = tb.make_collator(backend, model, processor, config, max_length, lambda ex: count_tokens(processor, ex))
     trainer = tb.make_trainer(backend, model, processor, config, sft_kwargs, streams["train"],
                               streams["validation"], collator, cbs)
     t0 = time.time()
     trainer.train(resume_from_checkpoint=last if resume else None)
     runtime = time.time() - t0
+    if not trainer.is_world_process_zero():
+        return run_dir  # rank 0 writes the run folder and pushes
 
     peft_model = trainer.model
     for adapter_cfg in peft_model.peft_config.values():
@@ -105,7 +118,7 @@ def train(dataset: str, base_model: str, output: str | Path, config: TrainConfig
     _add_transformers_keys(run_dir, peft_model)
     processor.save_pretrained(str(run_dir))
     _write_run_config(run_dir, trainer, config, dataset, base_model, backend, streams, max_steps, max_length,
-                      runtime)
+                      runtime, rank.size, backend_note)
     repo = push or config.push_repo
     if repo:
         from hubkit.hub import upload_folder
@@ -117,13 +130,14 @@ def train(dataset: str, base_model: str, output: str | Path, config: TrainConfig
 
 
 # ----------------------------------------------------------------------------------------------- plumbing
-def _derived_steps(streams: dict, config: TrainConfig) -> int:
+def _derived_steps(streams: dict, config: TrainConfig, world_size: int = 1) -> int:
     if streams["train_rows"] is None:
         raise ValueError("the dataset does not say how many training rows it has; set max_steps (--max-steps N)")
-    return config.steps_for(streams["train_rows"])
+    return config.steps_for(streams["train_rows"], world_size)
 
 
-def _sft_kwargs(config: TrainConfig, ckpt_dir: Path, max_steps: int, max_length: int, resume: bool) -> dict:
+def _sft_kwargs(config: TrainConfig, ckpt_dir: Path, max_steps: int, max_length: int, resume: bool,
+                distributed: bool = False) -> dict:
     from hubkit.train_backends import compute_dtype
     import torch
 
@@ -145,25 +159,34 @@ def _sft_kwargs(config: TrainConfig, ckpt_dir: Path, max_steps: int, max_length:
         gradient_checkpointing=config.gradient_checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False} if config.gradient_checkpointing else None,
         dataloader_num_workers=config.dataloader_num_workers, dataloader_pin_memory=cuda, disable_tqdm=False,
+        # DDP: each rank reads its own shards of the stream (accelerate's default for iterable datasets would
+        # have rank 0 decode every batch and scatter it); every LoRA parameter gets a gradient on every step.
+        **({"accelerator_config": {"dispatch_batches": False}, "ddp_find_unused_parameters": False}
+           if distributed else {}),
+        # Without CUDA, say so: only then does accelerate set up multi-process CPU (gloo) under torchrun instead of
+        # letting every rank train alone.
+        **({"use_cpu": True, "ddp_backend": "gloo"} if not cuda else {}),
     )
 
 
-def _callbacks(run_dir: Path, config: TrainConfig, resume: bool) -> list:
+def _callbacks(run_dir: Path, config: TrainConfig, resume: bool, main: bool = True) -> list:
     from transformers import EarlyStoppingCallback, TrainerCallback
     from transformers.integrations import TensorBoardCallback, is_tensorboard_available
 
     log_path = run_dir / "training_log.jsonl"
     run_dir.mkdir(parents=True, exist_ok=True)
-    if not resume:
+    if not resume and main:
         log_path.write_text("")
 
     class JsonlLog(TrainerCallback):
         def on_log(self, args, state, control, logs=None, **kwargs):
+            if not state.is_world_process_zero:
+                return
             with log_path.open("a") as f:
                 f.write(json.dumps({"step": state.global_step, "epoch": state.epoch, **(logs or {})}) + "\n")
 
     cbs = [JsonlLog()]
-    if is_tensorboard_available():  # a declared dependency; skipped (with a warning) where it is not installed
+    if is_tensorboard_available() and main:  # a declared dependency; skipped (with a warning) where it is not installed
         tensorboard = TensorBoardCallback()
         tensorboard.logging_dir = str(run_dir / "logs")  # transformers 5 dropped TrainingArguments.logging_dir
         cbs.append(tensorboard)
@@ -211,7 +234,7 @@ def _versions() -> dict[str, str | None]:
 
 
 def _write_run_config(run_dir, trainer, config, dataset, base_model, backend, streams, max_steps, max_length,
-                      runtime) -> None:
+                      runtime, world_size: int = 1, backend_note: str | None = None) -> None:
     from hubkit.config import config_to_dict, write_json
 
     evals = [e["eval_loss"] for e in trainer.state.log_history if "eval_loss" in e]
@@ -221,6 +244,8 @@ def _write_run_config(run_dir, trainer, config, dataset, base_model, backend, st
         "dataset": {"source": dataset, **streams["identity"], "train_rows": streams["train_rows"],
                     "validation_rows": streams["validation_rows"], "oversample": config.oversample},
         "backend": backend,
+        **({"backend_note": backend_note} if backend_note else {}),
+        "world_size": world_size,  # processes (GPUs) that trained; the effective batch is world_size x this config's
         "max_length": max_length,
         "planned_steps": max_steps,
         "global_step": trainer.state.global_step,

@@ -71,7 +71,10 @@ class TrainConfig:
     # Repeat each training study by its worst grade, e.g. "moderate=2,severe=4" (the seed's planned fix for the
     # rare Moderate/Severe foraminal grades); "" = no oversampling.
     oversample: str = ""
-    # Seed for LoRA init, data shuffling and the trainer.
+    # Jitter training images (small affine, contrast/brightness/gamma, noise; never flipped): see hubkit.augment.
+    # Off in the seed recipe; on for small cohorts, where a model otherwise memorises studies.
+    augment: bool = False
+    # Seed for LoRA init, data shuffling, augmentation and the trainer.
     seed: int = 0
     # Shuffle buffer (in studies) of the training stream; shards are shuffled too.
     shuffle_buffer: int = 256
@@ -148,7 +151,7 @@ class TrainConfig:
             factors[names[key.strip().lower()]] = int(value)
         return factors
 
-    def steps_for(self, train_rows: int) -> int:
-        """Optimiser steps for `num_train_epochs` over `train_rows` (already oversampled) rows."""
-        batches = math.ceil(train_rows / self.per_device_train_batch_size)
+    def steps_for(self, train_rows: int, world_size: int = 1) -> int:
+        """Optimiser steps for `num_train_epochs` over `train_rows` (already oversampled) rows on `world_size` ranks."""
+        batches = math.ceil(train_rows / (self.per_device_train_batch_size * world_size))
         return max(1, math.ceil(self.num_train_epochs * math.ceil(batches / self.gradient_accumulation_steps)))
