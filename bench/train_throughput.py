@@ -154,7 +154,8 @@ def run_unsloth(model_dir: Path, data_dir: Path, steps: int, work: Path) -> list
     return timer.times
 
 
-def run_hubkit(model_dir: Path, data_dir: Path, steps: int, work: Path, batch: int = 1) -> list[float]:
+def run_hubkit(model_dir: Path, data_dir: Path, steps: int, work: Path, batch: int = 1,
+               workers: int = 2) -> list[float]:
     import hubkit.train as ht
     from hubkit.train_config import TrainConfig
 
@@ -168,7 +169,8 @@ def run_hubkit(model_dir: Path, data_dir: Path, steps: int, work: Path, batch: i
     ht._callbacks = with_timer
     cfg = TrainConfig(backend="unsloth", max_steps=steps, per_device_train_batch_size=batch,
                       gradient_accumulation_steps=1, eval_steps=10_000, save_steps=10_000, logging_steps=5,
-                      early_stopping_patience=0, eval_on_start=False)
+                      early_stopping_patience=0, eval_on_start=False, load_best_model_at_end=False,
+                      dataloader_num_workers=workers)  # PNG decode + processor overlap the GPU step
     ht.train(str(data_dir), str(model_dir), work / f"hubkit-b{batch}", cfg)
     return timers[0].times
 
@@ -199,7 +201,7 @@ def child(args) -> None:
 
     torch.cuda.reset_peak_memory_stats()
     fn = {"plain": run_plain, "unsloth": run_unsloth, "hubkit": run_hubkit}[args.child]
-    extra = {"batch": args.batch} if args.child == "hubkit" else {}
+    extra = {"batch": args.batch, "workers": args.workers} if args.child == "hubkit" else {}
     times = fn(model_dir, data_dir, args.steps, work, **extra)
     timed = times[args.warmup:]
     tok = json.loads((work / "tokens.json").read_text())["tokens_per_example"] * args.batch
@@ -220,6 +222,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=14)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--batches", type=int, nargs="*", default=None,
+                    help="also run hubkit at these batch sizes (same warm machine), e.g. 2 4")
+    ap.add_argument("--workers", type=int, default=2, help="hubkit's dataloader workers")
     ap.add_argument("--timeout", type=int, default=420, help="seconds per method")
     ap.add_argument("--child", choices=["prepare", "plain", "unsloth", "hubkit"], help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -232,19 +237,21 @@ def main() -> None:
     if prep.returncode:
         print(json.dumps({"prepare_error": prep.stderr[-2000:]}), flush=True)
         return
-    for method in args.only:
+    runs = [(m, args.batch) for m in args.only] + [("hubkit", b) for b in (args.batches or [])]
+    for method, batch in runs:
         cmd = [sys.executable, __file__, "--child", method, "--work", args.work, "--steps", str(args.steps),
-               "--warmup", str(args.warmup), "--batch", str(args.batch)]
+               "--warmup", str(args.warmup), "--batch", str(batch), "--workers", str(args.workers)]
         t = time.perf_counter()
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, env=env)
-            Path(args.work, f"{method}.log").write_text(proc.stdout[-20000:] + "\n--- stderr ---\n" + proc.stderr[-20000:])
+            Path(args.work, f"{method}-b{batch}.log").write_text(proc.stdout[-20000:] + "\n--- stderr ---\n" + proc.stderr[-20000:])
             lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
             rec = json.loads(lines[-1][7:]) if lines else {"method": method, "error": proc.stderr[-1500:]}
         except subprocess.TimeoutExpired:
-            rec = {"method": method, "error": f"timed out after {args.timeout}s"}
+            rec = {"method": method, "batch": batch, "error": f"timed out after {args.timeout}s"}
         rec["wall_s"] = round(time.perf_counter() - t, 1)
-        results[method] = rec
+        if batch == args.batch:  # the ratios compare the three methods at the same batch
+            results[method] = rec
         line = json.dumps(rec)
         print(line, flush=True)
         if args.out:

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# One device-tool call of a GPU benchmark session: installs the carried wheels (.gpu/whl, from
+# ../shared/gpu/prepare_wheels.sh) and this checkout into .gpu/site once per warm machine, then runs one phase.
+#   bash bench/gpu_session.sh scaling      # bench/train_scaling.py: 1 vs 2 GPUs (needs 2 GPUs)
+#   bash bench/gpu_session.sh throughput   # bench/train_throughput.py: (b) unsloth, (c) hubkit, (a) plain
+#   bash bench/gpu_session.sh batches      # (c) hubkit at batch 2 and 4
+# Logs and JSONL results go to $OUT (the device tool brings them back).
+set -uo pipefail
+PHASE=${1:?phase}
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT"
+export PYTHONPATH=$PWD/.gpu/site HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 UNSLOTH_DISABLE_STATISTICS=1 \
+       PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+if [ ! -d .gpu/site/trl ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target .gpu/site \
+      .gpu/whl/*.whl 2>&1 | tail -3
+fi
+rm -rf .gpu/site/hubkit && cp -r hubkit .gpu/site/hubkit && cp -r dataset_builder .gpu/site/hubkit/dataset_builder \
+  && cp -r cards .gpu/site/hubkit/cards
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpus.txt"
+python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)" \
+  | tee -a "$OUT/gpus.txt"
+W=.gpu/hb
+case "$PHASE" in
+  scaling)    python3 bench/train_scaling.py --work $W --out "$OUT/scaling.jsonl" --steps 14 --warmup 3 --timeout 240 ;;
+  throughput) python3 bench/train_throughput.py --work $W --out "$OUT/train.jsonl" --only unsloth hubkit plain \
+                --steps 14 --warmup 3 --timeout 300 ;;
+  batches)    python3 bench/train_throughput.py --work $W --out "$OUT/train.jsonl" --only --batches 2 4 \
+                --steps 13 --warmup 3 --timeout 280 ;;
+esac
+cp $W/*.log "$OUT/" 2>/dev/null
+true
