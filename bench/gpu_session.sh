@@ -23,9 +23,9 @@ python3 -c "import torch, transformers; print('torch', torch.__version__, 'trans
 W=.gpu/hb
 case "$PHASE" in
   scaling)    python3 bench/train_scaling.py --work $W --out "$OUT/scaling.jsonl" --steps 14 --warmup 3 --timeout 240 ;;
-  throughput) python3 bench/train_throughput.py --work $W --out "$OUT/train.jsonl" --only unsloth hubkit plain \
+  throughput) python3 bench/train_throughput.py --work $W --out "$OUT/train.jsonl" --only plain unsloth hubkit \
                 --steps 14 --warmup 3 --timeout 300 ;;
-  batches)    python3 bench/train_throughput.py --work $W --out "$OUT/train.jsonl" --only --batches 2 4 \
+  batches)    python3 bench/train_throughput.py --work $W --out "$OUT/train.jsonl" --only plain --batches 2 4 \
                 --steps 13 --warmup 3 --timeout 280 ;;
 esac
 cp $W/*.log "$OUT/" 2>/dev/null

@@ -96,10 +96,10 @@ def _lora_kwargs():
     return dict(r=16, lora_alpha=32, lora_dropout=0.05, bias="none")
 
 
-def _sft_args(out: Path, steps: int, **extra):
+def _sft_args(out: Path, steps: int, batch: int = 1, **extra):
     from trl import SFTConfig
 
-    return SFTConfig(output_dir=str(out), max_steps=steps, per_device_train_batch_size=1,
+    return SFTConfig(output_dir=str(out), max_steps=steps, per_device_train_batch_size=batch,
                      gradient_accumulation_steps=1, learning_rate=2e-4, lr_scheduler_type="cosine",
                      warmup_steps=1, weight_decay=0.01, bf16=True, logging_steps=1000, save_strategy="no",
                      eval_strategy="no", report_to=[], gradient_checkpointing=True,
@@ -108,7 +108,7 @@ def _sft_args(out: Path, steps: int, **extra):
                      completion_only_loss=True, **extra)
 
 
-def run_plain(model_dir: Path, data_dir: Path, steps: int, work: Path) -> list[float]:
+def run_plain(model_dir: Path, data_dir: Path, steps: int, work: Path, batch: int = 1) -> list[float]:
     import torch
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from transformers import AutoModelForImageTextToText, AutoProcessor, BitsAndBytesConfig
@@ -125,14 +125,14 @@ def run_plain(model_dir: Path, data_dir: Path, steps: int, work: Path) -> list[f
     model = get_peft_model(model, LoraConfig(target_modules=targets, task_type="CAUSAL_LM", **_lora_kwargs()))
     processor = AutoProcessor.from_pretrained(model_dir)
     timer = StepTimer()
-    trainer = SFTTrainer(model=model, args=_sft_args(work / "plain", steps), train_dataset=_rows(data_dir),
+    trainer = SFTTrainer(model=model, args=_sft_args(work / "plain", steps, batch), train_dataset=_rows(data_dir),
                          data_collator=DataCollatorForVisionLanguageModeling(processor, completion_only_loss=True),
                          processing_class=processor, callbacks=[timer])
     trainer.train()
     return timer.times
 
 
-def run_unsloth(model_dir: Path, data_dir: Path, steps: int, work: Path) -> list[float]:
+def run_unsloth(model_dir: Path, data_dir: Path, steps: int, work: Path, batch: int = 1) -> list[float]:
     import unsloth  # noqa: F401  first, before trl/transformers/peft
     from trl import SFTTrainer
     from unsloth import FastVisionModel
@@ -145,7 +145,7 @@ def run_unsloth(model_dir: Path, data_dir: Path, steps: int, work: Path) -> list
                                            use_gradient_checkpointing="unsloth", **_lora_kwargs())
     FastVisionModel.for_training(model)
     timer = StepTimer()
-    args = _sft_args(work / "unsloth", steps)
+    args = _sft_args(work / "unsloth", steps, batch)
     trainer = SFTTrainer(model=model, args=args, train_dataset=_rows(data_dir), processing_class=processor,
                          data_collator=UnslothVisionDataCollator(model, processor, completion_only_loss=True,
                                                                  resize=processor.image_processor.size["height"]),
@@ -201,7 +201,7 @@ def child(args) -> None:
 
     torch.cuda.reset_peak_memory_stats()
     fn = {"plain": run_plain, "unsloth": run_unsloth, "hubkit": run_hubkit}[args.child]
-    extra = {"batch": args.batch, "workers": args.workers} if args.child == "hubkit" else {}
+    extra = {"batch": args.batch, **({"workers": args.workers} if args.child == "hubkit" else {})}
     times = fn(model_dir, data_dir, args.steps, work, **extra)
     timed = times[args.warmup:]
     tok = json.loads((work / "tokens.json").read_text())["tokens_per_example"] * args.batch
@@ -232,6 +232,7 @@ def main() -> None:
         return child(args)
     results = {}
     env = dict(os.environ)  # hubkit must be installed (its dataset_builder/cards map into the package)
+    env.setdefault("CUDA_VISIBLE_DEVICES", "0")  # one GPU: with several visible, Trainer would use DataParallel
     prep = subprocess.run([sys.executable, __file__, "--child", "prepare", "--work", args.work], env=env,
                           capture_output=True, text=True)
     if prep.returncode:

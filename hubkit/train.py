@@ -165,7 +165,7 @@ def _sft_kwargs(config: TrainConfig, ckpt_dir: Path, max_steps: int, max_length:
            if distributed else {}),
         # Without CUDA, say so: only then does accelerate set up multi-process CPU (gloo) under torchrun instead of
         # letting every rank train alone.
-        **({"use_cpu": True, "ddp_backend": "gloo"} if not cuda else {}),
+        **({"use_cpu": True, "ddp_backend": "gloo"} if distributed and not cuda else {}),
     )
 
 

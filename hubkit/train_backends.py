@@ -204,6 +204,13 @@ def make_trainer(backend: str, model, processor, cfg, sft_kwargs: dict, train_ds
         remove_unused_columns=False, dataset_text_field="", dataset_kwargs={"skip_prepare_dataset": True},
         completion_only_loss=True, **sft_kwargs,
     )
+    if args.n_gpu > 1:  # one process seeing several GPUs: the Trainer would use nn.DataParallel (TRL refuses it)
+        import logging
+
+        logging.getLogger("hubkit.train").warning(
+            "%d GPUs visible to one process: training on GPU 0 only; use --num-gpus %d (torchrun, DDP) for all",
+            args.n_gpu, args.n_gpu)
+        args._n_gpu = 1
     return HubkitSFTTrainer(
         model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, data_collator=collator,
         processing_class=processor, callbacks=callbacks,

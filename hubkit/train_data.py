@@ -64,7 +64,12 @@ def open_streams(source: str, config: TrainConfig, image_size: int | None = None
     if oversampling:
         train = train.map(lambda b: _repeat_batch(b, factors), batched=True, batch_size=16)
     train = train.shuffle(seed=config.seed, buffer_size=config.shuffle_buffer)
-    return {"train": _to_chat(train, raw["train"], image_size),
+    augment = None
+    if config.augment:
+        from hubkit.augment import Augmenter
+
+        augment = Augmenter(config.seed)
+    return {"train": _to_chat(train, raw["train"], image_size, augment),
             "validation": _to_chat(raw["validation"], raw["validation"], image_size),
             "train_rows": train_rows, "validation_rows": rows["validation"], "identity": identity}
 
@@ -109,12 +114,14 @@ def _repeat_batch(batch: dict[str, list], factors: dict[int, int]) -> dict[str, 
     return {k: [v[i] for i in range(n) for _ in range(reps[i])] for k, v in batch.items()}
 
 
-def _to_chat(ds, original, image_size: int | None):
+def _to_chat(ds, original, image_size: int | None, augment=None):
     def row(ex):
         images = ex["images"]
         if image_size:
             images = [im if im.size == (image_size, image_size) else im.resize((image_size, image_size), 2)
                       for im in images]  # 2 = PIL bilinear, the Gemma 3 processor's resample
+        if augment is not None:
+            images = augment(images)
         return chat.build_chat_row(images, ex["views"], ex["prompt"], ex["target"])
 
     return ds.map(row, remove_columns=_columns(original))

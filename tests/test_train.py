@@ -281,3 +281,17 @@ def test_config_overrides_and_validation():
     with pytest.raises(ValueError, match="multiple of eval_steps"):
         TrainConfig(eval_steps=30, save_steps=50)
     assert TrainConfig(oversample="moderate=2, severe=4").oversample_factors() == {0: 1, 1: 2, 2: 4}
+
+
+def test_augment_jitters_training_images_only(synth_ds):
+    import datasets
+    import numpy as np
+
+    from hubkit.train_data import open_streams
+
+    dd = datasets.load_from_disk(str(synth_ds))
+    originals = {s: {np.asarray(r["images"][0]).tobytes() for r in dd[s]} for s in ("train", "validation")}
+    streams = open_streams(str(synth_ds), _tiny(augment=True, oversample=""))
+    train_rows = [r for _, r in zip(range(6), streams["train"])]
+    assert all(np.asarray(r["images"][0]).tobytes() not in originals["train"] for r in train_rows)
+    assert all(np.asarray(r["images"][0]).tobytes() in originals["validation"] for r in streams["validation"])

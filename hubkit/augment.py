@@ -1,0 +1,57 @@
+"""Training-time image augmentation for `hubkit train` (`augment: true`): geometry and intensity jitter.
+
+A fine-tune on a few hundred studies memorises each study (its noise, field of view, contrast) instead of reading
+the grade; jittering what does not carry the label breaks that shortcut. What is jittered, per image:
+
+- a small affine: shift up to `SHIFT` of the side, scale within 1 +- `SCALE`, rotation within +-`ROTATE` degrees;
+- contrast (gain), brightness (offset) and gamma, like a different scanner / window;
+- additive Gaussian noise.
+
+Never flipped: left and right carry labels (left vs right foraminal / subarticular). Validation images are never
+augmented. Images stay 8-bit grayscale of the same size, so the processor and the token budget are unchanged.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+SHIFT, SCALE, ROTATE = 0.06, 0.08, 6.0
+GAIN, OFFSET, GAMMA, NOISE = 0.2, 20.0, 0.25, 8.0
+
+__all__ = ["Augmenter", "SHIFT", "SCALE", "ROTATE", "GAIN", "OFFSET", "GAMMA", "NOISE"]
+
+
+class Augmenter:
+    """Callable over a list of PIL images; deterministic for a seed and call order."""
+
+    def __init__(self, seed: int = 0) -> None:
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, images: list) -> list:
+        return [self.image(im) for im in images]
+
+    def image(self, im):
+        from PIL import Image
+
+        mode = im.mode
+        gray = im.convert("L") if mode not in ("L",) else im
+        w, h = gray.size
+        r = self.rng
+        angle = np.deg2rad(r.uniform(-ROTATE, ROTATE))
+        scale = 1.0 + r.uniform(-SCALE, SCALE)
+        tx, ty = r.uniform(-SHIFT, SHIFT) * w, r.uniform(-SHIFT, SHIFT) * h
+        # PIL's AFFINE maps output (x, y) to input: inverse of "rotate+scale about the centre, then shift".
+        cos, sin = np.cos(angle) / scale, np.sin(angle) / scale
+        cx, cy = w / 2.0, h / 2.0
+        a, b = cos, sin
+        d, e = -sin, cos
+        c = cx - a * (cx + tx) - b * (cy + ty)
+        f = cy - d * (cx + tx) - e * (cy + ty)
+        out = gray.transform((w, h), Image.Transform.AFFINE, (a, b, c, d, e, f), resample=Image.Resampling.BILINEAR,
+                             fillcolor=0)
+        x = np.asarray(out, dtype=np.float32) / 255.0
+        x = np.clip(x, 0.0, 1.0) ** float(np.exp(r.uniform(-GAMMA, GAMMA)))
+        x = x * 255.0 * (1.0 + r.uniform(-GAIN, GAIN)) + r.uniform(-OFFSET, OFFSET)
+        x = x + r.normal(0.0, r.uniform(0.0, NOISE), x.shape)
+        out = Image.fromarray(np.clip(x + 0.5, 0, 255).astype(np.uint8), mode="L")
+        return out if mode == "L" else out.convert(mode)
