@@ -95,3 +95,12 @@ def test_two_ranks_see_disjoint_studies_and_one_run_folder_is_written(tmp_path):
     train_lines = [json.loads(x) for x in (out / "training_log.jsonl").read_text().splitlines() if '"loss"' in x]
     assert [x["step"] for x in train_lines] == [1, 2, 3]  # one writer: each step logged once
     assert sorted(p.name for p in (out / "checkpoints").glob("checkpoint-*")) == ["checkpoint-3"]
+
+
+def test_launch_command_relaunches_the_same_train_flags(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    cmd = launch_command(2, ["--dataset", "me/ds", "--num-gpus", "2", "--output", "run", "--num-gpus=2"])
+    assert cmd[1:] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "hubkit.cli",
+                       "train", "--dataset", "me/ds", "--output", "run"]
