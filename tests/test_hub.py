@@ -236,7 +236,8 @@ def test_push_killed_mid_upload_keeps_previous_commit(local_hub, tmp_path):
     code = f"from hubkit import hub; hub.upload_folder({str(src)!r}, {repo!r}, 'model', 'v2')"
     local_hub.hub.request_hook = stall_lfs
     try:
-        proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+        env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}  # test_metrics sets it at import
+        proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True, env=env)
         assert in_upload.wait(60), "the push never reached its LFS upload"
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(10)
