@@ -19,7 +19,7 @@ import os
 import shutil
 from pathlib import Path
 
-FORMAT = 1  # bump when pixels/picking change what a study produces
+FORMAT = 2  # bump when pixels/picking change what a study produces
 
 __all__ = ["study_key", "load_entry", "store_entry"]
 

@@ -321,3 +321,18 @@ def test_content_fingerprint_ignores_num_proc(cohort, tmp_path):
     assert {s: d._fingerprint for s, d in one.items()} == {s: d._fingerprint for s, d in two.items()}
     other = build_dataset(BuildConfig(data_dir=str(cohort), image_size=72), tmp_path / "other")
     assert other["train"]._fingerprint != one["train"]._fingerprint
+
+
+def test_png_encoding_is_lossless():
+    import io
+
+    from PIL import Image
+
+    from hubkit.dataset_builder.build import encode_png
+
+    rng = np.random.default_rng(0)
+    for shape in ((1, 1), (3, 7), (448, 448), (17, 300)):
+        a = rng.integers(0, 256, shape, dtype=np.uint8)
+        for mode, img in (("L", Image.fromarray(a, mode="L")), ("RGB", Image.fromarray(a, mode="L").convert("RGB"))):
+            back = Image.open(io.BytesIO(encode_png(img)["bytes"]))
+            assert back.mode == mode and np.array_equal(np.asarray(back), np.asarray(img)), (shape, mode)
