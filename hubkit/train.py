@@ -186,7 +186,9 @@ def _callbacks(run_dir: Path, config: TrainConfig, resume: bool, main: bool = Tr
                 f.write(json.dumps({"step": state.global_step, "epoch": state.epoch, **(logs or {})}) + "\n")
 
     cbs = [JsonlLog()]
-    if is_tensorboard_available() and main:  # a declared dependency; skipped (with a warning) where it is not installed
+    if not main:
+        pass  # other DDP ranks write no logs
+    elif is_tensorboard_available():  # a declared dependency; skipped (with a warning) where it is not installed
         tensorboard = TensorBoardCallback()
         tensorboard.logging_dir = str(run_dir / "logs")  # transformers 5 dropped TrainingArguments.logging_dir
         cbs.append(tensorboard)
