@@ -17,38 +17,21 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from train_throughput import emit, run_measured, timed_hubkit_train  # noqa: E402  (bench scripts are not a package)
 
 
 def child(args) -> None:
     import torch
 
-    sys.path.insert(0, str(HERE))
-    from train_throughput import StepTimer
-
-    import hubkit.train as ht
-    from hubkit.train_config import TrainConfig
-
     work = Path(args.work)
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    timers = []
-    callbacks = ht._callbacks
-
-    def with_timer(*a, **kw):
-        timers.append(StepTimer())
-        return callbacks(*a, **kw) + timers
-
-    ht._callbacks = with_timer
-    cfg = TrainConfig(backend=args.backend, max_steps=args.steps, per_device_train_batch_size=args.batch,
-                      gradient_accumulation_steps=1, eval_steps=10_000, save_steps=10_000, logging_steps=5,
-                      early_stopping_patience=0, eval_on_start=False, load_best_model_at_end=False,
-                      dataloader_num_workers=args.workers)
-    ht.train(str(work / "dataset"), str(work / "medgemma-arch"), work / f"scaling-{args.backend}-g{world}", cfg)
+    times = timed_hubkit_train(work / "dataset", work / "medgemma-arch", work / f"scaling-{args.backend}-g{world}",
+                               args.backend, args.batch, args.steps, args.workers)
     if rank == 0:
-        times = timers[0].times
         timed = times[args.warmup:]
         med = statistics.median(timed)
         tok = json.loads((work / "tokens.json").read_text())["tokens_per_example"] * args.batch * world
@@ -84,28 +67,14 @@ def main() -> None:
                  "--batch", str(args.batch), "--backend", args.backend, "--workers", str(args.workers)]
         launcher = [sys.executable] if n == 1 else [sys.executable, "-m", "torch.distributed.run", "--standalone",
                                                     f"--nproc-per-node={n}"]
-        t = time.perf_counter()
-        try:
-            proc = subprocess.run(launcher + [__file__] + flags, capture_output=True, text=True, timeout=args.timeout)
-            (work / f"scaling-g{n}.log").write_text(proc.stdout[-20000:] + "\n--- stderr ---\n" + proc.stderr[-20000:])
-            lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
-            rec = json.loads(lines[-1][7:]) if lines else {"gpus": n, "error": proc.stderr[-1500:]}
-        except subprocess.TimeoutExpired:
-            rec = {"gpus": n, "error": f"timed out after {args.timeout}s"}
-        rec["wall_s"] = round(time.perf_counter() - t, 1)
+        rec = run_measured(launcher + [__file__] + flags, work / f"scaling-g{n}.log", args.timeout, {"gpus": n})
         results[n] = rec
-        print(json.dumps(rec), flush=True)
-        if args.out:
-            with open(args.out, "a") as f:
-                f.write(json.dumps(rec) + "\n")
+        emit(rec, args.out)
     ok = {n: r for n, r in results.items() if "tokens_per_s" in r}
     if 1 in ok and len(ok) > 1:
         summary = {"summary": True, **{f"speedup_{n}gpu": round(r["tokens_per_s"] / ok[1]["tokens_per_s"], 3)
                                        for n, r in ok.items() if n != 1}}
-        print(json.dumps(summary), flush=True)
-        if args.out:
-            with open(args.out, "a") as f:
-                f.write(json.dumps(summary) + "\n")
+        emit(summary, args.out)
 
 
 if __name__ == "__main__":

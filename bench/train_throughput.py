@@ -154,8 +154,9 @@ def run_unsloth(model_dir: Path, data_dir: Path, steps: int, work: Path, batch: 
     return timer.times
 
 
-def run_hubkit(model_dir: Path, data_dir: Path, steps: int, work: Path, batch: int = 1,
-               workers: int = 2) -> list[float]:
+def timed_hubkit_train(data_dir: Path, model_dir: Path, run_dir: Path, backend: str, batch: int, steps: int,
+                       workers: int) -> list[float]:
+    """`hubkit.train.train` with a bench recipe (no eval/save inside the timed steps); returns each step's time."""
     import hubkit.train as ht
     from hubkit.train_config import TrainConfig
 
@@ -167,12 +168,40 @@ def run_hubkit(model_dir: Path, data_dir: Path, steps: int, work: Path, batch: i
         return callbacks(*a, **kw) + timers
 
     ht._callbacks = with_timer
-    cfg = TrainConfig(backend="unsloth", max_steps=steps, per_device_train_batch_size=batch,
+    cfg = TrainConfig(backend=backend, max_steps=steps, per_device_train_batch_size=batch,
                       gradient_accumulation_steps=1, eval_steps=10_000, save_steps=10_000, logging_steps=5,
                       early_stopping_patience=0, eval_on_start=False, load_best_model_at_end=False,
                       dataloader_num_workers=workers)  # PNG decode + processor overlap the GPU step
-    ht.train(str(data_dir), str(model_dir), work / f"hubkit-b{batch}", cfg)
+    ht.train(str(data_dir), str(model_dir), run_dir, cfg)
     return timers[0].times
+
+
+def run_hubkit(model_dir: Path, data_dir: Path, steps: int, work: Path, batch: int = 1,
+               workers: int = 2) -> list[float]:
+    return timed_hubkit_train(data_dir, model_dir, work / f"hubkit-b{batch}", "unsloth", batch, steps, workers)
+
+
+def run_measured(cmd: list[str], log: Path, timeout: int, ident: dict, env: dict | None = None) -> dict:
+    """Run one measurement process; its last `RESULT {...}` line (or the error) + wall time; output kept in `log`."""
+    t = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+        log.write_text(proc.stdout[-20000:] + "\n--- stderr ---\n" + proc.stderr[-20000:])
+        lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+        rec = json.loads(lines[-1][7:]) if lines else {**ident, "error": proc.stderr[-1500:]}
+    except subprocess.TimeoutExpired:
+        rec = {**ident, "error": f"timed out after {timeout}s"}
+    rec["wall_s"] = round(time.perf_counter() - t, 1)
+    return rec
+
+
+def emit(rec: dict, out: str | None) -> None:
+    """Print one JSON line and append it to `out` when given."""
+    line = json.dumps(rec)
+    print(line, flush=True)
+    if out:
+        with open(out, "a") as f:
+            f.write(line + "\n")
 
 
 def tokens_per_example(model_dir: Path, data_dir: Path) -> int:
@@ -242,22 +271,11 @@ def main() -> None:
     for method, batch in runs:
         cmd = [sys.executable, __file__, "--child", method, "--work", args.work, "--steps", str(args.steps),
                "--warmup", str(args.warmup), "--batch", str(batch), "--workers", str(args.workers)]
-        t = time.perf_counter()
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, env=env)
-            Path(args.work, f"{method}-b{batch}.log").write_text(proc.stdout[-20000:] + "\n--- stderr ---\n" + proc.stderr[-20000:])
-            lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
-            rec = json.loads(lines[-1][7:]) if lines else {"method": method, "error": proc.stderr[-1500:]}
-        except subprocess.TimeoutExpired:
-            rec = {"method": method, "batch": batch, "error": f"timed out after {args.timeout}s"}
-        rec["wall_s"] = round(time.perf_counter() - t, 1)
+        rec = run_measured(cmd, Path(args.work, f"{method}-b{batch}.log"), args.timeout,
+                           {"method": method, "batch": batch}, env)
         if batch == args.batch:  # the ratios compare the three methods at the same batch
             results[method] = rec
-        line = json.dumps(rec)
-        print(line, flush=True)
-        if args.out:
-            with open(args.out, "a") as f:
-                f.write(line + "\n")
+        emit(rec, args.out)
     ok = {m: r for m, r in results.items() if "tokens_per_s" in r}
     summary = {"summary": True}
     if "plain" in ok and "hubkit" in ok:
@@ -265,11 +283,7 @@ def main() -> None:
         summary["hubkit_over_plain_peak_mem"] = round(ok["hubkit"]["peak_gpu_gib"] / ok["plain"]["peak_gpu_gib"], 3)
     if "unsloth" in ok and "hubkit" in ok:
         summary["hubkit_over_unsloth_tokens_per_s"] = round(ok["hubkit"]["tokens_per_s"] / ok["unsloth"]["tokens_per_s"], 3)
-    print(json.dumps(summary), flush=True)
-    if args.out:
-        with open(args.out, "a") as f:
-            f.write(json.dumps(summary) + "\n")
-
+    emit(summary, args.out)
 
 if __name__ == "__main__":
     main()
