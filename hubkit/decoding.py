@@ -425,10 +425,7 @@ def _stepwise(core, enc, plan, n, pad_id, dev):
     mass = [[1.0] * N_FIELDS for _ in range(n)]
     for i in range(N_FIELDS):
         p, m = _score(out.logits[:, -1], cands, core, cache, mask, last, pad_id)
-        choice = p.argmax(-1).tolist()
-        p, m = p.tolist(), m.tolist()
-        for r in range(n):
-            codes[r][i], probs[r][i], mass[r][i] = choice[r], p[r], m[r]
+        choice = _record(codes, probs, mass, i, p, m)
         if i == N_FIELDS - 1:
             break
         steps = [s.advance(k) for s, k in zip(steppers, choice)]
@@ -437,6 +434,14 @@ def _stepwise(core, enc, plan, n, pad_id, dev):
         if rollback:
             cache.crop(0)  # sliding-window layers: drop what the window no longer needs
     return codes, probs, mass, t2, N_FIELDS
+
+
+def _record(codes, probs, mass, field: int, p, m) -> list[int]:
+    """Store each row's argmax code, N/M/S distribution and schema mass for `field`; return the codes."""
+    choice = p.argmax(-1).tolist()
+    for r, (pr, mr) in enumerate(zip(p.tolist(), m.tolist())):
+        codes[r][field], probs[r][field], mass[r][field] = choice[r], pr, mr
+    return choice
 
 
 def _draft_codes(draft: Sequence[str] | str) -> list[int]:
@@ -463,10 +468,7 @@ def _speculative(core, enc, plan, n, draft, dev):
     p, m = _code_dist(out.logits[:, -1], cands)
     a, passes = 0, 1
     while True:
-        choice = p.argmax(-1).tolist()
-        pl, ml = p.tolist(), m.tolist()
-        for r in range(n):
-            codes[r][a], probs[r][a], mass[r][a] = choice[r], pl[r], ml[r]
+        choice = _record(codes, probs, mass, a, p, m)
         if a == N_FIELDS - 1:
             break
         # chunk = code a, piece a+1, draft code a+1, ..., draft code 23, piece 24; read after each piece
