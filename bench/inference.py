@@ -10,6 +10,8 @@ warm-up, one JSON line printed as soon as it is measured:
 - constrained: `hubkit.decoding.constrained_decode` stepwise (1 prefill + 24 cached steps) at batch 1, 8, 32, and
                speculative at batch 1 with a draft that is 85% right (4 of 25 fields wrong, ~ the all-"N" draft on
                real data) and with an exact draft (the floor: prefill + one verification pass).
+- streamed:    `hubkit.decoding.decode_batches` (what `pipeline("lumbar-classify")` runs): --stream-batches batches
+               of the largest size back to back, the processor work of the next batch on a thread meanwhile.
 - split:       vision tower alone (`get_image_features`) per batch size; prefill (vision + text) and decode times
                come from the decoder's own CUDA-synchronised timings.
 Ends with a summary line: studies/s and speed-ups over the seed at batch 1. Keep it under ~6 min on an H100.
@@ -98,6 +100,9 @@ def main(argv=None) -> int:
     ap.add_argument("--seed-batch-sizes", default="1,8")
     ap.add_argument("--seed-new-tokens", type=int, default=0, help="0 = the answer's token count + 1")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--stream-batches", type=int, default=3,
+                    help="also decode this many batches of the largest size back to back with `decode_batches` "
+                         "(the pipeline's path: the next batch's preprocessing overlaps the device); 0 = skip")
     ap.add_argument("--image-size", type=int, default=448, help="side of the input slices (the builder's 448)")
     ap.add_argument("--out", default=None, help="also append the JSON lines to this file")
     args = ap.parse_args(argv)
@@ -107,7 +112,7 @@ def main(argv=None) -> int:
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     from hubkit import base_models
-    from hubkit.decoding import answer_plan, constrained_decode, free_generate, prepare_inputs
+    from hubkit.decoding import answer_plan, constrained_decode, decode_batches, free_generate, prepare_inputs
 
     device = torch.device(args.device)
     t0 = time.perf_counter()
@@ -127,7 +132,7 @@ def main(argv=None) -> int:
     new_tokens = args.seed_new_tokens or n_answer
     sizes = [int(b) for b in args.batch_sizes.split(",") if b]
     seed_sizes = [int(b) for b in args.seed_batch_sizes.split(",") if b]
-    studies = make_studies(max(sizes + seed_sizes), args.image_size)
+    studies = make_studies(max(sizes + seed_sizes + [max(sizes) * args.stream_batches]), args.image_size)
     prompt_tokens = int(prepare_inputs(processor, studies[:1])["input_ids"].shape[1])
     emit({"what": "setup", "model": "tiny" if args.tiny else "medgemma-arch", "device": str(device),
           "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None, "dtype": str(dtype),
@@ -179,6 +184,22 @@ def main(argv=None) -> int:
               "preprocess_s": med(ex, "preprocess_s"), "prefill_s": med(ex, "prefill_s"),
               "decode_s": med(ex, "decode_s"), "forward_passes": ex[-1]["passes"],
               "decode_ms_per_step": round(1000 * med(ex, "decode_s") / 24, 2)})
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    # constrained, streamed: several batches back to back, preprocessing of batch k+1 overlapping batch k
+    if args.stream_batches:
+        b = max(sizes)
+        n = b * args.stream_batches
+
+        def streamed():
+            return list(decode_batches(model, processor, studies[:n], batch_size=b, plan=plan)), {}
+
+        s, out, _ = timed(streamed, args.repeats, device)
+        results[f"streamed_b{b}"] = n / s
+        emit({"what": "constrained_streamed", "batch": b, "studies": n, "s": round(s, 3),
+              "studies_per_s": round(n / s, 3), "same_labels_as_one_batch": [p.labels for p in out[:b]]
+              == [p.labels for p in last[b]]})
         if device.type == "cuda":
             torch.cuda.empty_cache()
 

@@ -334,7 +334,7 @@ def _classes():
     import torch.utils.data as torch_data
     from transformers import AutoModelForImageTextToText, AutoProcessor, Pipeline
 
-    from hubkit.decoding import answer_plan, constrained_decode
+    from hubkit.decoding import Prefetch, answer_plan, constrained_decode, prepare_inputs
 
     class LumbarAdapterModel(AutoModelForImageTextToText):
         """`from_pretrained(adapter_or_model)` = `hubkit.pipeline.load_model` (base + adapter via PEFT)."""
@@ -393,8 +393,12 @@ def _classes():
 
         def _forward(self, model_inputs, method: str = "stepwise", draft: Any = "N"):
             studies = model_inputs["studies"]
-            preds = constrained_decode(self.model, self.processor, studies, method=method, draft=draft, plan=self.plan)
+            preds = constrained_decode(self.model, self.processor, studies, method=method, draft=draft, plan=self.plan,
+                                       encoded=model_inputs.get("encoded"))
             return {"results": [(p, s.views, n) for p, s, n in zip(preds, studies, model_inputs["notes"])]}
+
+        def _encode(self, batch: dict) -> dict:
+            return {**batch, "encoded": prepare_inputs(self.processor, batch["studies"])}
 
         def postprocess(self, model_outputs):
             res = model_outputs["results"]
@@ -414,7 +418,9 @@ def _classes():
                 num_workers = min(num_workers, 1)
                 dataset = PipelineIterator(inputs, self.preprocess, preprocess_params)
             loader = DataLoader(dataset, num_workers=num_workers, batch_size=batch_size, collate_fn=_collate)
-            model_iterator = PipelineIterator(loader, self.forward, forward_params, loader_batch_size=batch_size)
+            # Batch k+1 is read and run through the processor on a thread while batch k is on the device.
+            batches = Prefetch(loader, self._encode)
+            model_iterator = PipelineIterator(batches, self.forward, forward_params, loader_batch_size=batch_size)
             return PipelineIterator(model_iterator, self.postprocess, postprocess_params)
 
     def _load_processor(model):

@@ -254,6 +254,53 @@ def test_probabilities_batching_and_left_padding(trained):
         np.testing.assert_allclose(probs, ref, atol=1e-5)
 
 
+def test_decode_batches_prefetches_and_equals_one_batch_at_a_time(trained):
+    from hubkit.decoding import constrained_decode, decode_batches
+
+    model, processor = trained
+    studies = [make_study(n, 800 + n) for n in (3, 1, 2, 3, 2)]
+    streamed = list(decode_batches(model, processor, studies, batch_size=2))
+    direct = [p for i in range(0, 5, 2) for p in constrained_decode(model, processor, studies[i:i + 2])]
+    assert [p.labels for p in streamed] == [p.labels for p in direct]
+    np.testing.assert_allclose([_flat(p, "probs") for p in streamed], [_flat(p, "probs") for p in direct], atol=1e-6)
+
+
+def test_prefetch_order_errors_and_early_exit():
+    import threading
+    import time
+
+    from hubkit.decoding import Prefetch
+
+    threads = set()
+
+    def slow_square(x):
+        threads.add(threading.current_thread().name)
+        time.sleep(0.01)
+        return x * x
+
+    assert list(Prefetch(range(6), slow_square, depth=2)) == [0, 1, 4, 9, 16, 25]
+    assert threads == {"hubkit-prefetch"} and len(Prefetch([1, 2, 3])) == 3
+
+    def boom(x):
+        if x == 2:
+            raise ValueError("study 2 unreadable")
+        return x
+
+    got = []
+    with pytest.raises(ValueError, match="study 2 unreadable"):
+        for x in Prefetch(range(5), boom):
+            got.append(x)
+    assert got == [0, 1]  # results before the failing item still arrive, in order
+
+    produced = []
+    for x in Prefetch(range(1000), lambda v: produced.append(v) or v):
+        if x == 3:
+            break
+    time.sleep(0.3)
+    assert len(produced) < 10  # the producer stopped when the consumer left
+    assert not any(t.name == "hubkit-prefetch" for t in threading.enumerate())
+
+
 def test_speculative_and_per_choice_match_stepwise(trained):
     from hubkit.decoding import answer_plan, constrained_decode
 
