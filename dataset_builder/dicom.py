@@ -37,6 +37,8 @@ HEADER_TAGS = (
     "WindowCenter", "WindowWidth", "BitsAllocated", "SamplesPerPixel", "NumberOfFrames", "RescaleSlope",
     "RescaleIntercept",
 )
+# What a single-pass read (`read_header_and_pixels`) adds: the pixel data and what decoding it natively needs.
+PIXEL_TAGS = ("BitsStored", "PixelRepresentation", "PixelData")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,6 +135,31 @@ def read_header(path: str | Path, require_geometry: bool = True) -> SliceHeader:
         raise DicomError(f"{p}: malformed DICOM header ({type(e).__name__}: {str(e).splitlines()[0][:80] if str(e) else ''})") from None
 
 
+def read_header_and_pixels(path: str | Path) -> tuple[SliceHeader, object | None]:
+    """`read_header` (geometry required) that also keeps the pixel data, reading the file once instead of twice.
+
+    Returns (header, dataset holding only the whitelisted tags + PixelData) for `pixels.decode_dataset`; the dataset
+    is None when the single-pass read fails, and then the header comes from `read_header`, so every header error
+    (and, at decode time, every pixel error) is exactly the one the two-pass path gives.
+
+    Raises:
+        DicomError: as `read_header`.
+    """
+    p = Path(path)
+    try:
+        import pydicom
+
+        ds = pydicom.dcmread(p, specific_tags=list(HEADER_TAGS + PIXEL_TAGS))
+    except Exception:  # noqa: BLE001 - let the header-only read name the problem
+        return read_header(p), None
+    try:
+        return _header_from_dataset(ds, p, True), ds
+    except DicomError:
+        raise
+    except Exception as e:  # noqa: BLE001 - same wording as read_header
+        raise DicomError(f"{p}: malformed DICOM header ({type(e).__name__}: {str(e).splitlines()[0][:80] if str(e) else ''})") from None
+
+
 def _read_header(p: Path, require_geometry: bool) -> SliceHeader:
     import pydicom
     from pydicom.errors import InvalidDicomError
@@ -143,6 +170,10 @@ def _read_header(p: Path, require_geometry: bool) -> SliceHeader:
         raise DicomError(f"{p}: not a DICOM file (no DICM preamble); remove it or fix the export") from None
     except Exception as e:  # noqa: BLE001
         raise DicomError(f"{p}: unreadable DICOM header ({type(e).__name__}: {str(e)[:80]})") from None
+    return _header_from_dataset(ds, p, require_geometry)
+
+
+def _header_from_dataset(ds, p: Path, require_geometry: bool) -> SliceHeader:
     for tag in ("Rows", "Columns"):
         if ds.get(tag) in (None, ""):
             raise DicomError(f"{p}: missing {tag}; not an image")
@@ -196,7 +227,7 @@ class Series:
     naming holds (what the `coords` picker needs), `slices` reads every header (what the `geometry` rule needs),
     sorted along the slice normal, not by InstanceNumber. Unreadable files are skipped and listed in `skipped`."""
 
-    def __init__(self, directory: str | Path, description: str | None = None):
+    def __init__(self, directory: str | Path, description: str | None = None, keep_pixels: bool = False):
         d = Path(directory)
         if not d.is_dir():
             raise DicomError(f"{d}: series folder not found")
@@ -213,16 +244,33 @@ class Series:
         self._headers: dict[Path, SliceHeader | None] = {}
         self._slices: list[SliceHeader] | None = None
         self._description = description
+        # keep_pixels: files looked up by instance (the ones the `coords` picker takes) are read once, pixels
+        # included, and `decode` uses those pixels instead of opening the file again.
+        self.keep_pixels = keep_pixels
+        self._datasets: dict[Path, object] = {}
 
-    def header(self, f: Path) -> SliceHeader | None:
+    def header(self, f: Path, with_pixels: bool = False) -> SliceHeader | None:
         """The header of one file (cached); None, recorded in `skipped`, when it cannot be used."""
         if f not in self._headers:
             try:
-                self._headers[f] = read_header(f)
+                if with_pixels:
+                    h, ds = read_header_and_pixels(f)
+                    if ds is not None:
+                        self._datasets[f] = ds
+                    self._headers[f] = h
+                else:
+                    self._headers[f] = read_header(f)
             except DicomError as e:
                 self._headers[f] = None
                 self.skipped.append((str(f), str(e)))
         return self._headers[f]
+
+    def decode(self, header: SliceHeader) -> np.ndarray:
+        """`pixels.decode(header)`, from the pixels kept at header time when there are some (same array)."""
+        from .pixels import decode, decode_dataset
+
+        ds = self._datasets.get(header.path)
+        return decode(header) if ds is None else decode_dataset(ds, header)
 
     @property
     def description(self) -> str:
@@ -257,7 +305,7 @@ class Series:
         """The slice with this InstanceNumber: reads `<n>.dcm` first, scans the whole series only if needed."""
         named = self.directory / f"{instance_number}.dcm"
         if named in self._headers or named.is_file():
-            h = self.header(named)
+            h = self.header(named, with_pixels=self.keep_pixels)
             if h is not None and h.instance_number == instance_number:
                 return h
         return next((s for s in self.slices if s.instance_number == instance_number), None)
@@ -271,10 +319,10 @@ def sort_slices(slices: list[SliceHeader]) -> list[SliceHeader]:
     return sorted(slices, key=lambda s: (round(float(np.dot(s.position, n)), 4), s.instance_number))
 
 
-def read_series(series_dir: str | Path, description: str | None = None) -> Series:
+def read_series(series_dir: str | Path, description: str | None = None, keep_pixels: bool = False) -> Series:
     """A lazily read `Series` (see its docstring).
 
     Raises:
         DicomError: the folder is missing or empty.
     """
-    return Series(series_dir, description)
+    return Series(series_dir, description, keep_pixels)

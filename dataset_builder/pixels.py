@@ -18,6 +18,7 @@ _DECODER_HINT = ("install a decoder: pip install 'hubkit[decoders]' "
 # Fallback window when the header has none: robust to a few hot pixels.
 PERCENTILES = (0.5, 99.5)
 _NATIVE = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"}
+_NATIVE_LE = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"}  # implicit / explicit VR little endian
 
 
 def decode(header: SliceHeader, frame: int | None = None) -> np.ndarray:
@@ -48,6 +49,51 @@ def _decode(header: SliceHeader, frame: int | None) -> np.ndarray:
         ds = pydicom.dcmread(header.path)
     except Exception as e:  # noqa: BLE001 - any parser failure is a bad file, reported by name
         raise DicomError(f"{header.path}: unreadable DICOM ({type(e).__name__}: {str(e)[:80]})") from None
+    return _decode_dataset(ds, header, frame)
+
+
+def decode_dataset(ds, header: SliceHeader) -> np.ndarray:
+    """`decode(header)` from a dataset of `header.path` already read with its pixel data (`read_header_and_pixels`):
+    uncompressed grayscale is taken from it without a second read; anything else goes through `decode` (same
+    array, same errors either way)."""
+    try:
+        arr = _native_gray(ds, header) if "PixelData" in ds else None
+    except Exception:  # noqa: BLE001 - `decode` reads the file again and reports the problem
+        arr = None
+    if arr is None or header.rows * header.columns > MAX_PIXELS:
+        return decode(header)
+    return _rescale(arr.astype(np.float32), ds)
+
+
+def _native_gray(ds, header: SliceHeader) -> np.ndarray | None:
+    """One frame of uncompressed little-endian grayscale straight from the PixelData bytes, exactly as pydicom's
+    `pixel_array` gives it (unused high bits masked, or sign-extended for signed data); None for anything else."""
+    if (header.transfer_syntax not in _NATIVE_LE or header.frames != 1 or header.samples != 1
+            or header.photometric not in ("MONOCHROME1", "MONOCHROME2")):
+        return None
+    try:
+        bits = int(ds.get("BitsAllocated", 16) or 16)
+        stored = int(ds.get("BitsStored", bits) or bits)
+        signed = int(ds.get("PixelRepresentation", 0) or 0)
+    except (TypeError, ValueError):
+        return None
+    if bits not in (8, 16) or not 1 <= stored <= bits or signed not in (0, 1):
+        return None
+    n = header.rows * header.columns
+    data = ds.PixelData
+    if len(data) < n * bits // 8:
+        return None
+    arr = np.frombuffer(data, dtype=f"<{'i' if signed else 'u'}{bits // 8}", count=n).reshape(header.rows,
+                                                                                              header.columns)
+    if stored < bits:  # what pydicom does with the unused bits (`correct_unused_bits`)
+        shift = bits - stored
+        arr = np.right_shift(np.left_shift(arr, shift), shift)
+    return arr
+
+
+def _decode_dataset(ds, header: SliceHeader, frame: int | None) -> np.ndarray:
+    import pydicom
+
     if "PixelData" not in ds:
         raise DicomError(f"{header.path}: no pixel data (header-only file)")
     if header.transfer_syntax in _NATIVE:
@@ -56,6 +102,9 @@ def _decode(header: SliceHeader, frame: int | None) -> np.ndarray:
         if len(ds.PixelData) < expected:
             raise DicomError(f"{header.path}: pixel data is truncated ({len(ds.PixelData)} of {expected} bytes)")
     index = (header.frames // 2 if frame is None else frame) if header.frames > 1 else None
+    native = _native_gray(ds, header) if index is None else None
+    if native is not None:  # the common case, without pydicom's generic decoder machinery (same array)
+        return _rescale(native.astype(np.float32), ds)
     try:
         arr = ds.pixel_array if index is None else pydicom.pixels.pixel_array(ds, index=index)
     except (NotImplementedError, RuntimeError, ImportError) as e:
@@ -73,7 +122,10 @@ def _decode(header: SliceHeader, frame: int | None) -> np.ndarray:
         arr = arr[..., 0] * 0.299 + arr[..., 1] * 0.587 + arr[..., 2] * 0.114  # luminance
     if arr.ndim != 2:
         raise DicomError(f"{header.path}: expected one image frame, got pixel array of shape {arr.shape}")
-    out = arr.astype(np.float32)
+    return _rescale(arr.astype(np.float32), ds)
+
+
+def _rescale(out: np.ndarray, ds) -> np.ndarray:
     slope = float(ds.get("RescaleSlope", 1) or 1)
     intercept = float(ds.get("RescaleIntercept", 0) or 0)
     if slope != 1 or intercept != 0:
@@ -136,9 +188,13 @@ def load_slice(header: SliceHeader, size: int = 448):
     The float image is resized first (bilinear, PIL mode "F") and windowed after, so windowing touches size^2
     pixels instead of the full matrix; a percentile window is measured on the full-resolution image.
     """
+    return to_image(decode(header), header, size)
+
+
+def to_image(arr: np.ndarray, header: SliceHeader, size: int = 448):
+    """The float image `decode` gave for `header` -> the `size`x`size` 8-bit image of `load_slice`."""
     from PIL import Image
 
-    arr = decode(header)
     finite = np.isfinite(arr)
     if not finite.all():
         arr = np.where(finite, arr, arr[finite].min() if finite.any() else 0.0)

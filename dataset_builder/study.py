@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from .dicom import DicomError, Series, read_series
-from .pixels import load_slice
+from .pixels import to_image
 from .slices import pick_slices
 
 
@@ -48,7 +48,9 @@ def load_study(study_dir: str | Path, descriptions: Mapping[str, str] | None = N
             continue
         desc = (descriptions or {}).get(sd.name)
         try:
-            s = read_series(sd, desc)
+            # coords mode reads each picked file once (header and pixels together); geometry mode reads every
+            # header, so it keeps no pixels and decodes the picked slices afterwards.
+            s = read_series(sd, desc, keep_pixels=mode == "coords")
         except DicomError as e:
             skipped.append((str(sd), str(e)))
             continue
@@ -63,7 +65,7 @@ def load_study(study_dir: str | Path, descriptions: Mapping[str, str] | None = N
     images, views, used = [], [], []
     for p in picks:
         try:
-            img = load_slice(p.header, image_size)
+            img = to_image(series[p.series_id].decode(p.header), p.header, image_size)  # = load_slice(p.header)
         except DicomError as e:
             skipped.append((str(p.header.path), str(e)))
             notes.append(f"{p.view}: picked slice unreadable, slot left empty")

@@ -93,3 +93,45 @@ def test_axial_left_right_from_geometry(tmp_path):
     b = orient(window(img.astype(float)), rev)
     assert a[:, :4].mean() > 200  # first columns = patient right: stays on image left
     assert b[:, -4:].mean() > 200  # first columns = patient left: moved to image right
+
+
+@pytest.mark.parametrize("bits,stored,signed", [(16, 16, 0), (16, 12, 0), (16, 12, 1), (16, 16, 1), (8, 8, 0),
+                                                (8, 6, 1)])
+def test_native_decode_matches_pydicom_and_single_read(tmp_path, bits, stored, signed):
+    """The numpy decoder of uncompressed data gives pydicom's `pixel_array` exactly (unused high bits masked or
+    sign-extended), and the one-read path of a series (`keep_pixels`) gives exactly `load_slice`'s image."""
+    from hubkit.dataset_builder.pixels import decode, to_image
+
+    rng = np.random.default_rng(bits + stored + signed)
+    raw = rng.integers(0, 2 ** bits, (24, 20), dtype=np.uint16 if bits == 16 else np.uint8)  # garbage high bits
+    (tmp_path / "s").mkdir()
+    path = write_slice(tmp_path / "s" / "1.dcm", np.zeros((24, 20)), (0, 0, 0))
+    ds = pydicom.dcmread(path)
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = bits, stored, stored - 1, signed
+    ds.RescaleSlope, ds.RescaleIntercept = "2", "-7"
+    ds.PixelData = raw.tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    ref = pydicom.dcmread(path)
+    expected = ref.pixel_array.astype(np.float32) * 2 - 7
+    h = read_header(path)
+    assert np.array_equal(decode(h), expected)
+    series = read_series(tmp_path / "s", keep_pixels=True)
+    h1 = series.by_instance(1)
+    assert series._datasets  # read once, pixels kept
+    assert np.array_equal(series.decode(h1), expected)
+    assert np.array_equal(np.asarray(to_image(series.decode(h1), h1, 16)), np.asarray(load_slice(h, 16)))
+
+
+def test_single_read_keeps_errors_of_the_two_pass_path(tmp_path):
+    """A truncated or header-only file found through `keep_pixels` fails with the same message as `load_slice`."""
+    from hubkit.dataset_builder.pixels import to_image
+
+    (tmp_path / "s").mkdir()
+    path = write_slice(tmp_path / "s" / "1.dcm", np.full((32, 32), 7), (0, 0, 0))
+    path.write_bytes(path.read_bytes()[:-500])
+    with pytest.raises(DicomError) as two_pass:
+        load_slice(read_header(path), 16)
+    series = read_series(tmp_path / "s", keep_pixels=True)
+    with pytest.raises(DicomError) as one_pass:
+        to_image(series.decode(series.by_instance(1)), series.by_instance(1), 16)
+    assert str(one_pass.value) == str(two_pass.value) and "truncated" in str(one_pass.value)
