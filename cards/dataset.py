@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from importlib import resources
 from pathlib import Path
 
@@ -25,6 +26,18 @@ def label_counts(dd) -> dict[str, list[int]]:
             for lv in LEVELS:
                 for v, n in table[label_column(c, lv)].value_counts().items():
                     counts[c][int(v) if v >= 0 else 3] += int(n)
+    return counts
+
+
+def label_counts_of(label_dicts) -> dict[str, list[int]]:
+    """`label_counts` from the studies' label dicts ({label column: class index, -1 = missing}) instead of a
+    built dataset: lets the builder draw the chart before the dataset exists."""
+    counts = {c: [0, 0, 0, 0] for c in CONDITIONS}
+    for labels in label_dicts:
+        for c in CONDITIONS:
+            for lv in LEVELS:
+                v = int(labels[label_column(c, lv)])
+                counts[c][v if v >= 0 else 3] += 1
     return counts
 
 
@@ -92,9 +105,17 @@ def render_dataset_card(cfg, dd, report: dict, repo_id: str | None = None) -> st
     return str(card)
 
 
-def write_dataset_card(out: Path, cfg, dd, report: dict, repo_id: str | None = None) -> Path:
-    """Write README.md and label_distribution.png into the dataset folder."""
-    plot_label_distribution(label_counts(dd), Path(out) / "label_distribution.png")
+def write_dataset_card(out: Path, cfg, dd, report: dict, repo_id: str | None = None,
+                       chart: tuple[dict, Path] | None = None) -> Path:
+    """Write README.md and label_distribution.png into the dataset folder.
+
+    `chart`: (label counts, PNG) drawn earlier by `plot_label_distribution` (the builder draws it while its workers
+    run); copied when its counts are this dataset's, else the chart is drawn here."""
+    counts = label_counts(dd)
+    if chart is not None and chart[0] == counts and Path(chart[1]).is_file():
+        shutil.copyfile(chart[1], Path(out) / "label_distribution.png")
+    else:
+        plot_label_distribution(counts, Path(out) / "label_distribution.png")
     path = Path(out) / "README.md"
     path.write_text(render_dataset_card(cfg, dd, report, repo_id))
     return path

@@ -8,87 +8,131 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import shutil
 from pathlib import Path
-
-import datasets
 
 from hubkit.config import BuildConfig, config_to_dict, write_json
 from hubkit.schema import build_prompt, build_target
 
 from . import rsna_csv
 from .dicom import DicomError
-from .features import lumbar_features
 from .study import load_study
 from .study_cache import load_entry, store_entry, study_key
 
 REPORT_FILE = "build_report.json"
+# `datasets` is imported only inside the functions that need it (~1 s): build_dataset imports it while the worker
+# processes are already decoding studies, instead of before.
 
 
-class LumbarConfig(datasets.BuilderConfig):
-    """Carries the validated study records and the build options into (possibly several) worker processes."""
+def build_study(cfg: BuildConfig, rec: dict, report_dir: Path, cache_dir: Path, key: str | None = None,
+                write_reused: bool = True) -> tuple[dict, list[bytes]] | None:
+    """One study -> (row fields without images, PNG bytes per image), or None if it is skipped.
 
-    def __init__(self, build: BuildConfig | None = None, splits: dict | None = None, report_dir: str = "",
-                 cache_studies: str = "", **kw):
-        super().__init__(**kw)
-        self.build = build or BuildConfig()
-        self.splits = splits or {}
-        self.report_dir = report_dir
-        self.cache_studies = cache_studies
+    Takes the study from the resumable cache (`study_cache`) when an earlier run finished it, else reads its
+    DICOMs and caches the result; writes the study's report entry either way (a reused one only if
+    `write_reused`).
+    """
+    sid = rec["study_id"]
+    study_dir = Path(cfg.data_dir) / "train_images" / sid
+    key = key or study_key(cfg.picker, cfg.image_size, rec, study_dir)
+    cached = load_entry(cache_dir, sid, key)
+    if cached is not None:  # built by an earlier, interrupted run: identical bytes, no DICOM read
+        row, pngs, entry = cached
+        if write_reused:
+            _write_entry(report_dir, {**entry, "reused": True})
+        return row, pngs
+    entry = {"study_id": sid, "status": "built", "views": [], "notes": [], "skipped": []}
+    try:
+        study = load_study(study_dir, rec["descriptions"], mode=cfg.picker, coords=rec["coords"],
+                           image_size=cfg.image_size)
+    except DicomError as e:
+        entry.update(status="skipped", reason=str(e))
+        _write_entry(report_dir, entry)
+        return None
+    entry.update(views=study.views, notes=study.notes,
+                 skipped=[{"file": f, "reason": r} for f, r in study.skipped],
+                 picks=[list(p) for p in study.picks])
+    labels = rec["labels"]
+    row = {"study_id": sid, "views": study.views, "prompt": build_prompt(study.views),
+           "target": build_target(labels), **labels}
+    pngs = [encode_png(im)["bytes"] for im in study.images]
+    store_entry(cache_dir, sid, key, row, pngs, entry)
+    _write_entry(report_dir, entry)
+    return row, pngs
 
 
-class LumbarSpine(datasets.GeneratorBasedBuilder):
-    """RSNA 2024 lumbar spine studies as picked slice images + the seed's prompt + compact JSON target."""
+@functools.lru_cache(maxsize=None)
+def _builder_class():
+    """The `datasets` builder, defined on first use so that importing this module does not import `datasets`."""
+    import datasets
 
-    BUILDER_CONFIG_CLASS = LumbarConfig
-    VERSION = datasets.Version("1.0.0")
+    from .features import lumbar_features
 
-    def _info(self) -> datasets.DatasetInfo:
-        return datasets.DatasetInfo(
-            description="RSNA 2024 Lumbar Spine Degenerative Classification, one row per study: picked MRI slices "
-                        "(8-bit, square), their view names, the training prompt and the compact JSON answer.",
-            features=lumbar_features(),
-            homepage="https://www.kaggle.com/competitions/rsna-2024-lumbar-spine-degenerative-classification",
-        )
+    class LumbarConfig(datasets.BuilderConfig):
+        """Carries the validated study records and the build options into (possibly several) worker processes.
 
-    def _split_generators(self, dl_manager):
-        return [datasets.SplitGenerator(name=name, gen_kwargs={"records": records})
-                for name, records in self.config.splits.items() if records]
+        `done` maps the study ids already handled by `build_dataset`'s own pass to their cache keys: their rows
+        come from the cache and their report entries are already written."""
 
-    def _generate_examples(self, records):
-        cfg: BuildConfig = self.config.build
-        report_dir = Path(self.config.report_dir)
-        cache_dir = Path(self.config.cache_studies)
-        for rec in records:
-            sid = rec["study_id"]
-            study_dir = Path(cfg.data_dir) / "train_images" / sid
-            key = study_key(cfg.picker, cfg.image_size, rec, study_dir)
-            cached = load_entry(cache_dir, sid, key)
-            if cached is not None:  # built by an earlier, interrupted run: identical bytes, no DICOM read
-                row, pngs, entry = cached
-                _write_entry(report_dir, {**entry, "reused": True})
-                yield sid, {**row, "images": [{"bytes": b, "path": None} for b in pngs]}
-                continue
-            entry = {"study_id": sid, "status": "built", "views": [], "notes": [], "skipped": []}
-            try:
-                study = load_study(study_dir, rec["descriptions"], mode=cfg.picker, coords=rec["coords"],
-                                   image_size=cfg.image_size)
-            except DicomError as e:
-                entry.update(status="skipped", reason=str(e))
-                _write_entry(report_dir, entry)
-                continue
-            entry.update(views=study.views, notes=study.notes,
-                         skipped=[{"file": f, "reason": r} for f, r in study.skipped],
-                         picks=[list(p) for p in study.picks])
-            labels = rec["labels"]
-            row = {"study_id": sid, "views": study.views, "prompt": build_prompt(study.views),
-                   "target": build_target(labels), **labels}
-            pngs = [encode_png(im)["bytes"] for im in study.images]
-            store_entry(cache_dir, sid, key, row, pngs, entry)
-            _write_entry(report_dir, entry)
-            yield sid, {**row, "images": [{"bytes": b, "path": None} for b in pngs]}
+        def __init__(self, build: BuildConfig | None = None, splits: dict | None = None, report_dir: str = "",
+                     cache_studies: str = "", done: dict | None = None, **kw):
+            super().__init__(**kw)
+            self.build = build or BuildConfig()
+            self.splits = splits or {}
+            self.report_dir = report_dir
+            self.cache_studies = cache_studies
+            self.done = done or {}
+
+    class LumbarSpine(datasets.GeneratorBasedBuilder):
+        """RSNA 2024 lumbar spine studies as picked slice images + the seed's prompt + compact JSON target."""
+
+        BUILDER_CONFIG_CLASS = LumbarConfig
+        VERSION = datasets.Version("1.0.0")
+
+        def _info(self) -> datasets.DatasetInfo:
+            return datasets.DatasetInfo(
+                description="RSNA 2024 Lumbar Spine Degenerative Classification, one row per study: picked MRI "
+                            "slices (8-bit, square), their view names, the training prompt and the compact JSON "
+                            "answer.",
+                features=lumbar_features(),
+                homepage="https://www.kaggle.com/competitions/rsna-2024-lumbar-spine-degenerative-classification",
+            )
+
+        def _split_generators(self, dl_manager):
+            return [datasets.SplitGenerator(name=name, gen_kwargs={"records": records})
+                    for name, records in self.config.splits.items() if records]
+
+        def _generate_examples(self, records):
+            cfg: BuildConfig = self.config.build
+            done = self.config.done
+            for rec in records:
+                sid = rec["study_id"]
+                if sid in done and done[sid] is None:  # skipped by the first pass (reported there)
+                    continue
+                built = build_study(cfg, rec, Path(self.config.report_dir), Path(self.config.cache_studies),
+                                    key=done.get(sid), write_reused=sid not in done)
+                if built is not None:
+                    row, pngs = built
+                    yield sid, {**row, "images": [{"bytes": b, "path": None} for b in pngs]}
+
+    return LumbarConfig, LumbarSpine
+
+
+def __getattr__(name: str):  # LumbarConfig / LumbarSpine, as before, without importing `datasets` at import time
+    if name in ("LumbarConfig", "LumbarSpine"):
+        return _builder_class()[name == "LumbarSpine"]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _first_pass_study(job: tuple) -> tuple[str, str | None]:
+    """Worker of `build_dataset`'s pool: build (or find cached) one study -> (study id, cache key or None)."""
+    cfg, rec, report_dir, cache_dir = job
+    key = study_key(cfg.picker, cfg.image_size, rec, Path(cfg.data_dir) / "train_images" / rec["study_id"])
+    built = build_study(cfg, rec, report_dir, cache_dir, key=key)
+    return rec["study_id"], (key if built is not None else None)
 
 
 def encode_png(image) -> dict:
@@ -205,13 +249,24 @@ def build_dataset(cfg: BuildConfig, output: str | Path) -> "datasets.DatasetDict
     splits, missing, bad_rows = plan_records(cfg)
     work = out.parent / f".{out.name}.build"
     report_dir = work / "report"
+    cache_dir = work / "studies"
     if report_dir.exists():
         shutil.rmtree(report_dir)
+    records = [r for recs in splits.values() for r in recs]
+    # With several processes, every study of both splits goes through one pool first (datasets would start one
+    # pool per split); meanwhile this process imports `datasets` and draws the card's chart. The builder then
+    # only collects the finished studies from the per-study cache. With one process the builder does it all.
+    done, chart = {}, None
+    if cfg.num_proc > 1 and records:
+        done, chart = _first_pass(cfg, records, report_dir, cache_dir, work)
+    import datasets
+
+    LumbarSpine = _builder_class()[1]
     builder = LumbarSpine(cache_dir=str(work / "cache"), dataset_name="rsna_lumbar",
                           config_name=f"{cfg.picker}-{cfg.image_size}",
                           build=cfg, splits=splits, report_dir=str(report_dir),
-                          cache_studies=str(work / "studies"))
-    builder.download_and_prepare(num_proc=cfg.num_proc if cfg.num_proc > 1 else None,
+                          cache_studies=str(cache_dir), done=done)
+    builder.download_and_prepare(num_proc=None if done or cfg.num_proc <= 1 else cfg.num_proc,
                                  download_mode="force_redownload")
     dd = datasets.DatasetDict({name: builder.as_dataset(split=name) for name in builder.info.splits})
     for ds in dd.values():  # datasets' own fingerprint depends on cache paths; make it name the content instead
@@ -222,9 +277,40 @@ def build_dataset(cfg: BuildConfig, output: str | Path) -> "datasets.DatasetDict
     report = write_report(out, cfg, dd, entries, bad_rows)
     from hubkit.cards.dataset import write_dataset_card
 
-    write_dataset_card(out, cfg, dd, report)
+    write_dataset_card(out, cfg, dd, report, chart=chart)
     shutil.rmtree(work, ignore_errors=True)
     return dd
+
+
+def _first_pass(cfg: BuildConfig, records: list[dict], report_dir: Path, cache_dir: Path,
+                work: Path) -> tuple[dict, tuple[dict, Path] | None]:
+    """Build every study in a pool of `cfg.num_proc` processes -> ({study id: cache key, None if skipped}, chart).
+
+    While the workers run, this process imports what the rest of the build needs and renders the label chart for
+    the planned studies (`chart` = (its label counts, PNG path); the card uses it if no study was skipped)."""
+    import multiprocessing
+
+    import PIL.Image  # noqa: F401 - imported before the fork, so the workers do not import them again
+    import pydicom  # noqa: F401
+
+    methods = multiprocessing.get_all_start_methods()
+    ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
+    jobs = [(cfg, rec, report_dir, cache_dir) for rec in records]
+    done: dict[str, str | None] = {}
+    with ctx.Pool(min(cfg.num_proc, len(jobs))) as pool:
+        results = pool.imap_unordered(_first_pass_study, jobs)
+        import datasets  # noqa: F401 - the slow imports, overlapped with the workers
+
+        from hubkit.cards.dataset import label_counts_of, plot_label_distribution
+
+        counts = label_counts_of(rec["labels"] for rec in records)
+        work.mkdir(parents=True, exist_ok=True)
+        chart = (counts, plot_label_distribution(counts, work / "label_distribution.png"))
+        for sid, key in results:
+            done[sid] = key
+        pool.close()
+        pool.join()
+    return done, chart
 
 
 def write_report(out: Path, cfg: BuildConfig, dd, entries: list[dict], bad_rows: list[dict] = ()) -> dict:
