@@ -20,12 +20,13 @@ PICKER_TEXT = {
 def label_counts(dd) -> dict[str, list[int]]:
     """condition -> [N, M, S, missing] summed over levels and splits."""
     counts = {c: [0, 0, 0, 0] for c in CONDITIONS}
+    cols = [label_column(c, lv) for c in CONDITIONS for lv in LEVELS]
     for split in dd.values():
-        table = split.select_columns([label_column(c, lv) for c in CONDITIONS for lv in LEVELS]).to_pandas()
+        table = split.select_columns(cols).with_format("arrow")[:]  # class indices, -1 = missing
         for c in CONDITIONS:
             for lv in LEVELS:
-                for v, n in table[label_column(c, lv)].value_counts().items():
-                    counts[c][int(v) if v >= 0 else 3] += int(n)
+                for v in table.column(label_column(c, lv)).to_pylist():
+                    counts[c][int(v) if v >= 0 else 3] += 1
     return counts
 
 
@@ -69,11 +70,14 @@ def _pct(n: int, total: int) -> str:
     return f"{100.0 * n / total:.1f}%" if total else "–"
 
 
-def render_dataset_card(cfg, dd, report: dict, repo_id: str | None = None) -> str:
-    """README.md text for a built dataset (YAML front matter through huggingface_hub's DatasetCardData)."""
+def render_dataset_card(cfg, dd, report: dict, repo_id: str | None = None,
+                        counts: dict[str, list[int]] | None = None) -> str:
+    """README.md text for a built dataset (YAML front matter through huggingface_hub's DatasetCardData).
+
+    `counts`: `label_counts(dd)` when the caller has it already."""
     from huggingface_hub import DatasetCard, DatasetCardData
 
-    counts = label_counts(dd)
+    counts = counts or label_counts(dd)
     rows = []
     for c in CONDITIONS:
         n, m, s, miss = counts[c]
@@ -117,5 +121,5 @@ def write_dataset_card(out: Path, cfg, dd, report: dict, repo_id: str | None = N
     else:
         plot_label_distribution(counts, Path(out) / "label_distribution.png")
     path = Path(out) / "README.md"
-    path.write_text(render_dataset_card(cfg, dd, report, repo_id))
+    path.write_text(render_dataset_card(cfg, dd, report, repo_id, counts))
     return path

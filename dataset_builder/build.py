@@ -264,6 +264,8 @@ def build_dataset(cfg: BuildConfig, output: str | Path) -> "datasets.DatasetDict
     LumbarSpine = _builder_class()[1]
     builder = LumbarSpine(cache_dir=str(work / "cache"), dataset_name="rsna_lumbar",
                           config_name=f"{cfg.picker}-{cfg.image_size}",
+                          # names the (temporary) cache folder; given, so datasets does not hash every record
+                          config_id=f"{cfg.picker}-{cfg.image_size}",
                           build=cfg, splits=splits, report_dir=str(report_dir),
                           cache_studies=str(cache_dir), done=done)
     builder.download_and_prepare(num_proc=None if done or cfg.num_proc <= 1 else cfg.num_proc,
@@ -286,8 +288,9 @@ def _first_pass(cfg: BuildConfig, records: list[dict], report_dir: Path, cache_d
                 work: Path) -> tuple[dict, tuple[dict, Path] | None]:
     """Build every study in a pool of `cfg.num_proc` processes -> ({study id: cache key, None if skipped}, chart).
 
-    While the workers run, this process imports what the rest of the build needs and renders the label chart for
-    the planned studies (`chart` = (its label counts, PNG path); the card uses it if no study was skipped)."""
+    While the workers run, this process imports what the rest of the build needs; the pool also draws the label
+    chart of the planned studies (`chart` = (its label counts, PNG path); the card uses it if no study was
+    skipped, else draws it again)."""
     import multiprocessing
 
     import PIL.Image  # noqa: F401 - imported before the fork, so the workers do not import them again
@@ -297,17 +300,20 @@ def _first_pass(cfg: BuildConfig, records: list[dict], report_dir: Path, cache_d
     ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
     jobs = [(cfg, rec, report_dir, cache_dir) for rec in records]
     done: dict[str, str | None] = {}
+    from hubkit.cards.dataset import label_counts_of, plot_label_distribution
+
+    counts = label_counts_of(rec["labels"] for rec in records)
+    work.mkdir(parents=True, exist_ok=True)
     with ctx.Pool(min(cfg.num_proc, len(jobs))) as pool:
+        # The chart is one more task for the pool (queued first, so that it never finishes last).
+        drawn = pool.apply_async(plot_label_distribution, (counts, work / "label_distribution.png"))
         results = pool.imap_unordered(_first_pass_study, jobs)
         import datasets  # noqa: F401 - the slow imports, overlapped with the workers
+        from huggingface_hub import DatasetCard  # noqa: F401 - for the card
 
-        from hubkit.cards.dataset import label_counts_of, plot_label_distribution
-
-        counts = label_counts_of(rec["labels"] for rec in records)
-        work.mkdir(parents=True, exist_ok=True)
-        chart = (counts, plot_label_distribution(counts, work / "label_distribution.png"))
         for sid, key in results:
             done[sid] = key
+        chart = (counts, drawn.get())
         pool.close()
         pool.join()
     return done, chart

@@ -28,15 +28,28 @@ def study_key(picker: str, image_size: int, record: dict, study_dir: Path) -> st
     """Hex digest of everything a study's row depends on (see the module docstring)."""
     files = []
     if study_dir.is_dir():
-        for p in sorted(study_dir.rglob("*")):
-            try:
-                st = p.lstat()
-            except OSError:
-                continue
-            files.append([str(p.relative_to(study_dir)), st.st_size, st.st_mtime_ns])
+        for rel, st in sorted(_walk(study_dir, ()), key=lambda e: e[0]):  # the order of sorted(rglob("*"))
+            files.append([os.path.join(*rel), st.st_size, st.st_mtime_ns])
     blob = json.dumps({"format": FORMAT, "picker": picker, "image_size": image_size, "record": record,
                        "files": files}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def _walk(directory: Path | str, rel: tuple[str, ...]):
+    """(relative path parts, lstat) of everything under `directory`, like `Path.rglob("*")` (no symlinked folders
+    followed) but several times faster: os.scandir gives the lstat of each entry without another system call."""
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return
+    for e in entries:
+        try:
+            st = e.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        yield rel + (e.name,), st
+        if e.is_dir(follow_symlinks=False):
+            yield from _walk(e.path, rel + (e.name,))
 
 
 def _entry_dir(cache_dir: Path, study_id: str, key: str) -> Path:
