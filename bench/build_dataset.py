@@ -72,10 +72,11 @@ def main() -> None:
         return worker(args)
     tmp = tempfile.TemporaryDirectory()
     cohort = Path(args.cohort or Path(tmp.name) / "cohort")
-    if not args.cohort:
-        from hubkit.synth import synth_cohort
-
-        synth_cohort(cohort, args.studies, 0, progress=False)
+    if not args.cohort:  # in a child process: Linux keeps a process's peak RSS across fork+exec, so synthesising
+        # here would show up as the peak RSS of every measured run started afterwards
+        subprocess.run([sys.executable, "-c", "import sys; from hubkit.synth import synth_cohort; "
+                        "synth_cohort(sys.argv[1], int(sys.argv[2]), 0, progress=False)", str(cohort),
+                        str(args.studies)], check=True)
     results: dict[str, list[dict]] = {"naive": [], "hubkit": []}
     for _ in range(args.repeats):
         for method in ("hubkit", "naive"):  # interleaved so drift hits both
