@@ -4,6 +4,10 @@
 #   bash bench/gpu_session.sh scaling      # bench/train_scaling.py: 1 vs 2 GPUs (needs 2 GPUs)
 #   bash bench/gpu_session.sh throughput   # bench/train_throughput.py: (b) unsloth, (c) hubkit, (a) plain
 #   bash bench/gpu_session.sh batches      # (c) hubkit at batch 2 and 4
+#   bash bench/gpu_session.sh attn         # (c) profiled (torch.profiler kernel tables): Unsloth's attention, all sdpa
+#   bash bench/gpu_session.sh vattn        # (c) with sdpa in the vision tower only, then (a)
+#   bash bench/gpu_session.sh unsloth      # (b) alone; `hubkit`: (c) alone (a second run on a warm machine)
+#   bash bench/gpu_session.sh inference    # bench/inference.py: seed generate vs constrained (+ streamed)
 # Logs and JSONL results go to $OUT (the device tool brings them back).
 set -uo pipefail
 PHASE=${1:?phase}
@@ -25,6 +29,16 @@ case "$PHASE" in
   scaling)    python3 bench/train_scaling.py --work $W --out "$OUT/scaling.jsonl" --steps 14 --warmup 3 --timeout 240 ;;
   throughput) python3 bench/train_throughput.py --work $W --out "$OUT/train.jsonl" --only plain unsloth hubkit \
                 --steps 14 --warmup 3 --timeout 300 ;;
+  attn)       HUBKIT_BENCH_PROFILE="$OUT/profile_auto.txt" python3 bench/train_throughput.py --work $W \
+                --out "$OUT/train.jsonl" --only hubkit --steps 12 --warmup 3 --timeout 260
+              HUBKIT_BENCH_PROFILE="$OUT/profile_sdpa.txt" python3 bench/train_throughput.py --work $W \
+                --out "$OUT/train.jsonl" --only hubkit plain --attn sdpa --steps 12 --warmup 3 --timeout 200 ;;
+  vattn)      python3 bench/train_throughput.py --work $W --out "$OUT/train.jsonl" --only hubkit plain \
+                --attn vision:sdpa --steps 13 --warmup 3 --timeout 330 ;;
+  unsloth|hubkit) python3 bench/train_throughput.py --work $W --out "$OUT/train.jsonl" --only "$PHASE" \
+                --steps 13 --warmup 3 --timeout 330 ;;
+  inference)  python3 bench/inference.py --model-dir .gpu/mg --batch-sizes 1,32 --seed-batch-sizes 1 --repeats 2 \
+                --stream-batches 3 --out "$OUT/inference.jsonl" ;;
   batches)    python3 bench/train_throughput.py --work $W --out "$OUT/train.jsonl" --only plain --batches 2 4 \
                 --steps 13 --warmup 3 --timeout 280 ;;
 esac

@@ -69,13 +69,34 @@ class StepTimer:
             def __init__(self):
                 self.times, self._t = [], None
 
+                self.prof = None
+
+            def on_train_begin(self, args, state, control, model=None, **kw):
+                base = model.get_base_model() if hasattr(model, "get_base_model") else model
+                cfg = getattr(base, "config", None)
+                impl = {k: getattr(getattr(cfg, k, None), "_attn_implementation", None)
+                        for k in ("text_config", "vision_config")}
+                print("ATTN " + json.dumps({"model": getattr(cfg, "_attn_implementation", None), **impl}), flush=True)
+
             def on_step_begin(self, args, state, control, **kw):
                 torch.cuda.synchronize()
+                # HUBKIT_BENCH_PROFILE=file: torch.profiler over steps 5-6 (after warm-up), a kernel table to file.
+                if os.environ.get("HUBKIT_BENCH_PROFILE") and len(self.times) == 4:
+                    self.prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
+                                                                   torch.profiler.ProfilerActivity.CUDA])
+                    self.prof.__enter__()
                 self._t = time.perf_counter()
 
             def on_step_end(self, args, state, control, **kw):
                 torch.cuda.synchronize()
                 self.times.append(time.perf_counter() - self._t)
+                if self.prof is not None and len(self.times) == 6:
+                    self.prof.__exit__(None, None, None)
+                    ka = self.prof.key_averages()
+                    with open(os.environ["HUBKIT_BENCH_PROFILE"], "w") as f:
+                        f.write(ka.table(sort_by="self_cuda_time_total", row_limit=45, max_name_column_width=90))
+                        f.write("\n\n" + ka.table(sort_by="cuda_time_total", row_limit=25, max_name_column_width=90))
+                    self.prof = None
 
         return _Timer()
 
@@ -155,7 +176,7 @@ def run_unsloth(model_dir: Path, data_dir: Path, steps: int, work: Path, batch: 
 
 
 def timed_hubkit_train(data_dir: Path, model_dir: Path, run_dir: Path, backend: str, batch: int, steps: int,
-                       workers: int) -> list[float]:
+                       workers: int, attn: str = "auto") -> list[float]:
     """`hubkit.train.train` with a bench recipe (no eval/save inside the timed steps); returns each step's time."""
     import hubkit.train as ht
     from hubkit.train_config import TrainConfig
@@ -171,14 +192,16 @@ def timed_hubkit_train(data_dir: Path, model_dir: Path, run_dir: Path, backend: 
     cfg = TrainConfig(backend=backend, max_steps=steps, per_device_train_batch_size=batch,
                       gradient_accumulation_steps=1, eval_steps=10_000, save_steps=10_000, logging_steps=5,
                       early_stopping_patience=0, eval_on_start=False, load_best_model_at_end=False,
-                      dataloader_num_workers=workers)  # PNG decode + processor overlap the GPU step
+                      dataloader_num_workers=workers,  # PNG decode + processor overlap the GPU step
+                      **({"vision_attn_implementation": attn[len("vision:"):]} if attn.startswith("vision:")
+                         else {"attn_implementation": attn}))
     ht.train(str(data_dir), str(model_dir), run_dir, cfg)
     return timers[0].times
 
 
 def run_hubkit(model_dir: Path, data_dir: Path, steps: int, work: Path, batch: int = 1,
-               workers: int = 2) -> list[float]:
-    return timed_hubkit_train(data_dir, model_dir, work / f"hubkit-b{batch}", "unsloth", batch, steps, workers)
+               workers: int = 2, attn: str = "auto") -> list[float]:
+    return timed_hubkit_train(data_dir, model_dir, work / f"hubkit-b{batch}", "unsloth", batch, steps, workers, attn)
 
 
 def run_measured(cmd: list[str], log: Path, timeout: int, ident: dict, env: dict | None = None) -> dict:
@@ -230,13 +253,14 @@ def child(args) -> None:
 
     torch.cuda.reset_peak_memory_stats()
     fn = {"plain": run_plain, "unsloth": run_unsloth, "hubkit": run_hubkit}[args.child]
-    extra = {"batch": args.batch, **({"workers": args.workers} if args.child == "hubkit" else {})}
+    extra = {"batch": args.batch, **({"workers": args.workers, "attn": args.attn} if args.child == "hubkit" else {})}
     times = fn(model_dir, data_dir, args.steps, work, **extra)
     timed = times[args.warmup:]
     tok = json.loads((work / "tokens.json").read_text())["tokens_per_example"] * args.batch
     med = statistics.median(timed)
     print("RESULT " + json.dumps({
-        "method": args.child, "batch": args.batch, "steps_timed": len(timed), "first_step_s": round(times[0], 2),
+        "method": args.child, "batch": args.batch, **({"attn": args.attn} if args.child == "hubkit" else {}),
+        "steps_timed": len(timed), "first_step_s": round(times[0], 2),
         "median_s_per_step": round(med, 4), "tokens_per_step": tok, "tokens_per_s": round(tok / med, 1),
         "peak_gpu_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
         "peak_reserved_gib": round(torch.cuda.max_memory_reserved() / 2**30, 2),
@@ -255,6 +279,8 @@ def main() -> None:
                     help="also run hubkit at these batch sizes (same warm machine), e.g. 2 4")
     ap.add_argument("--workers", type=int, default=2, help="hubkit's dataloader workers")
     ap.add_argument("--timeout", type=int, default=420, help="seconds per method")
+    ap.add_argument("--attn", default="auto", help="hubkit's attn_implementation (TrainConfig), e.g. sdpa; "
+                    "vision:sdpa sets vision_attn_implementation only")
     ap.add_argument("--child", choices=["prepare", "plain", "unsloth", "hubkit"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -270,7 +296,7 @@ def main() -> None:
     runs = [(m, args.batch) for m in args.only] + [("hubkit", b) for b in (args.batches or [])]
     for method, batch in runs:
         cmd = [sys.executable, __file__, "--child", method, "--work", args.work, "--steps", str(args.steps),
-               "--warmup", str(args.warmup), "--batch", str(batch), "--workers", str(args.workers)]
+               "--warmup", str(args.warmup), "--batch", str(batch), "--workers", str(args.workers), "--attn", args.attn]
         rec = run_measured(cmd, Path(args.work, f"{method}-b{batch}.log"), args.timeout,
                            {"method": method, "batch": batch}, env)
         if batch == args.batch:  # the ratios compare the three methods at the same batch

@@ -99,6 +99,8 @@ def load_trl_model(base_model: str, cfg):
     cuda = torch.cuda.is_available()
     dtype = compute_dtype(cfg)
     kwargs: dict[str, Any] = {"dtype": dtype, "use_safetensors": True}  # never unpickle a base checkpoint
+    if cfg.attn_implementation != "auto":
+        kwargs["attn_implementation"] = cfg.attn_implementation
     quantized = cuda and cfg.load_in_4bit
     if quantized:
         if importlib.util.find_spec("bitsandbytes") is None:
@@ -111,6 +113,7 @@ def load_trl_model(base_model: str, cfg):
         )
         kwargs["device_map"] = {"": torch.cuda.current_device()}
     model = AutoModelForImageTextToText.from_pretrained(base_model, **kwargs)
+    set_vision_attention(model, cfg.vision_attn_implementation)
     if quantized:
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=cfg.gradient_checkpointing,
@@ -124,6 +127,16 @@ def load_trl_model(base_model: str, cfg):
     return get_peft_model(model, lora)
 
 
+def set_vision_attention(model, implementation: str) -> None:
+    """Point the vision tower's attention at `implementation` (read from its config at every forward)."""
+    if implementation == "auto":
+        return
+    vision = getattr(getattr(model, "config", None), "vision_config", None)
+    if vision is None:
+        raise ValueError("vision_attn_implementation needs a model with a vision_config")
+    vision._attn_implementation = implementation
+
+
 def load_unsloth_model(base_model: str, cfg, max_length: int):
     """Unsloth `FastVisionModel` (4-bit by default) + its LoRA; returns (model, processor)."""
     from unsloth import FastVisionModel
@@ -133,7 +146,9 @@ def load_unsloth_model(base_model: str, cfg, max_length: int):
         base_model, max_seq_length=max_length, load_in_4bit=cfg.load_in_4bit, use_exact_model_name=True,
         use_gradient_checkpointing=gc, dtype=None if cfg.precision == "auto" else compute_dtype(cfg),
         use_safetensors=True,  # forwarded to transformers: never unpickle a base checkpoint
+        **({} if cfg.attn_implementation == "auto" else {"attn_implementation": cfg.attn_implementation}),
     )
+    set_vision_attention(model, cfg.vision_attn_implementation)
     model = FastVisionModel.get_peft_model(
         model, r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, bias="none",
         finetune_vision_layers=cfg.finetune_vision_layers, finetune_language_layers=cfg.finetune_language_layers,

@@ -88,6 +88,14 @@ class TrainConfig:
     gradient_checkpointing: bool = True
     # "bf16" on GPUs that support it (H100/A100); "fp32" on CPU. "auto" picks bf16 on CUDA, fp32 otherwise.
     precision: str = "auto"
+    # Attention kernels passed to from_pretrained ("sdpa", "eager", "flex_attention", ...); "auto" = the backend's
+    # own choice (Unsloth picks flex_attention for Gemma 3, transformers sdpa).
+    attn_implementation: str = "auto"
+    # The vision tower's attention alone, set on its config after loading ("auto" = leave the backend's choice).
+    # Unsloth gives all of Gemma 3 flex_attention; for SigLIP's unmasked 4,096-patch attention that cost ~0.34 s of a
+    # ~0.9 s step on an H200 (block-mask build + flex kernels); sdpa (cuDNN flash) there made the step ~1.1-1.2x
+    # faster (BENCHMARKS.md 2). The text model keeps the backend's kernels (Unsloth disables sdpa for Gemma 3 text).
+    vision_attn_implementation: str = "sdpa"
     # Optimiser name understood by transformers (Unsloth's recipe uses adamw_8bit; plain adamw_torch on CPU).
     optim: str = "adamw_torch"
     # DataLoader worker processes that decode PNGs and run the processor ahead of the model.

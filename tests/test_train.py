@@ -295,3 +295,20 @@ def test_augment_jitters_training_images_only(synth_ds):
     train_rows = [r for _, r in zip(range(6), streams["train"])]
     assert all(np.asarray(r["images"][0]).tobytes() not in originals["train"] for r in train_rows)
     assert all(np.asarray(r["images"][0]).tobytes() in originals["validation"] for r in streams["validation"])
+
+
+def test_vision_tower_attention_is_set_without_touching_the_text_model(tiny_base):
+    from transformers import AutoModelForImageTextToText
+
+    from hubkit.train_backends import load_trl_model, set_vision_attention
+
+    assert TrainConfig().vision_attn_implementation == "sdpa"  # GPU default (BENCHMARKS.md 2)
+    model = load_trl_model(str(tiny_base), TrainConfig(backend="trl", load_in_4bit=False, precision="fp32",
+                                                      attn_implementation="eager"))
+    cfg = model.get_base_model().config
+    assert (cfg.vision_config._attn_implementation, cfg.text_config._attn_implementation) == ("sdpa", "eager")
+    plain = AutoModelForImageTextToText.from_pretrained(tiny_base, attn_implementation="eager")
+    set_vision_attention(plain, "auto")  # leaves the backend's choice alone
+    assert plain.config.vision_config._attn_implementation == "eager"
+    with pytest.raises(ValueError, match="vision_config"):
+        set_vision_attention(plain.model.language_model, "sdpa")
