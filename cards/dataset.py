@@ -19,15 +19,10 @@ PICKER_TEXT = {
 
 def label_counts(dd) -> dict[str, list[int]]:
     """condition -> [N, M, S, missing] summed over levels and splits."""
-    counts = {c: [0, 0, 0, 0] for c in CONDITIONS}
     cols = [label_column(c, lv) for c in CONDITIONS for lv in LEVELS]
-    for split in dd.values():
-        table = split.select_columns(cols).with_format("arrow")[:]  # class indices, -1 = missing
-        for c in CONDITIONS:
-            for lv in LEVELS:
-                for v in table.column(label_column(c, lv)).to_pylist():
-                    counts[c][int(v) if v >= 0 else 3] += 1
-    return counts
+    # one Arrow read per split: rows of {label column: class index, -1 = missing}
+    return label_counts_of(row for split in dd.values()
+                           for row in split.select_columns(cols).with_format("arrow")[:].to_pylist())
 
 
 def label_counts_of(label_dicts) -> dict[str, list[int]]:

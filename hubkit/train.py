@@ -180,20 +180,18 @@ def _callbacks(run_dir: Path, config: TrainConfig, resume: bool, main: bool = Tr
 
     class JsonlLog(TrainerCallback):
         def on_log(self, args, state, control, logs=None, **kwargs):
-            if not state.is_world_process_zero:
-                return
             with log_path.open("a") as f:
                 f.write(json.dumps({"step": state.global_step, "epoch": state.epoch, **(logs or {})}) + "\n")
 
-    cbs = [JsonlLog()]
-    if not main:
-        pass  # other DDP ranks write no logs
-    elif is_tensorboard_available():  # a declared dependency; skipped (with a warning) where it is not installed
-        tensorboard = TensorBoardCallback()
-        tensorboard.logging_dir = str(run_dir / "logs")  # transformers 5 dropped TrainingArguments.logging_dir
-        cbs.append(tensorboard)
-    else:
-        warnings.warn("tensorboard is not installed: no TensorBoard logs under logs/", stacklevel=3)
+    cbs = []
+    if main:  # other DDP ranks write no logs
+        cbs.append(JsonlLog())
+        if is_tensorboard_available():  # a declared dependency; skipped (with a warning) where it is not installed
+            tensorboard = TensorBoardCallback()
+            tensorboard.logging_dir = str(run_dir / "logs")  # transformers 5 dropped TrainingArguments.logging_dir
+            cbs.append(tensorboard)
+        else:
+            warnings.warn("tensorboard is not installed: no TensorBoard logs under logs/", stacklevel=3)
     if config.early_stopping_patience:
         cbs.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
     return cbs

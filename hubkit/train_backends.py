@@ -98,9 +98,8 @@ def load_trl_model(base_model: str, cfg):
 
     cuda = torch.cuda.is_available()
     dtype = compute_dtype(cfg)
-    kwargs: dict[str, Any] = {"dtype": dtype, "use_safetensors": True}  # never unpickle a base checkpoint
-    if cfg.attn_implementation != "auto":
-        kwargs["attn_implementation"] = cfg.attn_implementation
+    # never unpickle a base checkpoint
+    kwargs: dict[str, Any] = {"dtype": dtype, "use_safetensors": True, **attn_kwargs(cfg)}
     quantized = cuda and cfg.load_in_4bit
     if quantized:
         if importlib.util.find_spec("bitsandbytes") is None:
@@ -127,6 +126,11 @@ def load_trl_model(base_model: str, cfg):
     return get_peft_model(model, lora)
 
 
+def attn_kwargs(cfg) -> dict[str, Any]:
+    """`from_pretrained` keyword for `cfg.attn_implementation` (none for "auto": the backend chooses)."""
+    return {} if cfg.attn_implementation == "auto" else {"attn_implementation": cfg.attn_implementation}
+
+
 def set_vision_attention(model, implementation: str) -> None:
     """Point the vision tower's attention at `implementation` (read from its config at every forward)."""
     if implementation == "auto":
@@ -146,7 +150,7 @@ def load_unsloth_model(base_model: str, cfg, max_length: int):
         base_model, max_seq_length=max_length, load_in_4bit=cfg.load_in_4bit, use_exact_model_name=True,
         use_gradient_checkpointing=gc, dtype=None if cfg.precision == "auto" else compute_dtype(cfg),
         use_safetensors=True,  # forwarded to transformers: never unpickle a base checkpoint
-        **({} if cfg.attn_implementation == "auto" else {"attn_implementation": cfg.attn_implementation}),
+        **attn_kwargs(cfg),
     )
     set_vision_attention(model, cfg.vision_attn_implementation)
     model = FastVisionModel.get_peft_model(
