@@ -30,3 +30,28 @@ def test_never_flips_left_and_right():
     for _ in range(50):
         a = np.asarray(aug.image(_asymmetric()), dtype=float)
         assert a[:, :32].mean() > a[:, 32:].mean() + 20  # the bright block stays on the left
+
+
+def test_intensity_mode_changes_values_but_never_moves_anatomy():
+    im = _asymmetric()
+    bright = np.asarray(im) > 0
+    aug = Augmenter(5, mode="intensity")
+    for _ in range(20):
+        a = np.asarray(aug.image(im), dtype=float)
+        assert not np.array_equal(a, np.asarray(im, dtype=float))
+        assert a[bright].min() > a[~bright].max()  # the block keeps exactly its pixels
+    # Same seed, same call order: "full" draws the affine first, so the two modes differ.
+    assert not np.array_equal(np.asarray(Augmenter(5, "full").image(im)), np.asarray(Augmenter(5, "intensity").image(im)))
+
+
+def test_modes_are_validated_and_true_means_full():
+    import pytest
+
+    from hubkit.train_config import TrainConfig
+
+    with pytest.raises(ValueError, match="'intensity' or 'full'"):
+        Augmenter(0, mode="flip")
+    assert TrainConfig(augment=True).augment == "full" and TrainConfig(augment=False).augment == "none"
+    assert TrainConfig(augment="intensity").augment == "intensity"
+    with pytest.raises(ValueError, match="augment must be none, intensity or full"):
+        TrainConfig(augment="geometry")
