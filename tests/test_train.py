@@ -297,6 +297,29 @@ def test_augment_jitters_training_images_only(synth_ds):
     assert all(np.asarray(r["images"][0]).tobytes() in originals["validation"] for r in streams["validation"])
 
 
+def test_image_cache_gives_the_same_rows_and_decodes_each_image_once(synth_ds):
+    import numpy as np
+
+    from hubkit.train_data import open_streams
+
+    def pixels(rows):
+        return [[np.asarray(im).tobytes() for im in r["images"]] for r in rows]
+
+    cached = open_streams(str(synth_ds), _tiny(oversample="", augment="none"), image_size=128)
+    plain = open_streams(str(synth_ds), _tiny(oversample="", augment="none", image_cache_mb=0), image_size=128)
+    for split in ("train", "validation"):
+        a, b = list(cached[split]), list(plain[split])
+        assert pixels(a) == pixels(b) and [r["completion"] for r in a] == [r["completion"] for r in b]
+        assert all(im.size == (128, 128) for r in a for im in r["images"])
+    cache = cached["image_cache"]
+    n_images = {s: sum(len(r["images"]) for r in plain[s]) for s in ("train", "validation")}
+    assert (cache.misses, cache.hits) == (n_images["train"] + n_images["validation"], 0)
+    again = list(cached["validation"])  # a second epoch: every image comes from the cache
+    assert pixels(again) == pixels(list(plain["validation"])) and cache.hits == n_images["validation"]
+    with pytest.raises(ValueError, match="image_cache_mb"):
+        _tiny(image_cache_mb=-1)
+
+
 def test_vision_tower_attention_is_set_without_touching_the_text_model(tiny_base):
     from transformers import AutoModelForImageTextToText
 
