@@ -46,16 +46,17 @@ def cli() -> None:
 @click.argument("out", type=click.Path(file_okay=False))
 @click.option("--studies", default=40, show_default=True, help="Number of synthetic studies.")
 @click.option("--seed", default=0, show_default=True, help="Random seed (same seed, same files).")
-def synth(out: str, studies: int, seed: int) -> None:
+@click.option("--num-proc", default=1, show_default=True, help="Worker processes (same files as one).")
+def synth(out: str, studies: int, seed: int, num_proc: int) -> None:
     """Write a synthetic RSNA-layout DICOM cohort whose labels are visible in the pixels.
 
     \b
     Example:
-      hubkit synth /tmp/cohort --studies 40 --seed 0
+      hubkit synth /tmp/cohort --studies 40 --seed 0 --num-proc 2
     """
     from hubkit.synth import synth_cohort
 
-    path = _run(synth_cohort, out, studies, seed)
+    path = _run(synth_cohort, out, studies, seed, num_proc=num_proc)
     click.echo(f"wrote {studies} synthetic studies to {path}")
 
 

@@ -243,6 +243,10 @@ def _labels(rng, label_probs, rates) -> dict[str, int | None]:
     return sev
 
 
+def _study_star(job: tuple[int, int], seed: int, root, label_probs, rates):
+    return _study(job[0], seed, job[1], root, label_probs, rates)
+
+
 def _write_series(root: pathlib.Path, st: _Study, ser: _Series, number: int, pix: np.ndarray, birth: str) -> None:
     out = root / str(st.study_id) / str(ser.series_id)
     out.mkdir(parents=True, exist_ok=True)
@@ -273,12 +277,23 @@ def _write_series(root: pathlib.Path, st: _Study, ser: _Series, number: int, pix
         ds.save_as(out / f"{int(ser.inst[k])}.dcm", enforce_file_format=True)
 
 
-def _study(i: int, seed: int, used: set[int], root, label_probs, rates) -> tuple[dict, list, list]:
-    rng = np.random.default_rng([seed, i])  # per-study stream: same seed => same bytes
-    sid = int(10 ** rng.uniform(6.0, 9.6))  # 7-10 digits like RSNA
-    while sid in used:
+def _study_ids(studies: int, seed: int) -> list[tuple[int, int]]:
+    """(study id, draws it took) per study: 7-10 digits like RSNA, redrawn on a clash with an earlier study."""
+    used, out = set(), []
+    for i in range(studies):
+        rng = np.random.default_rng([seed, i])  # per-study stream: same seed => same bytes
+        draws, sid = 1, int(10 ** rng.uniform(6.0, 9.6))
+        while sid in used:
+            draws, sid = draws + 1, int(10 ** rng.uniform(6.0, 9.6))
+        used.add(sid)
+        out.append((sid, draws))
+    return out
+
+
+def _study(i: int, seed: int, draws: int, root, label_probs, rates) -> tuple[dict, list, list]:
+    rng = np.random.default_rng([seed, i])
+    for _ in range(draws):  # replay the id draws of `_study_ids` so the rest of the stream is the same
         sid = int(10 ** rng.uniform(6.0, 9.6))
-    used.add(sid)
     z0 = rng.uniform(-POSE["z0"], POSE["z0"])
     disc_z = np.array([DISC_Z[lv] for lv in LEVELS] + [T12L1_Z]) + z0 + rng.uniform(-POSE["disc"], POSE["disc"], 6)
     sev = _labels(rng, label_probs, rates)
@@ -323,26 +338,43 @@ def _study(i: int, seed: int, used: set[int], root, label_probs, rates) -> tuple
 
 
 def synth_cohort(out_dir, studies: int, seed: int = 0, progress: bool = True, *,
-                 label_probs: Sequence[float] | None = None, rates: Mapping[str, float] | None = None) -> pathlib.Path:
+                 label_probs: Sequence[float] | None = None, rates: Mapping[str, float] | None = None,
+                 num_proc: int = 1) -> pathlib.Path:
     """Write `studies` synthetic studies in the RSNA 2024 layout under `out_dir`; returns `out_dir` as a Path.
 
     `label_probs` = (pN, pM, pS) replaces the RSNA-like per-level class mix for every label (tests use it to get
-    many Severe cases); `rates` overrides entries of `RATES` (e.g. {"missing_series": 1.0}).
+    many Severe cases); `rates` overrides entries of `RATES` (e.g. {"missing_series": 1.0}); `num_proc` worker
+    processes render studies in parallel (same bytes as one process: each study has its own random stream).
     """
+    import functools
+
     root = pathlib.Path(out_dir)
     (root / "train_images").mkdir(parents=True, exist_ok=True)
     r = {**RATES, **(rates or {})}
     probs = tuple(float(v) for v in label_probs) if label_probs is not None else None
-    it = range(studies)
+    ids = _study_ids(studies, seed)
+    one = functools.partial(_study_star, seed=seed, root=root / "train_images", label_probs=probs, rates=r)
+    jobs = [(i, draws) for i, (_, draws) in enumerate(ids)]
+    pool = None
+    if num_proc > 1 and studies > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        pool = ProcessPoolExecutor(min(num_proc, studies))
+        results = pool.map(one, jobs, chunksize=1)
+    else:
+        results = map(one, jobs)
     if progress:
         from tqdm.auto import tqdm
-        it = tqdm(it, desc="synth studies", unit="study")
-    rows, series, coords, used = [], [], [], set()
-    for i in it:
-        row, ser, co = _study(i, seed, used, root / "train_images", probs, r)
-        rows.append(row)
-        series += ser
-        coords += co
+        results = tqdm(results, total=studies, desc="synth studies", unit="study")
+    rows, series, coords = [], [], []
+    try:
+        for row, ser, co in results:
+            rows.append(row)
+            series += ser
+            coords += co
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
     train = pd.DataFrame(rows, columns=["study_id", *LABEL_COLUMNS]).sort_values("study_id")
     train.to_csv(root / "train.csv", index=False)
     pd.DataFrame(series, columns=["study_id", "series_id", "series_description"]).to_csv(

@@ -153,6 +153,14 @@ def test_determinism(tmp_path):
     assert (a / "train.csv").read_bytes() != (c / "train.csv").read_bytes()
 
 
+def test_worker_processes_write_the_same_files(tmp_path):
+    a = synth.synth_cohort(tmp_path / "a", 3, seed=8, progress=False)
+    b = synth.synth_cohort(tmp_path / "b", 3, seed=8, progress=False, num_proc=2)
+    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+    assert all((a / rel).read_bytes() == (b / rel).read_bytes() for rel in files)
+
+
 def test_quirks_missing_series_nan_two_angled_axials(tmp_path):
     rates = {"missing_series": 1.0, "nan_study": 1.0, "two_axial": 1.0, "angled_axial": 1.0}
     root = synth.synth_cohort(tmp_path / "q", 2, seed=11, progress=False, rates=rates)
