@@ -66,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         print(f"loopback hub at {hub.url} (user '{USER}'), everything under {out}")
         _step(f"1/8 synthetic RSNA-layout DICOM cohort ({args.studies} studies) + 2 unseen studies")
-        _run(hubkit + ["synth", str(out / "cohort"), "--studies", str(args.studies), "--seed", "0"], env)
+        _run(hubkit + ["synth", str(out / "cohort"), "--studies", str(args.studies), "--seed", "0", "--num-proc", "2"],
+             env)
         _run(hubkit + ["synth", str(out / "unseen"), "--studies", "2", "--seed", "12345"], env)
         _step("2/8 build the dataset and push it (private)")
         _run(hubkit + ["build-dataset", str(out / "cohort"), "--output", str(out / "dataset"), "--num-proc", "2",
