@@ -60,8 +60,9 @@ def open_streams(source: str, config: TrainConfig, image_size: int | None = None
     for split, ds in raw.items():
         _check_columns(source, split, ds, oversampling)
     cache = None
-    if image_size and config.image_cache_mb > 0 and all(_encoded(ds) for ds in raw.values()):
-        raw = {s: _encoded(ds) for s, ds in raw.items()}
+    encoded = {s: _encoded(ds) for s, ds in raw.items()} if image_size and config.image_cache_mb > 0 else {}
+    if encoded and all(ds is not None for ds in encoded.values()):
+        raw = encoded
         cache = ImageCache(image_size, config.image_cache_mb * 2**20)
     train_rows = rows["train"]
     if oversampling:  # rows after oversampling, from the label columns only
@@ -123,6 +124,9 @@ def _repeat_batch(batch: dict[str, list], factors: dict[int, int]) -> dict[str, 
     return {k: [v[i] for i in range(n) for _ in range(reps[i])] for k, v in batch.items()}
 
 
+_BYTES_PER_PIXEL = {"I;16": 2, "I": 4, "F": 4}  # other PIL modes: one byte per band
+
+
 class ImageCache:
     """Decoded, resized images by the hash of their encoded bytes, up to `max_bytes` of pixels (then no more kept).
 
@@ -149,7 +153,7 @@ class ImageCache:
             return im
         self.misses += 1
         im = resize_to(_decode(data, path), self.size)
-        nbytes = im.width * im.height * len(im.getbands())
+        nbytes = im.width * im.height * _BYTES_PER_PIXEL.get(im.mode, len(im.getbands()))
         if self.used + nbytes <= self.max_bytes:
             self.store[key] = im
             self.used += nbytes
