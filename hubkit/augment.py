@@ -11,7 +11,7 @@ the grade; jittering what does not carry the label breaks that shortcut. What is
 Which to use: `full` where the anatomy's position varies between studies anyway (real MRI). `intensity` where the
 position of a grade is itself stable and fine (hubkit's synthetic phantom seen by the tiny 16-token model: a 6 %
 shift moves a grade by a whole block, and held-out kappa fell to 0 with `full`, while `intensity` raised it by
-0.04-0.15 over no augmentation at 1,500 steps, 3 seeds; tiny-model-facts in BENCHMARKS.md 4).
+0.06-0.16 over no augmentation at 1,500 steps on each of 3 seeds; BENCHMARKS.md 4).
 
 Never flipped: left and right carry labels (left vs right foraminal / subarticular). Validation images are never
 augmented. Images stay 8-bit grayscale of the same size, so the processor and the token budget are unchanged.
