@@ -37,7 +37,8 @@ def recording_collator(*args, **kwargs):
 
 train_backends.make_collator = recording_collator
 cfg = TrainConfig.from_yaml(yaml).with_overrides(max_steps=3, per_device_train_batch_size=2, eval_steps=3,
-                                                 save_steps=3, logging_steps=1, oversample="", eval_on_start=False)
+                                                 save_steps=3, logging_steps=1, oversample="", eval_on_start=False,
+                                                 augment="none")  # the digests name the stored images
 train(ds, base, out, cfg)
 """
 
