@@ -24,9 +24,7 @@ import numpy as np
 SHIFT, SCALE, ROTATE = 0.06, 0.08, 6.0
 GAIN, OFFSET, GAMMA, NOISE = 0.2, 20.0, 0.25, 8.0
 
-MODES = ("none", "intensity", "full")
-
-__all__ = ["Augmenter", "MODES", "SHIFT", "SCALE", "ROTATE", "GAIN", "OFFSET", "GAMMA", "NOISE"]
+__all__ = ["Augmenter", "SHIFT", "SCALE", "ROTATE", "GAIN", "OFFSET", "GAMMA", "NOISE"]
 
 
 class Augmenter:
