@@ -132,7 +132,7 @@ def read_header(path: str | Path, require_geometry: bool = True) -> SliceHeader:
     except DicomError:
         raise
     except Exception as e:  # noqa: BLE001 - a malformed header can break pydicom in many ways; report, don't crash
-        raise DicomError(f"{p}: malformed DICOM header ({type(e).__name__}: {str(e).splitlines()[0][:80] if str(e) else ''})") from None
+        raise _malformed(p, e) from None
 
 
 def read_header_and_pixels(path: str | Path) -> tuple[SliceHeader, object | None]:
@@ -157,7 +157,13 @@ def read_header_and_pixels(path: str | Path) -> tuple[SliceHeader, object | None
     except DicomError:
         raise
     except Exception as e:  # noqa: BLE001 - same wording as read_header
-        raise DicomError(f"{p}: malformed DICOM header ({type(e).__name__}: {str(e).splitlines()[0][:80] if str(e) else ''})") from None
+        raise _malformed(p, e) from None
+
+
+def _malformed(p: Path, e: Exception) -> DicomError:
+    """The one-line error for a header pydicom could open but hubkit could not use."""
+    first = str(e).splitlines()[0][:80] if str(e) else ""
+    return DicomError(f"{p}: malformed DICOM header ({type(e).__name__}: {first})")
 
 
 def _read_header(p: Path, require_geometry: bool) -> SliceHeader:
