@@ -243,10 +243,6 @@ def _labels(rng, label_probs, rates) -> dict[str, int | None]:
     return sev
 
 
-def _study_star(job: tuple[int, int], seed: int, root, label_probs, rates):
-    return _study(job[0], seed, job[1], root, label_probs, rates)
-
-
 def _write_series(root: pathlib.Path, st: _Study, ser: _Series, number: int, pix: np.ndarray, birth: str) -> None:
     out = root / str(st.study_id) / str(ser.series_id)
     out.mkdir(parents=True, exist_ok=True)
@@ -277,8 +273,8 @@ def _write_series(root: pathlib.Path, st: _Study, ser: _Series, number: int, pix
         ds.save_as(out / f"{int(ser.inst[k])}.dcm", enforce_file_format=True)
 
 
-def _study_ids(studies: int, seed: int) -> list[tuple[int, int]]:
-    """(study id, draws it took) per study: 7-10 digits like RSNA, redrawn on a clash with an earlier study."""
+def _id_draws(studies: int, seed: int) -> list[int]:
+    """How many draws each study's id takes: 7-10 digits like RSNA, redrawn on a clash with an earlier study."""
     used, out = set(), []
     for i in range(studies):
         rng = np.random.default_rng([seed, i])  # per-study stream: same seed => same bytes
@@ -286,13 +282,13 @@ def _study_ids(studies: int, seed: int) -> list[tuple[int, int]]:
         while sid in used:
             draws, sid = draws + 1, int(10 ** rng.uniform(6.0, 9.6))
         used.add(sid)
-        out.append((sid, draws))
+        out.append(draws)
     return out
 
 
-def _study(i: int, seed: int, draws: int, root, label_probs, rates) -> tuple[dict, list, list]:
+def _study(i: int, draws: int, seed: int, root, label_probs, rates) -> tuple[dict, list, list]:
     rng = np.random.default_rng([seed, i])
-    for _ in range(draws):  # replay the id draws of `_study_ids` so the rest of the stream is the same
+    for _ in range(draws):  # replay the id draws of `_id_draws` so the rest of the stream is the same
         sid = int(10 ** rng.uniform(6.0, 9.6))
     z0 = rng.uniform(-POSE["z0"], POSE["z0"])
     disc_z = np.array([DISC_Z[lv] for lv in LEVELS] + [T12L1_Z]) + z0 + rng.uniform(-POSE["disc"], POSE["disc"], 6)
@@ -352,17 +348,16 @@ def synth_cohort(out_dir, studies: int, seed: int = 0, progress: bool = True, *,
     (root / "train_images").mkdir(parents=True, exist_ok=True)
     r = {**RATES, **(rates or {})}
     probs = tuple(float(v) for v in label_probs) if label_probs is not None else None
-    ids = _study_ids(studies, seed)
-    one = functools.partial(_study_star, seed=seed, root=root / "train_images", label_probs=probs, rates=r)
-    jobs = [(i, draws) for i, (_, draws) in enumerate(ids)]
+    draws = _id_draws(studies, seed)
+    one = functools.partial(_study, seed=seed, root=root / "train_images", label_probs=probs, rates=r)
     pool = None
     if num_proc > 1 and studies > 1:
         from concurrent.futures import ProcessPoolExecutor
 
         pool = ProcessPoolExecutor(min(num_proc, studies))
-        results = pool.map(one, jobs, chunksize=1)
+        results = pool.map(one, range(studies), draws)
     else:
-        results = map(one, jobs)
+        results = map(one, range(studies), draws)
     if progress:
         from tqdm.auto import tqdm
         results = tqdm(results, total=studies, desc="synth studies", unit="study")
