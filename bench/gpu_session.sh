@@ -13,14 +13,9 @@ set -uo pipefail
 PHASE=${1:?phase}
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
-export PYTHONPATH=$PWD/.gpu/site HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 UNSLOTH_DISABLE_STATISTICS=1 \
-       PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
-if [ ! -d .gpu/site/trl ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target .gpu/site \
-      .gpu/whl/*.whl 2>&1 | tail -3
-fi
-rm -rf .gpu/site/hubkit && cp -r hubkit .gpu/site/hubkit && cp -r dataset_builder .gpu/site/hubkit/dataset_builder \
-  && cp -r cards .gpu/site/hubkit/cards
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 UNSLOTH_DISABLE_STATISTICS=1 PYTHONUNBUFFERED=1 \
+       TOKENIZERS_PARALLELISM=false
+source bench/gpu_site.sh
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpus.txt"
 python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)" \
   | tee -a "$OUT/gpus.txt"

@@ -8,10 +8,7 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PAR
        HF_DATASETS_DISABLE_PROGRESS_BARS=1
 PY=python
 if [ -d .gpu/whl ]; then  # the device machine: no project install there
-  export PYTHONPATH=$PWD/.gpu/site; PY=python3
-  [ -d .gpu/site/trl ] || $PY -m pip install -q --no-index --no-deps --no-compile --target .gpu/site .gpu/whl/*.whl
-  rm -rf .gpu/site/hubkit && cp -r hubkit .gpu/site/hubkit && cp -r dataset_builder .gpu/site/hubkit/dataset_builder \
-    && cp -r cards .gpu/site/hubkit/cards
+  source bench/gpu_site.sh; PY=python3
 fi
 VARIANTS=$(realpath "$1"); SWEEP=$(realpath bench/tiny_sweep/sweep.py)
 cd .sweep

@@ -26,16 +26,16 @@ from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
 from hubkit import schema
 from hubkit.chat import build_chat_row
+from hubkit.metrics.lumbar_classification import confusion, kappa_from_confusion
+from hubkit.train_data import resize_to
 
 CONDITION_OF_SLOT = np.array([c for _, c in schema.ANSWER_FIELDS])
 
 
-def cohen_kappa(y: np.ndarray, p: np.ndarray, k: int = 3) -> float:
-    m = np.zeros((k, k))
-    np.add.at(m, (y, p), 1)
-    n = m.sum()
-    po, pe = np.trace(m) / n, (m.sum(0) * m.sum(1)).sum() / n / n
-    return float((po - pe) / (1 - pe)) if pe < 1 else 0.0
+def cohen_kappa(y: np.ndarray, p: np.ndarray) -> float | None:
+    """hubkit evaluate's Cohen's kappa, rounded (None when undefined: both raters constant)."""
+    k = kappa_from_confusion(confusion(y, p))
+    return None if k is None else round(k, 3)
 
 
 def make_batches(proc, ds, size: int, bs: int = 20) -> list:
@@ -43,7 +43,7 @@ def make_batches(proc, ds, size: int, bs: int = 20) -> list:
     col = DataCollatorForVisionLanguageModeling(proc, completion_only_loss=True)
     rows = []
     for ex in ds:
-        ims = [im if im.size == (size, size) else im.resize((size, size), 2) for im in ex["images"]]
+        ims = [resize_to(im, size) for im in ex["images"]]
         rows.append((build_chat_row(ims, ex["views"], ex["prompt"], ex["target"]),
                      [ex[schema.label_column(c, lv)] for lv, c in schema.ANSWER_FIELDS]))
     return [(col(copy.deepcopy([r for r, _ in rows[i:i + bs]])), np.array([lab for _, lab in rows[i:i + bs]]))
@@ -65,10 +65,10 @@ def kappas(model, proc, batches) -> dict[str, float]:
                 ps.append(logits[i, [p - 1 for p in pos]][:, code_ids].argmax(-1).numpy())
                 ys.append(labels[i])
     y, p = np.array(ys), np.array(ps)
-    out = {"all": round(cohen_kappa(y[y >= 0], p[y >= 0]), 3)}
+    out = {"all": cohen_kappa(y[y >= 0], p[y >= 0])}
     for c in schema.CONDITIONS:
         yc, pc = y[:, CONDITION_OF_SLOT == c], p[:, CONDITION_OF_SLOT == c]
-        out[c] = round(cohen_kappa(yc[yc >= 0], pc[yc >= 0]), 3)
+        out[c] = cohen_kappa(yc[yc >= 0], pc[yc >= 0])
     return out
 
 
