@@ -8,6 +8,8 @@ module level.
 
 from __future__ import annotations
 
+import hashlib
+import io
 from pathlib import Path
 from typing import Any
 
@@ -143,8 +145,6 @@ class ImageCache:
         return [self.image(v) for v in values]
 
     def image(self, value: dict):
-        import hashlib
-
         data, path = value.get("bytes"), value.get("path")
         key = hashlib.blake2b(data, digest_size=16).digest() if data else path
         im = self.store.get(key)
@@ -168,8 +168,6 @@ def resize_to(im, size: int | None):
 
 
 def _decode(data: bytes | None, path: str | None):
-    import io
-
     from PIL import Image
 
     im = Image.open(io.BytesIO(data) if data else path)
@@ -205,8 +203,6 @@ def _to_chat(ds, original, image_size: int | None, augment=None, cache: ImageCac
 
 
 def _stream_identity(source: str, path: Path) -> dict[str, Any]:
-    import hashlib
-
     if path.exists():
         files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
         digest = hashlib.sha256("".join(f"{p.relative_to(path)}:{p.stat().st_size}\n" for p in files).encode())
