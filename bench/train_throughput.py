@@ -68,7 +68,6 @@ class StepTimer:
         class _Timer(TrainerCallback):
             def __init__(self):
                 self.times, self._t = [], None
-
                 self.prof = None
 
             def on_train_begin(self, args, state, control, model=None, **kw):
@@ -296,7 +295,8 @@ def main() -> None:
     runs = [(m, args.batch) for m in args.only] + [("hubkit", b) for b in (args.batches or [])]
     for method, batch in runs:
         cmd = [sys.executable, __file__, "--child", method, "--work", args.work, "--steps", str(args.steps),
-               "--warmup", str(args.warmup), "--batch", str(batch), "--workers", str(args.workers), "--attn", args.attn]
+               "--warmup", str(args.warmup), "--batch", str(batch), "--workers", str(args.workers),
+               "--attn", args.attn]
         rec = run_measured(cmd, Path(args.work, f"{method}-b{batch}.log"), args.timeout,
                            {"method": method, "batch": batch}, env)
         if batch == args.batch:  # the ratios compare the three methods at the same batch

@@ -299,9 +299,9 @@ def write_tiny_base(out_dir: str | Path, seed: int = 0, image_size: int = 128, m
         embed_std: std of the (tied) token embeddings; 0.15 lets logits get sharp (tiny-model-facts.md).
         pixel_vision: initialise the vision tower to pass a downsampled image through (`_pixel_vision_init`). On
             the tiny-model-facts layout (bright bars whose width is the grade, 90 training studies) validation kappa
-            reached 0.89 by step 800 with it. On hubkit.synth's anatomical phantom (tight pose, since this session)
-            it reached kappa 0.6-0.74 on unseen studies after 900 steps on 135 training studies (a 256-wide tower
-            with 2-px blocks: 0.54); with the phantom's earlier 20 mm pose spread it stayed at ~0.
+            reached 0.89 by step 800 with it. On hubkit.synth's anatomical phantom (tight pose) with
+            configs/tiny-cpu.yaml (1,500 steps, 135 training studies) it reached kappa 0.73-0.93 on unseen studies
+            depending on the seed (BENCHMARKS.md 4); with the phantom's earlier 20 mm pose spread it stayed at ~0.
 
     Returns:
         The folder path.

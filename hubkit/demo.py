@@ -46,7 +46,8 @@ def _run(args: list[str], env: dict[str, str]) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="demo-out", help="folder for everything the demo writes (wiped first)")
-    ap.add_argument("--studies", type=int, default=150, help="synthetic studies (>= 100; 150 = 135 train + 15 validation)")
+    ap.add_argument("--studies", type=int, default=150,
+                    help="synthetic studies (>= 100; 150 = 135 train + 15 validation)")
     ap.add_argument("--port", type=int, default=0, help="loopback hub port (0 = any free port)")
     ap.add_argument("--config", default=None, help="training config (default: configs/tiny-cpu.yaml)")
     args = ap.parse_args(argv)

@@ -84,8 +84,8 @@ class TrainConfig:
     # Sequence budget in tokens; 0 = derived from the images (never truncates image tokens; too small -> error).
     max_length: int = 0
     # Keep each training/validation image decoded and resized in memory, up to this many MiB of pixels, so epochs
-    # after the first skip PNG decoding (identical pixels); 0 = decode every time. 1 GiB holds ~8,000 studies of 8 grayscale
-    # images at the tiny model's 128 px, ~160 at MedGemma's 896 px.
+    # after the first skip PNG decoding (identical pixels); 0 = decode every time. 1 GiB holds ~8,000 studies of 8
+    # grayscale images at the tiny model's 128 px, ~160 at MedGemma's 896 px.
     image_cache_mb: int = 1024
     # Input side the processor resizes images to; 0 = the base processor's (must equal the vision tower's input).
     image_size: int = 0
