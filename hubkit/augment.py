@@ -13,8 +13,12 @@ position of a grade is itself stable and fine (hubkit's synthetic phantom seen b
 shift moves a grade by a whole block, and held-out kappa fell to 0 with `full`, while `intensity` raised it by
 0.06-0.16 over no augmentation at 1,500 steps on each of 3 seeds; BENCHMARKS.md 4).
 
-Never flipped: left and right carry labels (left vs right foraminal / subarticular). Validation images are never
-augmented. Images stay 8-bit grayscale of the same size, so the processor and the token budget are unchanged.
+Left and right carry labels (left vs right foraminal / subarticular), so `Augmenter` never mirrors an image.
+`LeftRightMirror` (`lr_flip` in the config) mirrors a whole study instead, with its labels: the two parasagittal T1
+slices trade places, every axial slice is mirrored and the answer's lf/rf and ls/rs grades are swapped, which is
+the same study as if the patient's sides were exchanged (the flip-with-label-swap of RSNA 2024 solutions). The
+midline sagittal T2 is left as it is. Validation images are never augmented. Images stay 8-bit grayscale of the same
+size, so the processor and the token budget are unchanged.
 """
 
 from __future__ import annotations
@@ -24,7 +28,11 @@ import numpy as np
 SHIFT, SCALE, ROTATE = 0.06, 0.08, 6.0
 GAIN, OFFSET, GAMMA, NOISE = 0.2, 20.0, 0.25, 8.0
 
-__all__ = ["Augmenter", "SHIFT", "SCALE", "ROTATE", "GAIN", "OFFSET", "GAMMA", "NOISE"]
+__all__ = ["Augmenter", "LeftRightMirror", "mirror_study", "SHIFT", "SCALE", "ROTATE", "GAIN", "OFFSET", "GAMMA",
+           "NOISE"]
+
+_T1_SIDES = {"Sagittal T1 left": "Sagittal T1 right", "Sagittal T1 right": "Sagittal T1 left"}
+_SIDE_SWAP = {"lf": "rf", "rf": "lf", "ls": "rs", "rs": "ls"}
 
 
 class Augmenter:
@@ -81,3 +89,46 @@ class Augmenter:
         f = cy - d * (cx + tx) - e * (cy + ty)
         return gray.transform((w, h), Image.Transform.AFFINE, (a, b, c, d, e, f),
                               resample=Image.Resampling.BILINEAR, fillcolor=0)
+
+
+def mirror_study(images: list, views: list[str], prompt: str, target: str) -> tuple[list, list[str], str, str]:
+    """One study with the patient's left and right exchanged: (images, views, prompt, target) as given.
+
+    The left and right parasagittal T1 images trade slots (when only one is present its view text and the prompt
+    name the other side), axial images ("Axial ..." views) are mirrored horizontally, the answer's lf<->rf and
+    ls<->rs grades are swapped; the midline sagittal T2 and any other view are kept. Raises ValueError when
+    `target` is not a valid compact answer.
+    """
+    import json
+
+    from PIL import ImageOps
+
+    from hubkit import schema
+
+    answer = schema.parse_target(target)
+    images = [ImageOps.mirror(im) if v.startswith("Axial") else im for im, v in zip(images, views)]
+    views = list(views)
+    sides = [i for i, v in enumerate(views) if v in _T1_SIDES]
+    if len(sides) == 2:  # both present: swap the images, keep the slot order (and so the prompt)
+        i, j = sides
+        images[i], images[j] = images[j], images[i]
+    elif len(sides) == 1:
+        old = views[sides[0]]
+        views[sides[0]] = _T1_SIDES[old]
+        prompt = prompt.replace(old, _T1_SIDES[old])
+    swapped = {lv: {c: answer[lv][_SIDE_SWAP.get(c, c)] for c in schema.CONDITIONS} for lv in schema.LEVELS}
+    return images, views, prompt, json.dumps(swapped, separators=(",", ":"))
+
+
+class LeftRightMirror:
+    """Applies `mirror_study` to a study with probability `p`; deterministic for a seed and call order."""
+
+    def __init__(self, p: float, seed: int = 0) -> None:
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"lr_flip must be a probability in [0, 1], got {p}")
+        self.p, self.rng = p, np.random.default_rng([seed, 1])
+
+    def __call__(self, images: list, views: list[str], prompt: str, target: str):
+        if self.rng.random() < self.p:
+            return mirror_study(images, views, prompt, target)
+        return images, list(views), prompt, target

@@ -75,6 +75,9 @@ class TrainConfig:
     # "intensity" = without the affine, "none". true/false mean "full"/"none". Off in the seed recipe; on for small
     # cohorts, where a model otherwise memorises studies.
     augment: str = "none"
+    # Probability of mirroring a training study left<->right with its left/right grades swapped (hubkit.augment.
+    # mirror_study: T1 left/right trade places, axials mirrored, lf<->rf and ls<->rs); 0 = never (the seed).
+    lr_flip: float = 0.0
     # Seed for LoRA init, data shuffling, augmentation and the trainer.
     seed: int = 0
     # Shuffle buffer (in studies) of the training stream; shards are shuffled too.
@@ -115,6 +118,8 @@ class TrainConfig:
             object.__setattr__(self, "augment", "full" if self.augment else "none")
         if self.augment not in ("none", "intensity", "full"):
             raise ValueError(f"augment must be none, intensity or full (or true/false), got {self.augment!r}")
+        if not 0.0 <= self.lr_flip <= 1.0:
+            raise ValueError(f"lr_flip must be a probability in [0, 1], got {self.lr_flip}")
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {list(BACKENDS)}, got {self.backend!r}")
         if self.precision not in ("auto", "bf16", "fp16", "fp32"):

@@ -75,12 +75,16 @@ def open_streams(source: str, config: TrainConfig, image_size: int | None = None
     if oversampling:
         train = train.map(lambda b: _repeat_batch(b, factors), batched=True, batch_size=16)
     train = train.shuffle(seed=config.seed, buffer_size=config.shuffle_buffer)
-    augment = None
+    augment = mirror = None
     if config.augment != "none":
         from hubkit.augment import Augmenter
 
         augment = Augmenter(config.seed, config.augment)
-    return {"train": _to_chat(train, raw["train"], image_size, augment, cache),
+    if config.lr_flip > 0:
+        from hubkit.augment import LeftRightMirror
+
+        mirror = LeftRightMirror(config.lr_flip, config.seed)
+    return {"train": _to_chat(train, raw["train"], image_size, augment, cache, mirror),
             "validation": _to_chat(raw["validation"], raw["validation"], image_size, cache=cache),
             "train_rows": train_rows, "validation_rows": rows["validation"], "identity": identity,
             "image_cache": cache}
@@ -192,12 +196,15 @@ def _encoded(ds):
     return ds.cast_column("images", plain)
 
 
-def _to_chat(ds, original, image_size: int | None, augment=None, cache: ImageCache | None = None):
+def _to_chat(ds, original, image_size: int | None, augment=None, cache: ImageCache | None = None, mirror=None):
     def row(ex):
         images = cache(ex["images"]) if cache is not None else [resize_to(im, image_size) for im in ex["images"]]
+        views, prompt, target = ex["views"], ex["prompt"], ex["target"]
+        if mirror is not None:
+            images, views, prompt, target = mirror(images, views, prompt, target)
         if augment is not None:
             images = augment(images)
-        return chat.build_chat_row(images, ex["views"], ex["prompt"], ex["target"])
+        return chat.build_chat_row(images, views, prompt, target)
 
     return ds.map(row, remove_columns=_columns(original))
 

@@ -1,8 +1,10 @@
-"""hubkit.augment: deterministic per seed, keeps size and mode, changes pixels, never mirrors left/right."""
+"""hubkit.augment: deterministic per seed, keeps size and mode, changes pixels; only a whole study with its labels
+is ever mirrored left/right."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from hubkit.augment import Augmenter
@@ -56,3 +58,59 @@ def test_modes_are_validated_and_true_means_full():
     assert TrainConfig(augment="intensity").augment == "intensity"
     with pytest.raises(ValueError, match="augment must be none, intensity or full"):
         TrainConfig(augment="geometry")
+
+
+def _study():
+    from hubkit import schema
+
+    views = ["Sagittal T2", "Sagittal T1 left", "Sagittal T1 right", "Axial T2 L4/L5"]
+    images = [Image.fromarray(np.full((8, 8), 10 * (i + 1), np.uint8), mode="L") for i in range(3)] + [_asymmetric()]
+    labels = {schema.label_column("lf", "L4L5"): 2, schema.label_column("rf", "L4L5"): 0,
+              schema.label_column("ls", "L5S1"): 1, schema.label_column("canal", "L3L4"): 2}
+    return images, views, schema.build_prompt(views), schema.build_target(labels)
+
+
+def test_mirror_study_swaps_sides_with_their_labels():
+    from hubkit import schema
+    from hubkit.augment import mirror_study
+
+    images, views, prompt, target = _study()
+    m_images, m_views, m_prompt, m_target = mirror_study(images, views, prompt, target)
+    assert (m_views, m_prompt) == (views, prompt)  # both T1s present: same slots, same prompt
+    assert [np.asarray(im)[0, 0] for im in m_images[:3]] == [10, 30, 20]  # T2 kept, the T1s traded places
+    axial = np.asarray(m_images[3], dtype=float)
+    assert axial[:, 32:].mean() > axial[:, :32].mean() + 20  # the axial's bright block moved to the other side
+    got = schema.parse_target(m_target)
+    assert (got["L4L5"]["lf"], got["L4L5"]["rf"]) == ("N", "S")
+    assert (got["L5S1"]["ls"], got["L5S1"]["rs"]) == ("N", "M")
+    assert got["L3L4"]["canal"] == "S" and m_target.count(":") == target.count(":")  # canal kept, compact form
+    back = mirror_study(m_images, m_views, m_prompt, m_target)
+    assert back[3] == target and np.array_equal(np.asarray(back[0][3]), np.asarray(images[3]))  # an involution
+
+
+def test_mirror_study_renames_a_lone_t1_view_and_its_prompt():
+    from hubkit import schema
+    from hubkit.augment import mirror_study
+
+    images, views, _, target = _study()
+    views, images = [views[0], views[1], views[3]], [images[0], images[1], images[3]]
+    _, m_views, m_prompt, _ = mirror_study(images, views, schema.build_prompt(views), target)
+    assert m_views == ["Sagittal T2", "Sagittal T1 right", "Axial T2 L4/L5"]
+    assert m_prompt == schema.build_prompt(m_views)
+    with pytest.raises(ValueError):
+        mirror_study(images, views, "p", '{"L1L2":{}}')
+
+
+def test_left_right_mirror_probability_and_validation():
+    from hubkit.augment import LeftRightMirror
+    from hubkit.train_config import TrainConfig
+
+    images, views, prompt, target = _study()
+    assert LeftRightMirror(0.0)(images, views, prompt, target)[3] == target
+    assert LeftRightMirror(1.0)(images, views, prompt, target)[3] != target
+    one, two = LeftRightMirror(0.5, seed=7), LeftRightMirror(0.5, seed=7)
+    seq = [one(images, views, prompt, target)[3] != target for _ in range(200)]
+    assert seq == [two(images, views, prompt, target)[3] != target for _ in range(200)]  # deterministic per seed
+    assert 70 < sum(seq) < 130
+    with pytest.raises(ValueError, match="lr_flip"):
+        TrainConfig(lr_flip=1.5)

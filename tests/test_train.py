@@ -297,6 +297,21 @@ def test_augment_jitters_training_images_only(synth_ds):
     assert all(np.asarray(r["images"][0]).tobytes() in originals["validation"] for r in streams["validation"])
 
 
+def test_lr_flip_mirrors_training_studies_with_their_labels_only(synth_ds):
+    from hubkit.augment import mirror_study
+    from hubkit.train_data import open_streams
+
+    plain = open_streams(str(synth_ds), _tiny(oversample="", augment="none"), image_size=128)
+    flipped = open_streams(str(synth_ds), _tiny(oversample="", augment="none", lr_flip=1.0), image_size=128)
+    text = lambda r: r["completion"][0]["content"][0]["text"]  # noqa: E731
+    for a, b in zip(plain["train"], flipped["train"]):  # same seed: same shuffle order
+        views = [c["text"] for c in a["prompt"][0]["content"][0:-1:2]]  # [view, image, view, image, ..., prompt]
+        ims, _, _, target = mirror_study(a["images"], views, "", text(a))
+        assert text(b) == target
+        assert [im.tobytes() for im in b["images"]] == [im.tobytes() for im in ims]
+    assert [text(r) for r in flipped["validation"]] == [text(r) for r in plain["validation"]]
+
+
 def test_image_cache_gives_the_same_rows_and_decodes_each_image_once(synth_ds):
     import numpy as np
 
