@@ -190,9 +190,9 @@ def make_collator(backend: str, model, processor, cfg, max_length: int, count_to
             resize=processor.image_processor.size["height"],
         )
     else:
-        from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
+        from hubkit.collate import CachedVLMCollator
 
-        inner = DataCollatorForVisionLanguageModeling(processor, max_length=None, completion_only_loss=True)
+        inner = CachedVLMCollator(processor)  # TRL's collator's output (checked on the first batch), cached
     return LengthGuard(inner, max_length, count_tokens)
 
 
