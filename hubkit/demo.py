@@ -1,6 +1,6 @@
 """`make demo`: the whole hubkit workflow offline, on one machine, with the CLI a user would type.
 
-    python -m hubkit.demo --out demo-out [--studies 150] [--port 0]
+    python -m hubkit.demo --out demo-out [--studies 300] [--port 0]
 
 Starts a loopback Hub, writes a synthetic DICOM cohort, builds and pushes the dataset (private), writes and pushes a
 tiny random Gemma 3 base model, trains a LoRA adapter from the streamed Hub dataset and pushes it, evaluates it
@@ -46,8 +46,8 @@ def _run(args: list[str], env: dict[str, str]) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="demo-out", help="folder for everything the demo writes (wiped first)")
-    ap.add_argument("--studies", type=int, default=150,
-                    help="synthetic studies (>= 100; 150 = 135 train + 15 validation)")
+    ap.add_argument("--studies", type=int, default=300,
+                    help="synthetic studies (>= 100; 300 = 270 train + 30 validation: the tiny model memorises 135)")
     ap.add_argument("--port", type=int, default=0, help="loopback hub port (0 = any free port)")
     ap.add_argument("--config", default=None, help="training config (default: configs/tiny-cpu.yaml)")
     args = ap.parse_args(argv)
