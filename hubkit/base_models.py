@@ -302,8 +302,9 @@ def write_tiny_base(out_dir: str | Path, seed: int = 0, image_size: int = 128, m
         pixel_vision: initialise the vision tower to pass a downsampled image through (`_pixel_vision_init`). On
             the tiny-model-facts layout (bright bars whose width is the grade, 90 training studies) validation kappa
             reached 0.89 by step 800 with it. On hubkit.synth's anatomical phantom (tight pose) with
-            configs/tiny-cpu.yaml (1,500 steps, 135 training studies) it reached kappa 0.73-0.93 on unseen studies
-            depending on the seed (BENCHMARKS.md 4); with the phantom's earlier 20 mm pose spread it stayed at ~0.
+            configs/tiny-cpu.yaml (1,800 steps, 270 training studies, left/right mirroring, lr 2e-3) it reached
+            kappa 0.93-0.96 on 60 unseen studies on each of 6 seeds (BENCHMARKS.md 4a); with the phantom's earlier
+            20 mm pose spread it stayed at ~0.
 
     Returns:
         The folder path.

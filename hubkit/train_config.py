@@ -82,9 +82,8 @@ class TrainConfig:
     seed: int = 0
     # Shuffle buffer (in rows, after oversampling) of the training stream; shards are shuffled too. A stream has few
     # shards (a Hub dataset of 300 studies is 2 Parquet files), and with 256 rows an epoch's order still followed
-    # the file order (correlation 0.35 on the demo's ~900 oversampled rows; 0.00 with 1,024 or with 8 shards). On
-    # the demo that was validation kappa 0.90 vs 0.96 on the same data as 8 shards. Repeats of a study share its
-    # encoded bytes, so the buffer holds at most ~1,024 studies' PNGs (~0.6 GB at 448 px).
+    # the file order (correlation 0.35 on the demo's ~900 oversampled rows; 0.00 with 1,024 or with 8 shards;
+    # BENCHMARKS.md 4a). Memory: at most 1,024 rows of encoded PNGs (~0.6 GB for 8 slices of 448 px per row).
     shuffle_buffer: int = 1024
     # Shards a local save_to_disk dataset is split into for streaming (shuffle granularity, DataLoader workers).
     stream_shards: int = 8
