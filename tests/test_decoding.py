@@ -330,9 +330,8 @@ def test_sliding_window_cache_and_rollback(tiny_run):
     _, base = tiny_run
     cfg = AutoConfig.from_pretrained(base)
     cfg.text_config.sliding_window = 24
-    cfg.text_config.layer_types = ["sliding_attention"] + cfg.text_config.layer_types[1:]  # the tiny base is all global
     model = AutoModelForImageTextToText.from_pretrained(base, config=cfg).eval()
-    assert model.config.text_config.layer_types[0] == "sliding_attention"
+    assert "sliding_attention" in cfg.text_config.layer_types
     processor = AutoProcessor.from_pretrained(base)
     studies = [make_study(n, 40 + n) for n in (1, 3)]
     step = constrained_decode(model, processor, studies)
