@@ -91,7 +91,7 @@ def test_trains_from_hub_stream_then_adapter_reloads_and_is_pushed(tiny_base, sy
     expected_rows = sum({-1: 1, 0: 1, 1: 2, 2: 4}[max(r.values())] for r in labels)  # oversampled by worst grade
     assert meta["dataset"]["train_rows"] == expected_rows > 36 and meta["best_eval_loss"] == min(losses)
     assert meta["max_length"] > 8 * (16 + 4)
-    assert meta["versions"]["transformers"] and meta["train_config"]["learning_rate"] == 3e-3
+    assert meta["versions"]["transformers"] and meta["train_config"]["learning_rate"] == cfg.learning_rate
 
     adapter_cfg = json.loads((run / "adapter_config.json").read_text())
     assert adapter_cfg["base_model_name_or_path"] == str(tiny_base)
@@ -301,7 +301,7 @@ def test_lr_flip_mirrors_training_studies_with_their_labels_only(synth_ds):
     from hubkit.augment import mirror_study
     from hubkit.train_data import open_streams
 
-    plain = open_streams(str(synth_ds), _tiny(oversample="", augment="none"), image_size=128)
+    plain = open_streams(str(synth_ds), _tiny(oversample="", augment="none", lr_flip=0.0), image_size=128)
     flipped = open_streams(str(synth_ds), _tiny(oversample="", augment="none", lr_flip=1.0), image_size=128)
     text = lambda r: r["completion"][0]["content"][0]["text"]  # noqa: E731
     for a, b in zip(plain["train"], flipped["train"]):  # same seed: same shuffle order
