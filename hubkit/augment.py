@@ -99,11 +99,10 @@ def mirror_study(images: list, views: list[str], prompt: str, target: str) -> tu
     ls<->rs grades are swapped; the midline sagittal T2 and any other view are kept. Raises ValueError when
     `target` is not a valid compact answer.
     """
-    import json
-
     from PIL import ImageOps
 
     from hubkit import schema
+    from hubkit.decoding import answer_text
 
     answer = schema.parse_target(target)
     images = [ImageOps.mirror(im) if v.startswith("Axial") else im for im, v in zip(images, views)]
@@ -116,8 +115,8 @@ def mirror_study(images: list, views: list[str], prompt: str, target: str) -> tu
         old = views[sides[0]]
         views[sides[0]] = _T1_SIDES[old]
         prompt = prompt.replace(old, _T1_SIDES[old])
-    swapped = {lv: {c: answer[lv][_SIDE_SWAP.get(c, c)] for c in schema.CONDITIONS} for lv in schema.LEVELS}
-    return images, views, prompt, json.dumps(swapped, separators=(",", ":"))
+    swapped = answer_text([answer[lv][_SIDE_SWAP.get(c, c)] for lv, c in schema.ANSWER_FIELDS])
+    return images, views, prompt, swapped
 
 
 class LeftRightMirror:
