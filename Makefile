@@ -26,7 +26,7 @@ test: install ## Run the offline CPU test suite
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 demo: install ## The whole workflow offline: synthetic cohort -> local hub -> train -> evaluate -> card -> pipeline
-	$(BIN)/python -m hubkit.demo --out $(DEMO_DIR)
+	$(BIN)/python -m hubkit.devkit.demo --out $(DEMO_DIR)
 
 bench: install ## CPU benchmarks (results go in BENCHMARKS.md)
 	$(BIN)/python bench/build_dataset.py

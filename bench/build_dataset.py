@@ -74,7 +74,7 @@ def main() -> None:
     cohort = Path(args.cohort or Path(tmp.name) / "cohort")
     if not args.cohort:  # in a child process: Linux keeps a process's peak RSS across fork+exec, so synthesising
         # here would show up as the peak RSS of every measured run started afterwards
-        subprocess.run([sys.executable, "-c", "import sys; from hubkit.synth import synth_cohort; "
+        subprocess.run([sys.executable, "-c", "import sys; from hubkit.devkit.synth import synth_cohort; "
                         "synth_cohort(sys.argv[1], int(sys.argv[2]), 0, progress=False)", str(cohort),
                         str(args.studies)], check=True)
     results: dict[str, list[dict]] = {"naive": [], "hubkit": []}

@@ -1,16 +1,16 @@
 """Benchmark: the seed's free generation vs hubkit's schema-constrained decoding, on one GPU, in one run.
 
-Model: random weights with MedGemma 1.5 4B's exact geometry (`hubkit.base_models.write_medgemma_arch_base`), bf16,
+Model: random weights with MedGemma 1.5 4B's exact geometry (`hubkit.devkit.base_models.write_medgemma_arch_base`), bf16,
 8 images per study (2.2k-token prompt, as in gpu-facts.md). Measured, each as the median of several repeats after a
 warm-up, one JSON line printed as soon as it is measured:
 
 - seed:        batch 1 (and 8), greedy `generate`; random weights never stop, so the answer length is forced with
                min_new_tokens = max_new_tokens = the answer's token count + <end_of_turn> (the seed's real answer
                length; `--seed-new-tokens 200` gives the seed's max_new_tokens=200 ceiling instead).
-- constrained: `hubkit.decoding.constrained_decode` stepwise (1 prefill + 24 cached steps) at batch 1, 8, 32, and
+- constrained: `hubkit.inference.decoding.constrained_decode` stepwise (1 prefill + 24 cached steps) at batch 1, 8, 32, and
                speculative at batch 1 with a draft that is 85% right (4 of 25 fields wrong, ~ the all-"N" draft on
                real data) and with an exact draft (the floor: prefill + one verification pass).
-- streamed:    `hubkit.decoding.decode_batches` (what `pipeline("lumbar-classify")` runs): --stream-batches batches
+- streamed:    `hubkit.inference.decoding.decode_batches` (what `pipeline("lumbar-classify")` runs): --stream-batches batches
                of the largest size back to back, the processor work of the next batch on a thread meanwhile.
 - split:       vision tower alone (`get_image_features`) per batch size; prefill (vision + text) and decode times
                come from the decoder's own CUDA-synchronised timings.
@@ -53,7 +53,7 @@ def make_studies(n: int, size: int, seed: int = 0):
     import numpy as np
     from PIL import Image
 
-    from hubkit.decoding import StudyInput
+    from hubkit.inference.decoding import StudyInput
 
     rng = np.random.default_rng(seed)
     out = []
@@ -111,8 +111,10 @@ def main(argv=None) -> int:
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from hubkit import base_models
-    from hubkit.decoding import answer_plan, constrained_decode, decode_batches, free_generate, prepare_inputs
+    from hubkit.devkit import base_models
+    from hubkit.inference.answer_plan import answer_plan
+    from hubkit.inference.decoding import constrained_decode, decode_batches, prepare_inputs
+    from hubkit.inference.generate import free_generate
 
     device = torch.device(args.device)
     t0 = time.perf_counter()

@@ -29,7 +29,7 @@ def prepare(work: Path, rows: int = 48) -> tuple[Path, Path]:
     import numpy as np
     from datasets import DatasetDict
 
-    from hubkit.base_models import write_medgemma_arch_base
+    from hubkit.devkit.base_models import write_medgemma_arch_base
     from hubkit.dataset_builder.features import lumbar_features
     from hubkit.schema import LABEL_COLUMNS, build_prompt, build_target
 
@@ -177,8 +177,8 @@ def run_unsloth(model_dir: Path, data_dir: Path, steps: int, work: Path, batch: 
 def timed_hubkit_train(data_dir: Path, model_dir: Path, run_dir: Path, backend: str, batch: int, steps: int,
                        workers: int, attn: str = "auto") -> list[float]:
     """`hubkit.train.train` with a bench recipe (no eval/save inside the timed steps); returns each step's time."""
-    import hubkit.train as ht
-    from hubkit.train_config import TrainConfig
+    import hubkit.training.recipe as ht
+    from hubkit.config import TrainConfig
 
     timers = []
     callbacks = ht._callbacks

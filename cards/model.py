@@ -92,7 +92,7 @@ def _is_synthetic(dataset_card: str) -> bool:
 
 
 def _non_default(train_config: dict) -> list[dict]:
-    from hubkit.train_config import TrainConfig
+    from hubkit.config import TrainConfig
 
     defaults = json.loads(json.dumps(dataclasses.asdict(TrainConfig()), default=str))
     return [{"name": k, "value": v, "default": defaults.get(k)} for k, v in train_config.items()

@@ -54,7 +54,7 @@ def synth(out: str, studies: int, seed: int, num_proc: int) -> None:
     Example:
       hubkit synth /tmp/cohort --studies 40 --seed 0 --num-proc 2
     """
-    from hubkit.synth import synth_cohort
+    from hubkit.devkit.synth import synth_cohort
 
     path = _run(synth_cohort, out, studies, seed, num_proc=num_proc)
     click.echo(f"wrote {studies} synthetic studies to {path}")
@@ -121,7 +121,7 @@ def base_tiny(out: str, seed: int, push_repo: str | None) -> None:
     Example:
       hubkit base tiny runs/tiny-base --push me/tiny-gemma3-base
     """
-    from hubkit.base_models import write_tiny_base
+    from hubkit.devkit.base_models import write_tiny_base
 
     path = _run(write_tiny_base, out, seed=seed)
     click.echo(f"wrote {path}")
@@ -139,7 +139,7 @@ def base_medgemma_arch(out: str, device: str, dtype: str) -> None:
     Example:
       hubkit base medgemma-arch /tmp/medgemma-arch --device cuda
     """
-    from hubkit.base_models import write_medgemma_arch_base
+    from hubkit.devkit.base_models import write_medgemma_arch_base
 
     click.echo(f"wrote {_run(write_medgemma_arch_base, out, dtype=dtype, device=device)}")
 
@@ -156,8 +156,9 @@ def _push_folder(path, repo: str | None, message: str) -> None:
 @click.option("--dataset", required=True, help="Dataset folder (build-dataset output / Parquet) or Hub repo id.")
 @click.option("--base-model", required=True, help="Base model id or folder (a Gemma 3 / MedGemma VLM).")
 @click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="Run folder.")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False, exists=True), default=None,
-              help="YAML of TrainConfig fields (configs/*.yaml); flags below override it.")
+@click.option("--config", "config_path", default=None, metavar="YAML|NAME",
+              help="YAML of TrainConfig fields, or a shipped recipe by name (tiny-cpu, seed-a100-40g); flags below "
+                   "override it.")
 @click.option("--push", "push_repo", default=None, metavar="OWNER/NAME", help="Push the adapter to this repo.")
 @click.option("--backend", type=click.Choice(["auto", "unsloth", "trl"]), default=None,
               help="auto: Unsloth on CUDA when installed, else TRL + PEFT.")
@@ -183,13 +184,13 @@ def train(dataset, base_model, output, config_path, push_repo, backend, oversamp
     if num_gpus > 1 and "WORLD_SIZE" not in os.environ:  # relaunch this command under torchrun, one rank per GPU
         import subprocess
 
-        from hubkit.distributed import launch_command
+        from hubkit.training.distributed import launch_command
 
         cmd = _run(launch_command, num_gpus, sys.argv[sys.argv.index("train") + 1:])
         click.echo("launching: " + " ".join(cmd[2:]), err=True)
         raise SystemExit(subprocess.call(cmd))
-    from hubkit.train import train as run_training
-    from hubkit.train_config import TrainConfig
+    from hubkit.training import train as run_training
+    from hubkit.config import TrainConfig
 
     cfg = _run(TrainConfig.from_yaml, config_path) if config_path else TrainConfig()
     cfg = _run(cfg.with_overrides, backend=backend, oversample=oversample, max_steps=max_steps)
@@ -263,7 +264,7 @@ def hub_serve(root: str, host: str, port: int, tokens: tuple[str, ...]) -> None:
       hubkit hub serve --root /tmp/hub --port 8765 --token hf_me=me
       HF_ENDPOINT=http://127.0.0.1:8765 HF_TOKEN=hf_me HF_HUB_DISABLE_XET=1 hubkit build-dataset ... --push me/ds
     """
-    from hubkit.local_hub import serve
+    from hubkit.devkit.local_hub import serve
 
     mapping = {}
     for t in tokens:

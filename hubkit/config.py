@@ -1,15 +1,19 @@
-"""Frozen per-stage configs and their (de)serialisation.
+"""Frozen per-stage configs and their (de)serialisation: `BuildConfig` (build-dataset) and `TrainConfig` (train).
 
-Each stage has one frozen dataclass (`BuildConfig` here; `TrainConfig` in `hubkit.train_config`, ...). They are
-written as JSON into run/output folders and read back by the card, so every field must be JSON-serialisable.
+Each stage has one frozen dataclass. They are written as JSON into output/run folders and read back by the card, so
+every field must be JSON-serialisable. `TrainConfig`'s defaults are the seed recipe (QLoRA of MedGemma 1.5 4B); load
+a YAML with `TrainConfig.from_yaml("configs/seed-a100-40g.yaml")`, CLI flags go through `with_overrides(**flags)`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import Any, Mapping, TypeVar
+
+from hubkit.schema import CODES
 
 T = TypeVar("T")
 
@@ -34,13 +38,37 @@ def config_from_mapping(cls: type[T], data: Mapping[str, Any], source: str = "co
     return cls(**kwargs)
 
 
+def shipped_configs() -> list[str]:
+    """Names of the recipes shipped in `hubkit.configs` (e.g. "tiny-cpu", "seed-a100-40g")."""
+    from importlib import resources
+
+    return sorted(f.name[:-5] for f in resources.files("hubkit.configs").iterdir() if f.name.endswith(".yaml"))
+
+
+def config_file(path_or_name: str | Path) -> Path:
+    """A YAML path as given, or a shipped recipe by name ("tiny-cpu" -> hubkit/configs/tiny-cpu.yaml).
+
+    Raises:
+        FileNotFoundError: neither a file nor a shipped recipe (the message lists the shipped names).
+    """
+    from importlib import resources
+
+    p = Path(path_or_name)
+    if p.is_file():
+        return p
+    name = p.name[:-5] if p.name.endswith(".yaml") else p.name
+    shipped = resources.files("hubkit.configs").joinpath(f"{name}.yaml")
+    if p.parent == Path(".") and shipped.is_file():
+        return Path(str(shipped))
+    raise FileNotFoundError(f"{p}: config file not found (shipped recipes, usable by name: "
+                            f"{', '.join(shipped_configs())})")
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML config file into a dict (empty file -> {})."""
+    """Read a YAML config file, or a shipped recipe by name (`config_file`), into a dict (empty file -> {})."""
     import yaml
 
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"{p}: config file not found")
+    p = config_file(path)
     data = yaml.safe_load(p.read_text()) or {}
     if not isinstance(data, dict):
         raise ValueError(f"{p}: top level must be a mapping of config keys")
@@ -82,3 +110,173 @@ class BuildConfig:
             raise ValueError(f"image_size must be between 32 and 2048, got {self.image_size}")
         if not 0.0 <= self.validation_fraction < 1.0:
             raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
+
+
+BACKENDS = ("auto", "unsloth", "trl")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """How `hubkit train` fine-tunes a Gemma 3 VLM with LoRA on a hubkit dataset."""
+
+    # "unsloth" = FastVisionModel + UnslothVisionDataCollator (CUDA only, fastest); "trl" = TRL SFTTrainer + PEFT
+    # (CPU or GPU); "auto" picks unsloth when CUDA is available and unsloth imports, else trl.
+    backend: str = "auto"
+    # LoRA rank/scale/dropout of the seed (r16, alpha 32, dropout 0.05): ~1.4% trainable params on MedGemma 4B.
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    # Linear layers that get LoRA: Gemma's attention + MLP projections, and SigLIP's (out_proj, fc1, fc2) so that
+    # "q/k/v/o + gate/up/down of vision + language" holds for both towers (Unsloth's finetune_* flags do the same).
+    lora_target_modules: tuple[str, ...] = (
+        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "out_proj", "fc1", "fc2",
+    )
+    # Adapt the SigLIP tower / the language model (the seed did both).
+    finetune_vision_layers: bool = True
+    finetune_language_layers: bool = True
+    # Whole modules trained and saved in the adapter. Empty for MedGemma (its projector is trained already); a
+    # random tiny model needs its projector and final norm trained (tiny-model-facts.md).
+    modules_to_save: tuple[str, ...] = ()
+    # QLoRA: load the base in 4-bit nf4 on CUDA (ignored on CPU, where bitsandbytes does not run).
+    load_in_4bit: bool = True
+    # AdamW learning rate, cosine decay, 5% linear warmup, weight decay 0.01: the seed's optimiser recipe.
+    learning_rate: float = 2e-4
+    lr_scheduler_type: str = "cosine"
+    warmup_ratio: float = 0.05
+    weight_decay: float = 0.01
+    # Effective batch 8 = 1 study per device step x 8 accumulation steps: one 8-image study fills ~2.3k tokens.
+    per_device_train_batch_size: int = 1
+    gradient_accumulation_steps: int = 8
+    per_device_eval_batch_size: int = 1
+    # Passes over the (oversampled) training split; turned into max_steps because streams have no length.
+    num_train_epochs: float = 3.0
+    # Optimiser steps to run; 0 = derive from num_train_epochs x train rows / effective batch (streams need it).
+    max_steps: int = 0
+    # Evaluate on the validation split (and checkpoint) every N optimiser steps; the seed evaluated every 100.
+    eval_steps: int = 100
+    # Also evaluate the untrained adapter at step 0: the baseline eval loss every later one is compared with.
+    eval_on_start: bool = True
+    save_steps: int = 100
+    logging_steps: int = 10
+    # Stop after this many evaluations without a lower eval loss (0 = never); the best checkpoint is reloaded at
+    # the end and saved as the adapter.
+    early_stopping_patience: int = 3
+    # Reload the checkpoint with the lowest eval loss at the end and save that as the adapter (the seed's choice).
+    # Off for tiny models on a small cohort: their eval loss rises from over-confidence while kappa still improves.
+    load_best_model_at_end: bool = True
+    # Checkpoints kept on disk (the best one is always kept as well).
+    save_total_limit: int = 2
+    # Repeat each training study by its worst grade, e.g. "moderate=2,severe=4" (the seed's planned fix for the
+    # rare Moderate/Severe foraminal grades); "" = no oversampling.
+    oversample: str = ""
+    # Jitter training images, never flipped (hubkit.training.augment): "full" = small affine + contrast/brightness/gamma/noise,
+    # "intensity" = without the affine, "none". true/false mean "full"/"none". Off in the seed recipe; on for small
+    # cohorts, where a model otherwise memorises studies.
+    augment: str = "none"
+    # Probability of mirroring a training study left<->right with its left/right grades swapped (hubkit.training.augment.
+    # mirror_study: T1 left/right trade places, axials mirrored, lf<->rf and ls<->rs); 0 = never (the seed).
+    lr_flip: float = 0.0
+    # Seed for LoRA init, data shuffling, augmentation and the trainer.
+    seed: int = 0
+    # Shuffle buffer (in rows, after oversampling) of the training stream; shards are shuffled too. A stream has few
+    # shards (a Hub dataset of 300 studies is 2 Parquet files), and with 256 rows an epoch's order still followed
+    # the file order (correlation 0.35 on the demo's ~900 oversampled rows; 0.00 with 1,024 or with 8 shards;
+    # BENCHMARKS.md 4a). Memory: at most 1,024 rows of encoded PNGs (~0.6 GB for 8 slices of 448 px per row).
+    shuffle_buffer: int = 1024
+    # Shards a local save_to_disk dataset is split into for streaming (shuffle granularity, DataLoader workers).
+    stream_shards: int = 8
+    # Sequence budget in tokens; 0 = derived from the images (never truncates image tokens; too small -> error).
+    max_length: int = 0
+    # Keep each training/validation image decoded and resized in memory, up to this many MiB of pixels, so epochs
+    # after the first skip PNG decoding (identical pixels); 0 = decode every time. 1 GiB holds ~8,000 studies of 8
+    # grayscale images at the tiny model's 128 px, ~160 at MedGemma's 896 px.
+    image_cache_mb: int = 1024
+    # Input side the processor resizes images to; 0 = the base processor's (must equal the vision tower's input).
+    image_size: int = 0
+    # Recompute activations in backward: needed for 4B on one GPU, pure cost on a tiny CPU model.
+    gradient_checkpointing: bool = True
+    # "bf16" on GPUs that support it (H100/A100); "fp32" on CPU. "auto" picks bf16 on CUDA, fp32 otherwise.
+    precision: str = "auto"
+    # Attention kernels passed to from_pretrained ("sdpa", "eager", "flex_attention", ...); "auto" = the backend's
+    # own choice (Unsloth picks flex_attention for Gemma 3, transformers sdpa).
+    attn_implementation: str = "auto"
+    # The vision tower's attention alone, set on its config after loading ("auto" = leave the backend's choice).
+    # Unsloth gives all of Gemma 3 flex_attention; for SigLIP's unmasked 4,096-patch attention that cost ~0.34 s of a
+    # ~0.9 s step on an H200 (block-mask build + flex kernels); sdpa (cuDNN flash) there made the step ~1.1-1.2x
+    # faster (BENCHMARKS.md 2). The text model keeps the backend's kernels (Unsloth disables sdpa for Gemma 3 text).
+    vision_attn_implementation: str = "sdpa"
+    # Optimiser name understood by transformers (Unsloth's recipe uses adamw_8bit; plain adamw_torch on CPU).
+    optim: str = "adamw_torch"
+    # DataLoader worker processes that decode PNGs and run the processor ahead of the model.
+    dataloader_num_workers: int = 0
+    # Hub model repo to push the run folder to when training ends (None = do not push); pushed private by default
+    # because a medical adapter should be reviewed before it is public.
+    push_repo: str | None = None
+    private: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.augment, bool):  # YAML `augment: true` (the earlier boolean field)
+            object.__setattr__(self, "augment", "full" if self.augment else "none")
+        if self.augment not in ("none", "intensity", "full"):
+            raise ValueError(f"augment must be none, intensity or full (or true/false), got {self.augment!r}")
+        if not 0.0 <= self.lr_flip <= 1.0:
+            raise ValueError(f"lr_flip must be a probability in [0, 1], got {self.lr_flip}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {list(BACKENDS)}, got {self.backend!r}")
+        if self.precision not in ("auto", "bf16", "fp16", "fp32"):
+            raise ValueError(f"precision must be auto, bf16, fp16 or fp32, got {self.precision!r}")
+        for name in ("lora_r", "per_device_train_batch_size", "gradient_accumulation_steps", "eval_steps",
+                     "save_steps", "logging_steps", "per_device_eval_batch_size", "stream_shards"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_steps < 0 or self.max_length < 0 or self.image_size < 0:
+            raise ValueError("max_steps, max_length and image_size must be >= 0 (0 = derive)")
+        if self.image_cache_mb < 0:
+            raise ValueError(f"image_cache_mb must be >= 0 (0 = no cache), got {self.image_cache_mb}")
+        if self.save_steps % self.eval_steps:
+            raise ValueError(
+                f"save_steps ({self.save_steps}) must be a multiple of eval_steps ({self.eval_steps}) so the best "
+                "checkpoint can be kept"
+            )
+        if not self.finetune_vision_layers and not self.finetune_language_layers:
+            raise ValueError("at least one of finetune_vision_layers / finetune_language_layers must be true")
+        self.oversample_factors()  # validates the string
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "TrainConfig":
+        """Read a YAML config (unknown keys are an error naming them)."""
+        return config_from_mapping(cls, load_yaml(path), source=str(path))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "config") -> "TrainConfig":
+        return config_from_mapping(cls, data, source=source)
+
+    def with_overrides(self, **overrides: Any) -> "TrainConfig":
+        """A copy with the given fields replaced; `None` values are ignored (= flag not given)."""
+        given = {k: v for k, v in overrides.items() if v is not None}
+        unknown = sorted(set(given) - {f.name for f in dataclasses.fields(self)})
+        if unknown:
+            raise ValueError(f"unknown TrainConfig field(s) {unknown}")
+        return dataclasses.replace(self, **given)
+
+    @property
+    def effective_batch_size(self) -> int:
+        return self.per_device_train_batch_size * self.gradient_accumulation_steps
+
+    def oversample_factors(self) -> dict[int, int]:
+        """Class index -> repetition factor, from `oversample` ("moderate=2,severe=4" -> {0: 1, 1: 2, 2: 4})."""
+        names = {"normal": 0, "normal_mild": 0, "n": 0, "moderate": 1, "m": 1, "severe": 2, "s": 2}
+        factors = {i: 1 for i in range(len(CODES))}
+        for part in filter(None, (p.strip() for p in self.oversample.split(","))):
+            key, sep, value = part.partition("=")
+            if not sep or key.strip().lower() not in names or not value.strip().isdigit() or int(value) < 1:
+                raise ValueError(
+                    f"oversample: cannot read {part!r}; expected e.g. 'moderate=2,severe=4' (integer factors >= 1)"
+                )
+            factors[names[key.strip().lower()]] = int(value)
+        return factors
+
+    def steps_for(self, train_rows: int, world_size: int = 1) -> int:
+        """Optimiser steps for `num_train_epochs` over `train_rows` (already oversampled) rows on `world_size` ranks."""
+        batches = math.ceil(train_rows / (self.per_device_train_batch_size * world_size))
+        return max(1, math.ceil(self.num_train_epochs * math.ceil(batches / self.gradient_accumulation_steps)))

@@ -1,7 +1,7 @@
 """The only hubkit module that talks to the Hugging Face Hub (through `huggingface_hub.HfApi` and `datasets`).
 
 * Endpoint: ``HF_ENDPOINT`` (read at call time; defaults to https://huggingface.co), so the same code targets the
-  real Hub or the loopback server of `hubkit.local_hub`.
+  real Hub or the loopback server of `hubkit.devkit.local_hub`.
 * Token: the explicit ``token`` argument, else ``HF_TOKEN``, else the token stored by ``hf auth login``. Tokens are
   never printed, logged or put into exception messages.
 * Every failure the user can fix surfaces as `HubError` with a one-line message saying how.

@@ -1,4 +1,5 @@
-"""The answer schema: conditions, levels, severity codes, the seed's prompt and the compact JSON target.
+"""The answer contract: conditions, levels, severity codes, view names, the slice picker, the seed's prompt and the
+compact JSON answer.
 
 Everything that must be identical at build, train, evaluation and inference time lives here.
 """
@@ -95,8 +96,7 @@ def build_target(labels: Mapping[str, int | None], missing: str = "N") -> str:
     25 fields; the dataset keeps them missing in the ClassLabel columns so metrics drop them.
     """
     codes = labels_to_codes(labels)
-    filled = {lv: {c: (codes[lv][c] or missing) for c in CONDITIONS} for lv in LEVELS}
-    return json.dumps(filled, separators=(",", ":"))
+    return answer_text([codes[lv][c] or missing for lv, c in ANSWER_FIELDS])
 
 
 def parse_target(text: str) -> dict[str, dict[str, str]]:
@@ -133,3 +133,19 @@ def answer_template() -> list[str]:
     cur += "}"
     pieces.append(cur)
     return pieces
+
+
+# The fixed text around the 25 codes, and their number: answer = PIECES[0] + code 0 + PIECES[1] + ... + PIECES[25].
+PIECES: tuple[str, ...] = tuple(answer_template())
+N_FIELDS = len(ANSWER_FIELDS)
+
+
+def answer_text(codes: Sequence[str]) -> str:
+    """The compact answer for 25 codes in answer order (level-major), e.g. `answer_text("N" * 25)`.
+
+    The one writer of the answer: the dataset's targets, mirrored training targets and decoded answers all come
+    from here, so they are identical by construction.
+    """
+    if len(codes) != N_FIELDS or any(c not in CODES for c in codes):
+        raise ValueError(f"need {N_FIELDS} codes from {CODES}, got {codes!r}")
+    return "".join(p + c for p, c in zip(PIECES, codes)) + PIECES[-1]

@@ -1,4 +1,4 @@
-"""hubkit.augment: deterministic per seed, keeps size and mode, changes pixels; only a whole study with its labels
+"""hubkit.training.augment: deterministic per seed, keeps size and mode, changes pixels; only a whole study with its labels
 is ever mirrored left/right."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hubkit.augment import Augmenter
+from hubkit.training.augment import Augmenter
 
 
 def _asymmetric(size=64) -> Image.Image:
@@ -50,7 +50,7 @@ def test_intensity_mode_changes_values_but_never_moves_anatomy():
 def test_modes_are_validated_and_true_means_full():
     import pytest
 
-    from hubkit.train_config import TrainConfig
+    from hubkit.config import TrainConfig
 
     with pytest.raises(ValueError, match="'intensity' or 'full'"):
         Augmenter(0, mode="flip")
@@ -72,7 +72,7 @@ def _study():
 
 def test_mirror_study_swaps_sides_with_their_labels():
     from hubkit import schema
-    from hubkit.augment import mirror_study
+    from hubkit.training.augment import mirror_study
 
     images, views, prompt, target = _study()
     m_images, m_views, m_prompt, m_target = mirror_study(images, views, prompt, target)
@@ -90,7 +90,7 @@ def test_mirror_study_swaps_sides_with_their_labels():
 
 def test_mirror_study_renames_a_lone_t1_view_and_its_prompt():
     from hubkit import schema
-    from hubkit.augment import mirror_study
+    from hubkit.training.augment import mirror_study
 
     images, views, _, target = _study()
     views, images = [views[0], views[1], views[3]], [images[0], images[1], images[3]]
@@ -102,8 +102,8 @@ def test_mirror_study_renames_a_lone_t1_view_and_its_prompt():
 
 
 def test_left_right_mirror_probability_and_validation():
-    from hubkit.augment import LeftRightMirror
-    from hubkit.train_config import TrainConfig
+    from hubkit.training.augment import LeftRightMirror
+    from hubkit.config import TrainConfig
 
     images, views, prompt, target = _study()
     assert LeftRightMirror(0.0)(images, views, prompt, target)[3] == target

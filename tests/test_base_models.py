@@ -8,7 +8,7 @@ import random
 import pytest
 
 from hubkit import schema
-from hubkit.base_models import (
+from hubkit.devkit.base_models import (
     BOI, EOI, EOT, IMAGE, MEDGEMMA_SPECIAL_IDS, SOT, build_tokenizer, medgemma_config, tiny_config,
     write_medgemma_arch_base, write_tiny_base,
 )
@@ -110,7 +110,7 @@ def test_medgemma_arch_config_matches_medgemma_1_5_4b():
 def test_medgemma_processor_has_real_special_ids(tmp_path):
     from transformers import AutoProcessor
 
-    from hubkit.base_models import medgemma_processor
+    from hubkit.devkit.base_models import medgemma_processor
 
     medgemma_processor().save_pretrained(tmp_path)
     processor = AutoProcessor.from_pretrained(tmp_path)

@@ -1,4 +1,4 @@
-"""hubkit.collate: the cached collator returns exactly TRL's batch, caches text, and falls back when it cannot."""
+"""hubkit.training.collate: the cached collator returns exactly TRL's batch, caches text, and falls back when it cannot."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ import torch
 from PIL import Image
 
 from hubkit import chat, schema
-from hubkit.collate import CachedVLMCollator, _difference
+from hubkit.training.collate import CachedVLMCollator, _difference
 
 SIZE = 128
 
 
 @pytest.fixture(scope="module")
 def processor():
-    from hubkit.base_models import build_processor, build_tokenizer
+    from hubkit.devkit.base_models import build_processor, build_tokenizer
 
     return build_processor(build_tokenizer(), SIZE, 16)
 

@@ -18,7 +18,7 @@ from hubkit.schema import CONDITIONS, LABEL_COLUMNS, LEVELS, parse_target
 
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory) -> Path:
-    from hubkit.synth import synth_cohort
+    from hubkit.devkit.synth import synth_cohort
 
     return synth_cohort(tmp_path_factory.mktemp("c") / "cohort", 10, seed=3, progress=False,
                         rates={"angled_axial": 0.5, "two_axial": 0.3})
@@ -111,7 +111,7 @@ def test_geometry_picker_matches_coords_on_synthetic(cohort):
 def test_label_visible_in_pixels(tmp_path):
     """A trivial statistic on the picked midline slice separates canal N from S far above chance."""
     from hubkit.dataset_builder.study import load_study
-    from hubkit.synth import synth_cohort
+    from hubkit.devkit.synth import synth_cohort
 
     root = synth_cohort(tmp_path / "c", 6, seed=11, progress=False, label_probs=(0.5, 0.0, 0.5))
     descr, coords, labels = (rsna_csv.read_descriptions(root), rsna_csv.read_coordinates(root),
@@ -285,7 +285,7 @@ def test_killed_build_resumes_without_redoing_studies(tmp_path):
 
     import datasets
 
-    from hubkit.synth import synth_cohort
+    from hubkit.devkit.synth import synth_cohort
 
     root = synth_cohort(tmp_path / "c", 24, seed=5, progress=False)
     out = tmp_path / "ds"

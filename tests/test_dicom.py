@@ -5,35 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pydicom
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
 from hubkit.dataset_builder.dicom import DicomError, Plane, read_header, read_series
 from hubkit.dataset_builder.pixels import load_slice, orient, window
-
-
-def write_slice(path, pixels: np.ndarray, ipp, iop=(0, 1, 0, 0, 0, -1), instance=1, photometric="MONOCHROME2",
-                wc=None, ww=None, spacing=(1.0, 1.0)):
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = MRImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = MRImageStorage, meta.MediaStorageSOPInstanceUID, "MR"
-    ds.PatientName, ds.PatientID = "TEST^PATIENT", "123"
-    ds.InstanceNumber = instance
-    ds.ImagePositionPatient = [float(v) for v in ipp]
-    ds.ImageOrientationPatient = [float(v) for v in iop]
-    ds.PixelSpacing = list(spacing)
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-    if wc is not None:
-        ds.WindowCenter, ds.WindowWidth = wc, ww
-    ds.PixelData = pixels.astype(np.uint16).tobytes()
-    ds.save_as(path, enforce_file_format=True)
-    return path
+from tests.fixtures.dicom import write_slice
 
 
 def test_series_sorted_by_position_not_instance_number(tmp_path):

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from hubkit.dataset_builder.dicom import DicomError, read_header
 from hubkit.dataset_builder.pixels import load_slice
 
-from .test_dicom import write_slice
+from tests.fixtures.dicom import write_slice
 
 
 def _pydicom_test_files() -> list[str]:

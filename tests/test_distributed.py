@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from hubkit.distributed import World, launch_command, world
+from hubkit.training.distributed import World, launch_command, world
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -19,9 +19,9 @@ REPO = Path(__file__).resolve().parents[1]
 RANK_SCRIPT = """
 import hashlib, os, sys
 from pathlib import Path
-from hubkit import train_backends
-from hubkit.train import train
-from hubkit.train_config import TrainConfig
+from hubkit.training import backends as train_backends
+from hubkit.training import train
+from hubkit.config import TrainConfig
 
 ds, base, out, yaml = sys.argv[1:5]
 seen = Path(out).parent / f"seen-rank{os.environ['RANK']}.txt"
@@ -59,10 +59,10 @@ def test_num_gpus_without_gpus_points_to_torchrun():
 
 
 def test_two_ranks_see_disjoint_studies_and_one_run_folder_is_written(tmp_path):
-    from hubkit.base_models import write_tiny_base
+    from hubkit.devkit.base_models import write_tiny_base
     from hubkit.config import BuildConfig
     from hubkit.dataset_builder.build import build_dataset
-    from hubkit.synth import synth_cohort
+    from hubkit.devkit.synth import synth_cohort
 
     synth_cohort(tmp_path / "cohort", 20, seed=2, progress=False)
     ds = tmp_path / "ds"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from hubkit import schema
-from tests.test_decoding import trained_tiny_run
+from tests.fixtures.tiny_run import trained_tiny_run
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread beats two busy ones
@@ -20,7 +20,7 @@ def dataset_dir(tmp_path_factory) -> Path:
     """synth cohort -> `build_dataset` (the real builder): 2 train + 2 validation studies, 64 px images."""
     from hubkit.config import BuildConfig
     from hubkit.dataset_builder.build import build_dataset
-    from hubkit.synth import synth_cohort
+    from hubkit.devkit.synth import synth_cohort
 
     root = tmp_path_factory.mktemp("eval-data")
     synth_cohort(root / "cohort", 4, seed=5, progress=False)

@@ -12,7 +12,7 @@ from huggingface_hub.errors import RepositoryNotFoundError
 from PIL import Image as PILImage
 
 from hubkit import hub
-from hubkit.local_hub import LocalHub
+from hubkit.devkit.local_hub import LocalHub
 
 datasets = pytest.importorskip("datasets")
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, List, Value  # noqa: E402

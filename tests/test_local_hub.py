@@ -11,7 +11,7 @@ import pytest
 from huggingface_hub import CommitOperationAdd, HfApi, hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError
 
-from hubkit.local_hub import LocalHub, hub_env
+from hubkit.devkit.local_hub import LocalHub, hub_env
 
 WEIGHTS = bytes(range(256)) * 1200  # ~300 KB, "lfs" by suffix
 CONFIG = b'{"hidden_size": 8}\n'

@@ -1,4 +1,4 @@
-"""hubkit.metrics: the official RSNA metric and the classification metrics against hand-computed values."""
+"""hubkit.evaluation.metrics: the official RSNA metric and the classification metrics against hand-computed values."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 import numpy as np
 import pytest
 
-from hubkit import metrics
+from hubkit.evaluation import metrics
 from hubkit.schema import CONDITIONS, LABEL_COLUMNS, SUBMISSION_COLUMNS, label_column
 
 LN3 = math.log(3.0)  # 1.0986122886681098

@@ -1,4 +1,4 @@
-"""Tests for hubkit.synth: RSNA layout, DICOM tags, geometry conventions, determinism and label visibility."""
+"""Tests for hubkit.devkit.synth: RSNA layout, DICOM tags, geometry conventions, determinism and label visibility."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pandas as pd
 import pydicom
 import pytest
 
-import hubkit.synth as synth
+import hubkit.devkit.synth as synth
 from hubkit.schema import CONDITION_TITLES, LABEL_COLUMNS, LEVEL_TITLES, SEVERITY_NAMES
 
 COORD_COLUMNS = ["study_id", "series_id", "instance_number", "condition", "level", "x", "y"]

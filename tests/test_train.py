@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from hubkit import schema
-from hubkit.train_config import TrainConfig
+from hubkit.config import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_YAML = REPO / "configs" / "tiny-cpu.yaml"
@@ -17,7 +17,7 @@ TINY_YAML = REPO / "configs" / "tiny-cpu.yaml"
 
 @pytest.fixture(scope="module")
 def tiny_base(tmp_path_factory):
-    from hubkit.base_models import write_tiny_base
+    from hubkit.devkit.base_models import write_tiny_base
 
     return write_tiny_base(tmp_path_factory.mktemp("base") / "tiny", seed=0)
 
@@ -27,7 +27,7 @@ def synth_ds(tmp_path_factory):
     """40 synthetic studies (hubkit synth) built by the real dataset builder into a save_to_disk folder."""
     from hubkit.config import BuildConfig
     from hubkit.dataset_builder.build import build_dataset
-    from hubkit.synth import synth_cohort
+    from hubkit.devkit.synth import synth_cohort
 
     root = tmp_path_factory.mktemp("synth")
     synth_cohort(root / "cohort", 40, seed=0, progress=False)
@@ -66,7 +66,7 @@ def test_trains_from_hub_stream_then_adapter_reloads_and_is_pushed(tiny_base, sy
     from transformers import AutoModelForImageTextToText, TrainerCallback
 
     from hubkit.hub import push_dataset
-    from hubkit.train import train
+    from hubkit.training import train
 
     push_dataset(synth_ds, "owner/synth40")
     seen = {}
@@ -137,15 +137,15 @@ def test_killed_run_resumes_from_last_checkpoint_without_repeating_steps(tiny_ba
 
     from transformers import TrainerCallback
 
-    from hubkit.train import train
+    from hubkit.training import train
 
     run_dir = tmp_path / "run"
     overrides = dict(max_steps=12, eval_steps=4, save_steps=4)
     code = f"""
 import time
 from transformers import TrainerCallback
-from hubkit.train import train
-from hubkit.train_config import TrainConfig
+from hubkit.training import train
+from hubkit.config import TrainConfig
 class SlowAfter8(TrainerCallback):  # gives the parent time to kill between checkpoint 8 and step 12
     def on_step_end(self, args, state, control, **kw):
         if state.global_step >= 8:
@@ -198,7 +198,7 @@ def test_bad_inputs_fail_with_clear_errors(tiny_base, synth_ds, broken_ds, tmp_p
     import torch
     from transformers import Gemma3TextConfig
 
-    from hubkit.train import train
+    from hubkit.training import train
 
     cfg = _tiny(max_steps=2)
     ds = broken_ds("no-target", lambda dd: dd.remove_columns("target"))
@@ -230,7 +230,7 @@ def test_bad_inputs_fail_with_clear_errors(tiny_base, synth_ds, broken_ds, tmp_p
 def test_oversampling_repeats_studies_by_worst_grade(synth_ds):
     import datasets
 
-    from hubkit.train import open_streams
+    from hubkit.training.recipe import open_streams
 
     cfg = _tiny(oversample="moderate=2,severe=4")
     streams = open_streams(str(synth_ds), cfg, image_size=128)
@@ -247,7 +247,7 @@ def test_oversampling_repeats_studies_by_worst_grade(synth_ds):
 def test_sequence_budget_counts_image_tokens(tiny_base):
     from transformers import AutoProcessor
 
-    from hubkit.train import sequence_budget
+    from hubkit.training.recipe import sequence_budget
 
     processor = AutoProcessor.from_pretrained(tiny_base)
     needed = sequence_budget(processor, TrainConfig())
@@ -287,7 +287,7 @@ def test_augment_jitters_training_images_only(synth_ds):
     import datasets
     import numpy as np
 
-    from hubkit.train_data import open_streams
+    from hubkit.training.data import open_streams
 
     dd = datasets.load_from_disk(str(synth_ds))
     originals = {s: {np.asarray(r["images"][0]).tobytes() for r in dd[s]} for s in ("train", "validation")}
@@ -298,8 +298,8 @@ def test_augment_jitters_training_images_only(synth_ds):
 
 
 def test_lr_flip_mirrors_training_studies_with_their_labels_only(synth_ds):
-    from hubkit.augment import mirror_study
-    from hubkit.train_data import open_streams
+    from hubkit.training.augment import mirror_study
+    from hubkit.training.data import open_streams
 
     plain = open_streams(str(synth_ds), _tiny(oversample="", augment="none", lr_flip=0.0), image_size=128)
     flipped = open_streams(str(synth_ds), _tiny(oversample="", augment="none", lr_flip=1.0), image_size=128)
@@ -315,7 +315,7 @@ def test_lr_flip_mirrors_training_studies_with_their_labels_only(synth_ds):
 def test_image_cache_gives_the_same_rows_and_decodes_each_image_once(synth_ds):
     import numpy as np
 
-    from hubkit.train_data import open_streams
+    from hubkit.training.data import open_streams
 
     def pixels(rows):
         return [[np.asarray(im).tobytes() for im in r["images"]] for r in rows]
@@ -338,7 +338,7 @@ def test_image_cache_gives_the_same_rows_and_decodes_each_image_once(synth_ds):
 def test_vision_tower_attention_is_set_without_touching_the_text_model(tiny_base):
     from transformers import AutoModelForImageTextToText
 
-    from hubkit.train_backends import load_trl_model, set_vision_attention
+    from hubkit.training.backends import load_trl_model, set_vision_attention
 
     assert TrainConfig().vision_attn_implementation == "sdpa"  # GPU default (BENCHMARKS.md 2)
     model = load_trl_model(str(tiny_base), TrainConfig(backend="trl", load_in_4bit=False, precision="fp32",

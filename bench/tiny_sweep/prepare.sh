@@ -10,7 +10,7 @@ for spec in "s150 150 0" "s300 300 0" "h60 60 777"; do
   python bench/tiny_sweep/shrink.py "$W/$1/ds" "$S/data/$1" 128
 done
 python - <<'PY'
-from hubkit.base_models import write_tiny_base
+from hubkit.devkit.base_models import write_tiny_base
 write_tiny_base(".sweep/bases/b64")                              # the demo's base
 write_tiny_base(".sweep/bases/b128", hidden_size=128, num_layers=4)
 PY

@@ -2,7 +2,7 @@
 
     python bench/tiny_sweep/shrink.py SRC_DATASET DST_DATASET 128
 
-Training on the copy feeds the model the same pixels (hubkit.train_data.resize_to is a no-op on them), and the copy
+Training on the copy feeds the model the same pixels (hubkit.training.data.resize_to is a no-op on them), and the copy
 is small enough (~10 MB for 150 studies) to travel to the GPU machine.
 """
 
@@ -12,7 +12,7 @@ import sys
 
 import datasets
 
-from hubkit.train_data import resize_to
+from hubkit.training.data import resize_to
 
 
 def main(src: str, dst: str, size: str) -> None:

@@ -3,7 +3,7 @@
     python sweep.py NAME DATASET BASE HELD OUT_JSONL '{"max_steps": 1800, ...}'
 
 Overrides are TrainConfig fields over configs/tiny-cpu.yaml, plus `_aug_small` (augment "full" with a 2 % shift,
-3 % scale, 2 degree rotation instead of hubkit.augment's defaults) and `_threads` (torch CPU threads, default 2).
+3 % scale, 2 degree rotation instead of hubkit.training.augment's defaults) and `_threads` (torch CPU threads, default 2).
 Appends one JSON line per evaluation (and, unless SWEEP_NO_CONSTRAINED is set, one with the constrained-decoding
 kappa of `hubkit evaluate` at the end) to OUT_JSONL. The run folder is /tmp/sweep-runs/NAME.
 """
@@ -26,8 +26,8 @@ from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
 from hubkit import schema
 from hubkit.chat import build_chat_row
-from hubkit.metrics.lumbar_classification import confusion, kappa_from_confusion
-from hubkit.train_data import resize_to
+from hubkit.evaluation.metrics.lumbar_classification import confusion, kappa_from_confusion
+from hubkit.training.data import resize_to
 
 CONDITION_OF_SLOT = np.array([c for _, c in schema.ANSWER_FIELDS])
 
@@ -88,13 +88,13 @@ class KappaCallback(TrainerCallback):
 
 
 def main(name: str, ds_path: str, base: str, held: str, out: str, overrides: str = "{}") -> None:
-    from hubkit.train import train
-    from hubkit.train_config import TrainConfig
+    from hubkit.training import train
+    from hubkit.config import TrainConfig
 
     over = json.loads(overrides)
     torch.set_num_threads(int(over.pop("_threads", 2)))
     if over.pop("_aug_small", False):
-        import hubkit.augment as aug
+        import hubkit.training.augment as aug
 
         aug.SHIFT, aug.SCALE, aug.ROTATE = 0.02, 0.03, 2.0
     proc = AutoProcessor.from_pretrained(base)

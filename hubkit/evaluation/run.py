@@ -8,7 +8,7 @@ Output folder (fixed names; the model card reads them):
 
     eval_config.json                   what was evaluated: model, base, dataset, split, studies, decoding, device,
                                        versions, timing per variant, and this file list
-    results_finetuned.json             `evaluate.save`: every metric of `hubkit.metrics.compute_all` (kappa, qwk,
+    results_finetuned.json             `evaluate.save`: every metric of `hubkit.evaluation.metrics.compute_all` (kappa, qwk,
                                        ..., rsna_score, confusion matrices) + a few metadata keys; `_`-prefixed
                                        keys are evaluate's (timestamp, versions)
     predictions.csv                    Kaggle submission format (row_id, normal_mild, moderate, severe), fine-tuned
@@ -120,7 +120,8 @@ def evaluate_model(model: str | os.PathLike, dataset: str | os.PathLike, split: 
         ValueError: bad dataset/split/columns, model or base not loadable, or compare_base for a full model.
         HubError: a Hub repo (model or dataset) not found / not visible.
     """
-    from hubkit.pipeline import base_model_of, load_pipeline
+    from hubkit.inference.loading import base_model_of
+    from hubkit.inference.pipeline import load_pipeline
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -173,7 +174,7 @@ def _run_variant(variant: str, pipe, ds, out: Path, batch_size: int, method: str
     import evaluate
     from tqdm.auto import tqdm
 
-    from hubkit.metrics import compute_all, plot_confusion_matrices, study_rows, write_submission_csv
+    from hubkit.evaluation.metrics import compute_all, plot_confusion_matrices, study_rows, write_submission_csv
 
     files = result_files(variant)
     refs = ds.select_columns([c for c in ("study_id", *schema.LABEL_COLUMNS) if c in ds.column_names])
@@ -213,14 +214,14 @@ def _run_variant(variant: str, pipe, ds, out: Path, batch_size: int, method: str
 
 
 def _resolve(model):
-    from hubkit.pipeline import resolve_model_dir
+    from hubkit.inference.loading import resolve_model_dir
 
     return resolve_model_dir(model)
 
 
 def _load(fn, *args, **kwargs):
     """Loading errors as ValueError (the CLI shows those as one line)."""
-    from hubkit.pipeline import LumbarLoadError
+    from hubkit.inference.loading import LumbarLoadError
 
     try:
         return fn(*args, **kwargs)

@@ -190,7 +190,7 @@ def make_collator(backend: str, model, processor, cfg, max_length: int, count_to
             resize=processor.image_processor.size["height"],
         )
     else:
-        from hubkit.collate import CachedVLMCollator
+        from hubkit.training.collate import CachedVLMCollator
 
         inner = CachedVLMCollator(processor)  # TRL's collator's output (checked on the first batch), cached
     return LengthGuard(inner, max_length, count_tokens)

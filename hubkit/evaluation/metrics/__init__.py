@@ -44,7 +44,7 @@ def metric_path(name: str) -> str:
     """Absolute path of the local evaluate module `name` (e.g. "rsna_lumbar_metric")."""
     if name not in METRIC_NAMES:
         raise ValueError(f"unknown metric {name!r}; known: {list(METRIC_NAMES)}")
-    return str(files("hubkit.metrics").joinpath(f"{name}.py"))
+    return str(files("hubkit.evaluation.metrics").joinpath(f"{name}.py"))
 
 
 def load_metric(name: str, **kwargs: Any):

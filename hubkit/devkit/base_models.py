@@ -2,7 +2,7 @@
 
 Example:
 
-    from hubkit.base_models import write_tiny_base, write_medgemma_arch_base
+    from hubkit.devkit.base_models import write_tiny_base, write_medgemma_arch_base
     tiny = write_tiny_base("runs/tiny-base")              # ~0.3 M params, 128 px images, 16 tokens per image
     write_medgemma_arch_base("runs/mg-arch", device="cuda")  # MedGemma 1.5 4B geometry, random weights (GPU only)
 
@@ -299,7 +299,7 @@ def write_tiny_base(out_dir: str | Path, seed: int = 0, image_size: int = 128, m
         embed_std: std of the (tied) token embeddings; 0.15 lets logits get sharp (tiny-model-facts.md).
         pixel_vision: initialise the vision tower to pass a downsampled image through (`_pixel_vision_init`). On
             the tiny-model-facts layout (bright bars whose width is the grade, 90 training studies) validation kappa
-            reached 0.89 by step 800 with it. On hubkit.synth's anatomical phantom (tight pose) with
+            reached 0.89 by step 800 with it. On hubkit.devkit.synth's anatomical phantom (tight pose) with
             configs/tiny-cpu.yaml (1,800 steps, 270 training studies, left/right mirroring, lr 2e-3) it reached
             kappa 0.93-0.96 on 60 unseen studies on each of 6 seeds (BENCHMARKS.md 4a); with the phantom's earlier
             20 mm pose spread it stayed at ~0.

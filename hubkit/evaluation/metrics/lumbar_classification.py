@@ -1,6 +1,6 @@
 """Hard-label classification metrics for the RSNA 2024 lumbar spine task (a local `evaluate` module).
 
-Load it with `evaluate.load("/abs/path/lumbar_classification.py")` (see `hubkit.metrics.load_metric`). evaluate
+Load it with `evaluate.load("/abs/path/lumbar_classification.py")` (see `hubkit.evaluation.metrics.load_metric`). evaluate
 copies this file into its module cache and imports it from there, so it uses absolute imports of installed
 libraries only (numpy, datasets, evaluate) and keeps its few constants local; `tests/test_metrics.py` checks that
 they match `hubkit.schema`. Every number is computed from the 3x3 confusion matrix with numpy, so the results do

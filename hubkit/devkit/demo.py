@@ -1,6 +1,6 @@
 """`make demo`: the whole hubkit workflow offline, on one machine, with the CLI a user would type.
 
-    python -m hubkit.demo --out demo-out [--studies 300] [--port 0]
+    python -m hubkit.devkit.demo --out demo-out [--studies 300] [--port 0]
 
 Starts a loopback Hub, writes a synthetic DICOM cohort, builds and pushes the dataset (private), writes and pushes a
 tiny random Gemma 3 base model, trains a LoRA adapter from the streamed Hub dataset and pushes it, evaluates it
@@ -49,17 +49,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--studies", type=int, default=300,
                     help="synthetic studies (>= 100; 300 = 270 train + 30 validation: the tiny model memorises 135)")
     ap.add_argument("--port", type=int, default=0, help="loopback hub port (0 = any free port)")
-    ap.add_argument("--config", default=None, help="training config (default: configs/tiny-cpu.yaml)")
+    ap.add_argument("--config", default=None,
+                    help="training config: a YAML path or a shipped recipe name (default: tiny-cpu)")
     args = ap.parse_args(argv)
 
-    from hubkit.local_hub import LocalHub, hub_env
+    from hubkit.devkit.local_hub import LocalHub, hub_env
 
     out = Path(args.out).resolve()
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    repo_root = Path(__file__).resolve().parent.parent
-    config = args.config or str(repo_root / "configs" / "tiny-cpu.yaml")
+    config = args.config or "tiny-cpu"  # the shipped recipe (hubkit.configs), also in a non-editable install
     hub = LocalHub(out / "hub", tokens={TOKEN: USER}, port=args.port).start()
     env = {**os.environ, **hub_env(hub.url, TOKEN, out / "hf-home"), "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
     hubkit = [sys.executable, "-m", "hubkit.cli"]

@@ -102,7 +102,6 @@ def mirror_study(images: list, views: list[str], prompt: str, target: str) -> tu
     from PIL import ImageOps
 
     from hubkit import schema
-    from hubkit.decoding import answer_text
 
     answer = schema.parse_target(target)
     images = [ImageOps.mirror(im) if v.startswith("Axial") else im for im, v in zip(images, views)]
@@ -115,7 +114,7 @@ def mirror_study(images: list, views: list[str], prompt: str, target: str) -> tu
         old = views[sides[0]]
         views[sides[0]] = _T1_SIDES[old]
         prompt = prompt.replace(old, _T1_SIDES[old])
-    swapped = answer_text([answer[lv][_SIDE_SWAP.get(c, c)] for lv, c in schema.ANSWER_FIELDS])
+    swapped = schema.answer_text([answer[lv][_SIDE_SWAP.get(c, c)] for lv, c in schema.ANSWER_FIELDS])
     return images, views, prompt, swapped
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from hubkit import chat, schema
-from hubkit.train_config import TrainConfig
+from hubkit.config import TrainConfig
 
 REQUIRED_COLUMNS = ("images", "views", "prompt", "target")
 
@@ -77,11 +77,11 @@ def open_streams(source: str, config: TrainConfig, image_size: int | None = None
     train = train.shuffle(seed=config.seed, buffer_size=config.shuffle_buffer)
     augment = mirror = None
     if config.augment != "none":
-        from hubkit.augment import Augmenter
+        from hubkit.training.augment import Augmenter
 
         augment = Augmenter(config.seed, config.augment)
     if config.lr_flip > 0:
-        from hubkit.augment import LeftRightMirror
+        from hubkit.training.augment import LeftRightMirror
 
         mirror = LeftRightMirror(config.lr_flip, config.seed)
     return {"train": _to_chat(train, raw["train"], image_size, augment, cache, mirror),

@@ -4,7 +4,7 @@ Why: the real imagery cannot be redistributed or used in CI, so every stage (rea
 fine-tune, evaluation) is exercised on a cohort whose labels are *visible in the pixels*: each grade changes the
 radius of a bright structure (canal CSF on T2, foraminal fat on T1, subarticular recess CSF on the axial T2).
 
-    >>> from hubkit.synth import synth_cohort
+    >>> from hubkit.devkit.synth import synth_cohort
     >>> root = synth_cohort("/tmp/rsna-synth", studies=20, seed=0)   # doctest: +SKIP
     >>> sorted(p.name for p in root.iterdir())                        # doctest: +SKIP
     ['train.csv', 'train_images', 'train_label_coordinates.csv', 'train_series_descriptions.csv']
@@ -29,7 +29,7 @@ from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, PYDICOM_IMPLEMENTATION_UID
 
-from .schema import CONDITION_TITLES, CONDITIONS, LABEL_COLUMNS, LEVEL_TITLES, LEVELS, SEVERITY_NAMES, label_column
+from hubkit.schema import CONDITION_TITLES, CONDITIONS, LABEL_COLUMNS, LEVEL_TITLES, LEVELS, SEVERITY_NAMES, label_column
 
 __all__ = ["synth_cohort", "RATES", "DISC_Z", "SYNTH_MARKER"]
 

@@ -4,8 +4,8 @@ Example:
 
     hubkit train --dataset runs/ds --base-model runs/tiny-base --output runs/tiny-run --config configs/tiny-cpu.yaml
 
-    from hubkit.train import train
-    from hubkit.train_config import TrainConfig
+    from hubkit.training import train
+    from hubkit.config import TrainConfig
     run_dir = train("me/lumbar-ds", "unsloth/medgemma-1.5-4b-it", "runs/mg", TrainConfig.from_yaml(...))
 
 Run folder: `adapter_model.safetensors` + `adapter_config.json` (PEFT; `base_model_name_or_path` = the base given),
@@ -20,8 +20,8 @@ import time
 import warnings
 from pathlib import Path
 
-from hubkit.train_config import TrainConfig
-from hubkit.train_data import count_tokens, open_streams, sequence_budget
+from hubkit.config import TrainConfig
+from hubkit.training.data import count_tokens, open_streams, sequence_budget
 
 __all__ = ["train", "open_streams", "sequence_budget", "count_tokens", "DISTRIBUTABLE_FILES"]
 
@@ -55,8 +55,8 @@ def train(dataset: str, base_model: str, output: str | Path, config: TrainConfig
         FileNotFoundError: `dataset` is neither a folder nor a Hub repo id.
         ImportError: backend "unsloth" / 4-bit without the gpu extra.
     """
-    from hubkit import distributed
-    from hubkit.train_backends import import_unsloth_first, resolve_backend
+    from hubkit.training import distributed
+    from hubkit.training.backends import import_unsloth_first, resolve_backend
 
     rank = distributed.world()
 
@@ -75,7 +75,7 @@ def train(dataset: str, base_model: str, output: str | Path, config: TrainConfig
     from transformers import AutoProcessor, set_seed
     from transformers.trainer_utils import get_last_checkpoint
 
-    from hubkit import train_backends as tb
+    from hubkit.training import backends as tb
 
     run_dir = Path(output)
     ckpt_dir = run_dir / "checkpoints"
@@ -138,7 +138,7 @@ def _derived_steps(streams: dict, config: TrainConfig, world_size: int = 1) -> i
 
 def _sft_kwargs(config: TrainConfig, ckpt_dir: Path, max_steps: int, max_length: int, resume: bool,
                 distributed: bool = False) -> dict:
-    from hubkit.train_backends import compute_dtype
+    from hubkit.training.backends import compute_dtype
     import torch
 
     dtype = compute_dtype(config)

@@ -1,0 +1,7 @@
+"""The consumer's room: `pipeline("lumbar-classify", model=repo)` and what it runs; never imports `hubkit.training`.
+
+registration (the lazy task registration `import hubkit` does) · pipeline (the transformers Pipeline) · loading (base
++ adapter) · inputs (folders, images, rows -> studies) · studies (StudyInput / StudyPrediction, the processor call)
+· decoding (schema-constrained decoder) · answer_plan (how the answer is tokenized and fed) · batching (the prefetch
+loop) · generate (the seed's free generation, for comparison).
+"""

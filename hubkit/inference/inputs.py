@@ -1,0 +1,93 @@
+"""What a consumer may hand the pipeline, turned into a `StudyInput`: a DICOM study folder, images + views, a row."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+
+def study_from_input(inputs: Any, image_size: int = 448):
+    """A `decoding.StudyInput` (+ notes) from a study folder path, {"images", "views"[, "study_id", "prompt"]} or a
+    dataset row. Raises ValueError saying what is missing or unreadable."""
+    from .studies import StudyInput
+
+    if isinstance(inputs, (str, os.PathLike)):
+        from hubkit.dataset_builder.dicom import DicomError
+        from hubkit.dataset_builder.study import load_study
+
+        path = Path(inputs)
+        if path.is_file():
+            raise ValueError(f"{path}: expected a study folder (one sub-folder of DICOM files per series), got a file")
+        try:
+            s = load_study(path, mode="geometry", image_size=image_size)
+        except DicomError as e:
+            raise ValueError(f"lumbar-classify cannot read study {path}: {e}") from e
+        return StudyInput(s.images, s.views, study_id=s.study_id), list(s.notes)
+    if isinstance(inputs, dict):
+        missing = [k for k in ("images", "views") if k not in inputs or inputs[k] is None]
+        if missing:
+            raise ValueError(f"study dict lacks {missing}; expected {{'images': [...], 'views': [...]}} (one view name "
+                             f"per image), got keys {sorted(inputs)}")
+        images = [_to_pil(im, i) for i, im in enumerate(inputs["images"])]
+        views = [str(v) for v in inputs["views"]]
+        if len(images) != len(views) or not images:
+            raise ValueError(f"got {len(images)} images and {len(views)} views; each image needs one view name")
+        sid = inputs.get("study_id")
+        return StudyInput(images, views, inputs.get("prompt"), None if sid is None else str(sid)), []
+    raise TypeError(f"lumbar-classify takes a study folder path, a dict with images and views, or a dataset row; "
+                    f"got {type(inputs).__name__}")
+
+
+def _to_pil(im: Any, i: int):
+    """A decoded PIL image from a PIL image, a path, a datasets Image value or an array (ValueError naming image i).
+
+    Files and bytes are checked before decoding: more than MAX_PIXELS pixels (the DICOM reader's limit) or more
+    than one frame is refused, so a small file that declares a gigantic image (a decompression bomb) costs nothing.
+    """
+    from PIL import Image
+
+    from hubkit.dataset_builder.dicom import MAX_PIXELS
+
+    if isinstance(im, Image.Image):
+        return im
+    if isinstance(im, (str, os.PathLike)):
+        return _open_checked(im, i, str(im))
+    if isinstance(im, dict) and (im.get("bytes") or im.get("path")):  # undecoded datasets Image value
+        import io
+
+        src = io.BytesIO(im["bytes"]) if im.get("bytes") else im["path"]
+        return _open_checked(src, i, "bytes" if im.get("bytes") else str(im["path"]))
+    try:
+        import numpy as np
+
+        arr = np.asarray(im)
+        if arr.ndim not in (2, 3) or arr.shape[0] * arr.shape[1] > MAX_PIXELS:
+            raise ValueError(f"shape {arr.shape}")
+        return Image.fromarray(arr)
+    except Exception as e:
+        raise ValueError(f"image {i}: expected a PIL image, a path or a 2-D/3-D array of at most {MAX_PIXELS} "
+                         f"pixels, got {type(im).__name__}") from e
+
+
+def _open_checked(src: Any, i: int, name: str):
+    from PIL import Image
+
+    from hubkit.dataset_builder.dicom import MAX_PIXELS
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(src)
+            w, h = img.size
+            if w * h > MAX_PIXELS or getattr(img, "n_frames", 1) > 1:
+                raise ValueError(f"image {i} ({name}): declares {w}x{h} pixels and {getattr(img, 'n_frames', 1)} "
+                                 f"frame(s); at most {MAX_PIXELS} pixels and 1 frame are decoded (decompression "
+                                 "bomb?); downscale it first")
+            img.load()
+    except ValueError:
+        raise
+    except (OSError, Image.DecompressionBombError, Image.DecompressionBombWarning, SyntaxError) as e:
+        raise ValueError(f"image {i} ({name}): cannot decode: {e}") from e
+    return img

@@ -1,0 +1,225 @@
+"""`pipeline("lumbar-classify")`: a LoRA adapter (folder or Hub repo) + its base -> 25 graded fields per study.
+
+    import hubkit                                   # registers the task lazily (no transformers import here)
+    from transformers import pipeline
+    clf = pipeline("lumbar-classify", model="me/medgemma-lumbar")           # or a local run folder
+    out = clf("train_images/4003253")                                       # a DICOM study folder
+    out = clf({"images": [img1, img2], "views": ["Sagittal T2", "Axial T2 L4/L5"]})
+    outs = clf([row1, row2, row3], batch_size=8)                            # dataset rows / several studies
+    out["levels"]["L4L5"]["canal"]  # {"label": "M", "severity": "Moderate", "probs": {"N": .., "M": .., "S": ..}}
+
+Loading (`hubkit.inference.loading`): the adapter's base + LoRA, the processor from the adapter folder.
+transformers' factory swaps an adapter path for its base and would load the processor from the base, so the task
+registers `LumbarAdapterModel` (an `AutoModelForImageTextToText` whose `from_pretrained` is `load_model`) as its
+model class and the pipeline loads the processor itself. `model_kwargs={"load_in_4bit": False}` keeps a CUDA model
+unquantized.
+
+Decoding is `hubkit.inference.decoding.constrained_decode` (schema-forced, batched, probabilities per field); a
+DICOM folder goes through the dataset builder's reader and slice picker (`load_study(..., mode="geometry")`), so the
+pipeline sees the same images as training.
+
+This module imports only the standard library at import time; the pipeline classes are built on first use.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from .inputs import study_from_input
+from .loading import LumbarLoadError, load_model, resolve_model_dir
+from .registration import TASK, register
+
+
+def load_pipeline(model: str | os.PathLike, device: Any = None, batch_size: int | None = None,
+                  dtype: Any = "auto", load_in_4bit: bool | None = None, **kwargs: Any):
+    """`transformers.pipeline("lumbar-classify", model=...)` after making sure the task is registered.
+
+    Args:
+        model: run folder / adapter folder / Hub repo id of an adapter, or a full model (folder or repo); a repo
+            is downloaded first (`hubkit.hub.download_snapshot`), so missing folders/repos fail with one message.
+        device: torch device for the pipeline (default: CUDA if available, else CPU).
+        batch_size: default batch size of calls.
+        dtype: model dtype ("auto" = the checkpoint's).
+        load_in_4bit: None = 4-bit nf4 on CUDA when bitsandbytes is installed; False = never; True = require it.
+        kwargs: more `transformers.pipeline` arguments (e.g. `processor=`).
+    """
+    register()
+    from transformers import pipeline
+
+    src = resolve_model_dir(model, revision=kwargs.pop("revision", None), token=kwargs.get("token"))
+    model_kwargs = dict(kwargs.pop("model_kwargs", None) or {})
+    if load_in_4bit is not None:
+        model_kwargs["load_in_4bit"] = load_in_4bit
+    return pipeline(TASK, model=str(src), device=device, batch_size=batch_size, dtype=dtype,
+                    model_kwargs=model_kwargs, **kwargs)
+
+
+def _format(pred, views: list[str], notes: list[str]) -> dict[str, Any]:
+    from hubkit import schema
+
+    levels = {}
+    for lv in schema.LEVELS:
+        levels[lv] = {}
+        for c in schema.CONDITIONS:
+            code = pred.labels[lv][c]
+            p = pred.probs[lv][c]
+            levels[lv][c] = {"label": code, "severity": schema.SEVERITY_NAMES[schema.CODES.index(code)],
+                             "probs": dict(zip(schema.CODES, p))}
+    return {"study_id": pred.study_id, "levels": levels, "json": pred.json, "views": list(views), "notes": notes,
+            "schema_mass": pred.schema_mass}
+
+
+def _collate(items: list[dict]) -> dict:
+    return {"studies": [s for it in items for s in it["studies"]], "notes": [n for it in items for n in it["notes"]]}
+
+
+# ------------------------------------------------------------------------------------------------ classes (lazy)
+_CLASSES: tuple | None = None
+
+
+def _classes():
+    """Build (LumbarClassificationPipeline, LumbarAdapterModel) on first use (they need transformers)."""
+    global _CLASSES
+    if _CLASSES is not None:
+        return _CLASSES
+    import collections.abc
+
+    import torch.utils.data as torch_data
+    from transformers import AutoModelForImageTextToText, AutoProcessor, Pipeline
+
+    from .answer_plan import answer_plan
+    from .batching import Prefetch
+    from .decoding import constrained_decode
+    from .studies import prepare_inputs
+
+    class LumbarAdapterModel(AutoModelForImageTextToText):
+        """`from_pretrained(adapter_or_model)` = `hubkit.pipeline.load_model` (base + adapter via PEFT)."""
+
+        @classmethod
+        def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+            kwargs.pop("config", None)  # the factory passes the base's config; load_model reads it itself
+            kwargs.pop("_from_pipeline", None)
+            if kwargs.pop("trust_remote_code", None):
+                raise LumbarLoadError("trust_remote_code=True is refused: hubkit never runs code from a model repo")
+            kwargs.pop("_commit_hash", None)
+            return load_model(pretrained_model_name_or_path, dtype=kwargs.pop("dtype", "auto"),
+                              load_in_4bit=kwargs.pop("load_in_4bit", None), revision=kwargs.pop("revision", None),
+                              token=kwargs.pop("token", None), **kwargs)
+
+    class LumbarClassificationPipeline(Pipeline):
+        """Grades the 25 RSNA lumbar fields of a study with schema-constrained decoding.
+
+        Call parameters: `batch_size`, `method` ("stepwise" | "speculative"), `draft` (speculative draft code),
+        `image_size` (side of the slices read from DICOM, as the dataset builder: 448).
+        """
+
+        _load_processor = False
+        _load_tokenizer = False
+        _load_image_processor = False
+        _load_feature_extractor = False
+        _load_video_processor = False
+        _pipeline_calls_generate = False
+
+        def __init__(self, model, processor=None, **kwargs):
+            if processor is None:
+                processor = _load_processor(model)
+            super().__init__(model=model, processor=processor, **kwargs)
+            self.plan = answer_plan(self.processor.tokenizer)
+
+        def _sanitize_parameters(self, method=None, draft=None, image_size=None, **kwargs):
+            pre, fwd = {}, {}
+            if image_size is not None:
+                pre["image_size"] = int(image_size)
+            if method is not None:
+                fwd["method"] = method
+            if draft is not None:
+                fwd["draft"] = draft
+            if kwargs:
+                raise TypeError(f"lumbar-classify got unknown arguments {sorted(kwargs)}")
+            return pre, fwd, {}
+
+        def __call__(self, inputs, *args, **kwargs):
+            if _is_hf_dataset(inputs):
+                inputs = _Rows(inputs)
+            return super().__call__(inputs, *args, **kwargs)
+
+        def preprocess(self, inputs, image_size: int = 448):
+            study, notes = study_from_input(inputs, image_size=image_size)
+            return {"studies": [study], "notes": [notes]}
+
+        def _forward(self, model_inputs, method: str = "stepwise", draft: Any = "N"):
+            studies = model_inputs["studies"]
+            preds = constrained_decode(self.model, self.processor, studies, method=method, draft=draft, plan=self.plan,
+                                       encoded=model_inputs.get("encoded"))
+            return {"results": [(p, s.views, n) for p, s, n in zip(preds, studies, model_inputs["notes"])]}
+
+        def _encode(self, batch: dict) -> dict:
+            return {**batch, "encoded": prepare_inputs(self.processor, batch["studies"])}
+
+        def postprocess(self, model_outputs):
+            res = model_outputs["results"]
+            if isinstance(res, list):
+                res = res[0]
+            pred, views, notes = res
+            return _format(pred, views, notes)
+
+        def get_iterator(self, inputs, num_workers, batch_size, preprocess_params, forward_params,
+                         postprocess_params):
+            from torch.utils.data import DataLoader
+            from transformers.pipelines.pt_utils import PipelineDataset, PipelineIterator
+
+            if isinstance(inputs, collections.abc.Sized):
+                dataset = PipelineDataset(inputs, self.preprocess, preprocess_params)
+            else:
+                num_workers = min(num_workers, 1)
+                dataset = PipelineIterator(inputs, self.preprocess, preprocess_params)
+            loader = DataLoader(dataset, num_workers=num_workers, batch_size=batch_size, collate_fn=_collate)
+            # Batch k+1 is read and run through the processor on a thread while batch k is on the device.
+            batches = Prefetch(loader, self._encode)
+            model_iterator = PipelineIterator(batches, self.forward, forward_params, loader_batch_size=batch_size)
+            return PipelineIterator(model_iterator, self.postprocess, postprocess_params)
+
+    def _load_processor(model):
+        src = getattr(model, "_hubkit_source", None)
+        candidates = [c for c in (src, getattr(model, "_hubkit_base", None), getattr(model, "name_or_path", None))
+                      if c]
+        errors = []
+        for c in candidates:
+            try:
+                return AutoProcessor.from_pretrained(c)
+            except (OSError, ValueError, TypeError) as e:
+                errors.append(f"{c}: {e}")
+        raise LumbarLoadError("no processor found (looked in " + "; ".join(errors or ["nothing to look in"]) + ")")
+
+    class _Rows(torch_data.Dataset):
+        """A `datasets.Dataset` seen row by row: the pipeline streams it in batches and returns an iterator."""
+
+        def __init__(self, ds):
+            self.ds = ds
+
+        def __len__(self) -> int:
+            return len(self.ds)
+
+        def __getitem__(self, i: int) -> dict:
+            return self.ds[int(i)]
+
+    for c in (LumbarAdapterModel, LumbarClassificationPipeline):
+        c.__module__ = __name__
+        c.__qualname__ = c.__name__
+    _CLASSES = (LumbarClassificationPipeline, LumbarAdapterModel)
+    return _CLASSES
+
+
+def _is_hf_dataset(x: Any) -> bool:
+    mod = type(x).__module__
+    return mod.startswith("datasets.") and hasattr(x, "column_names") and hasattr(x, "__getitem__")
+
+
+def __getattr__(name: str):
+    if name == "LumbarClassificationPipeline":
+        return _classes()[0]
+    if name == "LumbarAdapterModel":
+        return _classes()[1]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+

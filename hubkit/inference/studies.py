@@ -1,0 +1,103 @@
+"""What the decoders take and give: `StudyInput` in, `StudyPrediction` out, and the one processor call between.
+
+`prepare_inputs` builds the batch exactly as training does (`chat.build_chat_row`, the processor's chat template,
+left padding), so every decoder (`decoding.constrained_decode`, `generate.free_generate`) sees the same tokens.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+from hubkit import schema
+from hubkit.chat import build_chat_row
+
+
+@dataclasses.dataclass
+class StudyInput:
+    """One study for the decoder: images (PIL or anything the processor takes), one view name per image."""
+
+    images: list
+    views: list[str]
+    prompt: str | None = None  # default: schema.build_prompt(views), the training prompt
+    study_id: str | None = None
+
+
+@dataclasses.dataclass
+class StudyPrediction:
+    """Decoded answer of one study.
+
+    labels: {level: {condition: "N"|"M"|"S"}}; probs: {level: {condition: [pN, pM, pS]}} (sum 1); json: the compact
+    answer; schema_mass: smallest total probability (full vocabulary) the model gave the three codes at a code
+    position (1.0 for free generation); parse_failed/text: free generation only.
+    """
+
+    labels: dict[str, dict[str, str]]
+    probs: dict[str, dict[str, list[float]]]
+    json: str
+    schema_mass: float = 1.0
+    parse_failed: bool = False
+    text: str | None = None
+    study_id: str | None = None
+
+    def class_probs(self) -> dict[str, list[float]]:
+        """{RSNA label column: [p_normal_mild, p_moderate, p_severe]} (input of `hubkit.metrics.study_rows`)."""
+        return {schema.label_column(c, lv): self.probs[lv][c] for lv, c in schema.ANSWER_FIELDS}
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+
+def nest(values: Sequence[Any]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {lv: {} for lv in schema.LEVELS}
+    for (lv, c), v in zip(schema.ANSWER_FIELDS, values):
+        out[lv][c] = v
+    return out
+
+
+def as_study(s: Any) -> StudyInput:
+    if isinstance(s, StudyInput):
+        return s
+    if isinstance(s, dict):
+        return StudyInput(list(s["images"]), list(s["views"]), s.get("prompt"), s.get("study_id"))
+    raise TypeError(f"expected StudyInput or a dict with images and views, got {type(s).__name__}")
+
+
+def prepare_inputs(processor, studies: Sequence[StudyInput | dict]):
+    """Processor outputs for a left-padded batch, built with `chat.build_chat_row` exactly as in training."""
+    texts, images = [], []
+    for s in map(as_study, studies):
+        row = build_chat_row(s.images, s.views, s.prompt or schema.build_prompt(s.views))
+        texts.append(processor.apply_chat_template(row["prompt"], add_generation_prompt=True, tokenize=False))
+        images.append([im.convert("RGB") if hasattr(im, "convert") else im for im in row["images"]])
+    return processor(text=texts, images=images, padding=True, padding_side="left", add_special_tokens=False,
+                     return_tensors="pt")
+
+
+def core_model(model):
+    """The module to call: a PEFT wrapper's underlying model (LoRA layers are injected into it in place)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def to_device(enc, model) -> dict:
+    import torch
+
+    dev = next(model.parameters()).device
+    dtype = getattr(model, "dtype", None) or torch.float32
+    out = {}
+    for k, v in enc.items():
+        if hasattr(v, "to"):
+            v = v.to(dev)
+            if k == "pixel_values" and v.is_floating_point():
+                v = v.to(dtype)
+        out[k] = v
+    return out
+
+
+def sync(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
