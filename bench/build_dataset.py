@@ -39,7 +39,7 @@ def hubkit_build(cohort: Path, size: int, num_proc: int, out: Path) -> int:
     from hubkit.config import BuildConfig
     from hubkit.dataset_builder.build import build_dataset
 
-    dd = build_dataset(BuildConfig(data_dir=str(cohort), image_size=size, num_proc=num_proc), out)
+    dd = build_dataset(BuildConfig(data_dir=str(cohort), slice_size=size, num_proc=num_proc), out)
     return sum(len(v) for v in dd.values())
 
 

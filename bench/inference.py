@@ -36,7 +36,7 @@ if str(REPO) not in sys.path:  # run from a checkout without installing (the GPU
     sys.path.insert(0, str(REPO))
 
 from hubkit import schema  # noqa: E402
-from hubkit.chat import CANONICAL_VIEWS  # noqa: E402
+from hubkit.schema import VIEWS  # noqa: E402
 
 _OUT = None
 
@@ -59,8 +59,8 @@ def make_studies(n: int, size: int, seed: int = 0):
     out = []
     for i in range(n):
         imgs = [Image.fromarray(rng.integers(0, 256, (size, size), dtype=np.uint8), mode="L")
-                for _ in CANONICAL_VIEWS]
-        out.append(StudyInput(imgs, list(CANONICAL_VIEWS), study_id=f"bench{i}"))
+                for _ in VIEWS]
+        out.append(StudyInput(imgs, list(VIEWS), study_id=f"bench{i}"))
     return out
 
 
@@ -139,7 +139,7 @@ def main(argv=None) -> int:
     emit({"what": "setup", "model": "tiny" if args.tiny else "medgemma-arch", "device": str(device),
           "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None, "dtype": str(dtype),
           "params_b": round(sum(p.numel() for p in model.parameters()) / 1e9, 4), "prompt_tokens": prompt_tokens,
-          "images_per_study": len(CANONICAL_VIEWS), "answer_tokens": n_answer - 1, "answer_plan": plan.kind,
+          "images_per_study": len(VIEWS), "answer_tokens": n_answer - 1, "answer_plan": plan.kind,
           "setup_s": round(time.perf_counter() - t0, 1), "torch": torch.__version__})
     results: dict[str, float] = {}
 

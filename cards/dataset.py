@@ -1,40 +1,38 @@
-"""The dataset card (README.md) and label chart written next to a built dataset; a pure function of the build."""
+"""The dataset card (README.md) and label chart of a built dataset: a pure function of its manifest.
+
+    from hubkit.cards.dataset import render_dataset_card
+    text = render_dataset_card(manifest, repo_id="me/lumbar-ds")     # manifest: hubkit_dataset.json's content
+
+The card only says what the manifest says (`hubkit.manifest`); `hubkit build-dataset` writes it beside the data and
+the push re-renders it with the repo id, so its usage snippet names the real repo.
+"""
 
 from __future__ import annotations
 
 import shutil
 from importlib import resources
 from pathlib import Path
+from typing import Any, Mapping
 
-from hubkit.schema import CONDITION_TITLES, CONDITIONS, LEVELS, label_column
+from hubkit.schema import CONDITION_TITLES, CONDITIONS, Picker
 
+CHART_FILE = "label_distribution.png"
+COMPETITION_URL = "https://www.kaggle.com/competitions/rsna-2024-lumbar-spine-degenerative-classification"
 RSNA_TERMS = ("RSNA 2024 imagery is licensed for non-commercial research and must never be redistributed: keep "
-              "this dataset private. Synthetic cohorts made with `hubkit synth` carry no such restriction.")
-PICKER_TEXT = {
-    "coords": "slices chosen from train_label_coordinates.csv (midline Sag T2, left/right parasagittal Sag T1, "
-              "one Axial T2 per level)",
-    "geometry": "slices chosen from DICOM geometry only (the rule the inference pipeline uses)",
+              "this dataset private.")
+SYNTHETIC_TERMS = ("Synthetic phantom data made by `hubkit synth`: no patient, no imagery from anyone, no restriction "
+                   "on use.")
+# The card's metadata licence: the competition's data terms for RSNA builds, none needed for the synthetic phantom.
+LICENSES = {
+    False: {"license": "other", "license_name": "rsna-2024-lumbar-competition-terms",
+            "license_link": f"{COMPETITION_URL}/rules"},
+    True: {"license": "cc0-1.0"},
 }
-
-
-def label_counts(dd) -> dict[str, list[int]]:
-    """condition -> [N, M, S, missing] summed over levels and splits."""
-    cols = [label_column(c, lv) for c in CONDITIONS for lv in LEVELS]
-    # one Arrow read per split: rows of {label column: class index, -1 = missing}
-    return label_counts_of(row for split in dd.values()
-                           for row in split.select_columns(cols).with_format("arrow")[:].to_pylist())
-
-
-def label_counts_of(label_dicts) -> dict[str, list[int]]:
-    """`label_counts` from the studies' label dicts ({label column: class index, -1 = missing}) instead of a
-    built dataset: lets the builder draw the chart before the dataset exists."""
-    counts = {c: [0, 0, 0, 0] for c in CONDITIONS}
-    for labels in label_dicts:
-        for c in CONDITIONS:
-            for lv in LEVELS:
-                v = int(labels[label_column(c, lv)])
-                counts[c][v if v >= 0 else 3] += 1
-    return counts
+PICKER_TEXT = {
+    Picker.COORDS: "slices chosen from train_label_coordinates.csv (midline Sag T2, left/right parasagittal Sag T1, "
+                   "one Axial T2 per level)",
+    Picker.GEOMETRY: "slices chosen from DICOM geometry only (the rule the inference pipeline uses)",
+}
 
 
 def plot_label_distribution(counts: dict[str, list[int]], path: Path) -> Path:
@@ -65,56 +63,60 @@ def _pct(n: int, total: int) -> str:
     return f"{100.0 * n / total:.1f}%" if total else "–"
 
 
-def render_dataset_card(cfg, dd, report: dict, repo_id: str | None = None,
-                        counts: dict[str, list[int]] | None = None) -> str:
+def render_dataset_card(manifest: Mapping[str, Any], repo_id: str | None = None, dataset_dir: str | None = None) -> str:
     """README.md text for a built dataset (YAML front matter through huggingface_hub's DatasetCardData).
 
-    `counts`: `label_counts(dd)` when the caller has it already."""
+    Args:
+        manifest: the dataset's manifest (`hubkit.manifest.build_manifest`).
+        repo_id: the Hub repo it is pushed to; the usage snippet loads it. None: the snippet loads `dataset_dir`.
+    """
     from huggingface_hub import DatasetCard, DatasetCardData
 
-    counts = counts or label_counts(dd)
+    counts = manifest["label_counts"]
     rows = []
     for c in CONDITIONS:
         n, m, s, miss = counts[c]
         tot = n + m + s
         rows.append({"name": CONDITION_TITLES[c], "n": n, "m": m, "s": s, "missing": miss,
                      "pn": _pct(n, tot), "pm": _pct(m, tot), "ps": _pct(s, tot)})
-    splits = [{"name": k, "studies": len(v), "images": sum(len(x) for x in v["views"])} for k, v in dd.items()]
-    n_rows = sum(len(v) for v in dd.values())
-    size = "n<1K" if n_rows < 1000 else "1K<n<10K"
+    images = manifest.get("images") or {}
+    splits = [{"name": k, "studies": v, "images": images.get(k, "–")} for k, v in manifest["splits"].items()]
+    n_rows = sum(manifest["splits"].values())
+    synthetic = bool(manifest.get("synthetic"))
+    build = manifest.get("build") or {}
+    tags = ["medical", "radiology", "mri", "lumbar-spine", "rsna-2024", "hubkit"] + (["synthetic"] if synthetic else [])
     data = DatasetCardData(
-        license="other", license_name="rsna-2024-lumbar-terms", task_categories=["image-text-to-text"],
-        tags=["medical", "radiology", "mri", "lumbar-spine", "rsna-2024", "hubkit"], size_categories=[size],
-        pretty_name="RSNA 2024 lumbar spine — hubkit slices",
+        task_categories=["image-text-to-text"], tags=tags, size_categories=["n<1K" if n_rows < 1000 else "1K<n<10K"],
+        pretty_name="RSNA 2024 lumbar spine — hubkit slices", **LICENSES[synthetic],
     )
+    picker = Picker(manifest["picker"])
     template = resources.files("hubkit.cards").joinpath("dataset_card.md").read_text()
-    source = Path(cfg.data_dir)
-    synthetic = (source / "hubkit_synth.json").is_file()
-    if synthetic:
-        data.tags.append("synthetic")
     card = DatasetCard.from_template(
         data, template_str=template, pretty_name="RSNA 2024 lumbar spine — hubkit slices",
-        max_images=8, image_size=cfg.image_size, terms=RSNA_TERMS, source_name=source.name,
+        max_images=len(manifest.get("views") or ()) or 8, slice_size=manifest["slice_size"],
+        terms=SYNTHETIC_TERMS if synthetic else RSNA_TERMS, competition_url=COMPETITION_URL,
+        source_name=build.get("data_dir") or "–",
         source_kind="synthetic phantom cohort from `hubkit synth`, RSNA 2024 layout" if synthetic
-        else "RSNA 2024 layout", studies_built=report["studies_built"],
-        n_skipped=len(report["studies_skipped"]), picker=cfg.picker, picker_text=PICKER_TEXT[cfg.picker],
-        splits=splits, seed=cfg.seed, validation_fraction=cfg.validation_fraction, label_rows=rows,
-        repo_hint=repo_id or "OWNER/NAME",
+        else "RSNA 2024 layout", studies_built=manifest.get("studies_built"),
+        n_skipped=manifest.get("studies_skipped") or 0, picker=picker.value, picker_text=PICKER_TEXT[picker],
+        splits=splits, seed=build.get("seed"), validation_fraction=build.get("validation_fraction"), label_rows=rows,
+        repo_id=repo_id, dataset_dir=dataset_dir or "path/to/dataset", chart=CHART_FILE,
+        hubkit_version=manifest.get("hubkit_version"),
     )
     return str(card)
 
 
-def write_dataset_card(out: Path, cfg, dd, report: dict, repo_id: str | None = None,
+def write_dataset_card(out: Path, manifest: Mapping[str, Any], repo_id: str | None = None,
                        chart: tuple[dict, Path] | None = None) -> Path:
-    """Write README.md and label_distribution.png into the dataset folder.
+    """Write README.md and the label chart into the dataset folder.
 
     `chart`: (label counts, PNG) drawn earlier by `plot_label_distribution` (the builder draws it while its workers
     run); copied when its counts are this dataset's, else the chart is drawn here."""
-    counts = label_counts(dd)
+    counts = manifest["label_counts"]
     if chart is not None and chart[0] == counts and Path(chart[1]).is_file():
-        shutil.copyfile(chart[1], Path(out) / "label_distribution.png")
+        shutil.copyfile(chart[1], Path(out) / CHART_FILE)
     else:
-        plot_label_distribution(counts, Path(out) / "label_distribution.png")
+        plot_label_distribution(counts, Path(out) / CHART_FILE)
     path = Path(out) / "README.md"
-    path.write_text(render_dataset_card(cfg, dd, report, repo_id, counts))
+    path.write_text(render_dataset_card(manifest, repo_id, dataset_dir=Path(out).name))
     return path

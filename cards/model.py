@@ -58,37 +58,19 @@ def _fmt(value: Any, fmt: str) -> str:
     return "–" if value is None else fmt.format(value)
 
 
-def _dataset_card_text(dataset: dict) -> str | None:
-    """The dataset's README.md: from the local folder, or from the Hub at the revision training read."""
-    if dataset.get("kind") == "local":
-        p = Path(dataset.get("path", "")) / "README.md"
-        return p.read_text() if p.is_file() else None
-    if dataset.get("kind") == "hub" and dataset.get("repo_id"):
-        try:  # cosmetic enrichment: a card without the label table is still a valid card
-            from hubkit.hub import download_file
-
-            return Path(download_file(dataset["repo_id"], "README.md", repo_type="dataset",
-                                      revision=dataset.get("revision"))).read_text()
-        except Exception:  # noqa: BLE001
-            return None
-    return None
-
-
-def _section(markdown: str, heading: str) -> str | None:
-    m = re.search(rf"^## {re.escape(heading)}\n(.*?)(?=^## |\Z)", markdown, flags=re.S | re.M)
-    if not m:
+def _label_section(manifest: dict) -> list[dict] | None:
+    """The label table's rows from the dataset's manifest (its counts; percentages of the graded labels)."""
+    counts = manifest.get("label_counts")
+    if not counts:
         return None
-    body = "\n".join(line for line in m.group(1).strip().splitlines() if not line.startswith("!["))
-    return f"Label distribution of the dataset (from its card):\n\n{body.strip()}"
-
-
-def _is_synthetic(dataset_card: str) -> bool:
-    """The dataset card's tags say `synthetic` (written by build-dataset for `hubkit synth` cohorts)."""
-    if not dataset_card.startswith("---"):
-        return False
-    from huggingface_hub import DatasetCard
-
-    return "synthetic" in (DatasetCard(dataset_card).data.tags or [])
+    rows = []
+    for c in CONDITIONS:
+        n, m, s, miss = counts[c]
+        tot = n + m + s
+        pct = [f"{100.0 * v / tot:.1f}%" if tot else "–" for v in (n, m, s)]
+        rows.append({"name": CONDITION_TITLES[c], "n": n, "m": m, "s": s, "missing": miss, "pn": pct[0],
+                     "pm": pct[1], "ps": pct[2]})
+    return rows
 
 
 def _non_default(train_config: dict) -> list[dict]:
@@ -110,10 +92,9 @@ def _license(base_model: str) -> dict:
 
 
 def _hub_url(repo: str, kind: str = "model") -> str:
-    import os
+    from hubkit.hub import hub_endpoint
 
-    base = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
-    return f"{base}/{'datasets/' if kind == 'dataset' else ''}{repo}"
+    return f"{hub_endpoint()}/{'datasets/' if kind == 'dataset' else ''}{repo}"
 
 
 def build_card_context(run_dir: str | Path, eval_dir: str | Path | None = None,
@@ -127,8 +108,9 @@ def build_card_context(run_dir: str | Path, eval_dir: str | Path | None = None,
     ds = cfg.get("dataset", {}) or {}
     base_model = cfg.get("base_model", "")
     dataset_id = ds.get("repo_id") or (Path(ds["path"]).name if ds.get("path") else None)
-    dataset_text = _dataset_card_text(ds) or ""
+    manifest = ds.get("manifest") or {}  # the build's facts, copied into the run by `hubkit train`
     results = load_results(eval_dir)
+    eval_cfg = _read_json(Path(eval_dir) / "eval_config.json") if eval_dir else None
     ft, base = results.get("finetuned"), results.get("base")
     repo = repo_id or "OWNER/NAME"
     ctx: dict[str, Any] = {
@@ -137,9 +119,12 @@ def build_card_context(run_dir: str | Path, eval_dir: str | Path | None = None,
         "dataset_id": dataset_id, "dataset_url": _hub_url(ds["repo_id"], "dataset") if ds.get("repo_id") else None,
         "dataset_revision": ds.get("revision"), "dataset_fingerprint": ds.get("fingerprint"),
         "train_rows": ds.get("train_rows"), "validation_rows": ds.get("validation_rows"),
-        "oversample": ds.get("oversample") or None, "label_section": _section(dataset_text, "Label distribution"),
-        "synthetic": _is_synthetic(dataset_text),
-        "picker": "coords", "image_size": tc.get("image_size") or 448,
+        "oversample": ds.get("oversample") or None, "label_rows": _label_section(manifest),
+        "synthetic": bool(manifest.get("synthetic")),
+        "picker": manifest.get("picker"), "slice_size": manifest.get("slice_size"),
+        "vision_input_size": cfg.get("vision_input_size"),
+        "eval_picker": ((eval_cfg or {}).get("slices") or {}).get("picker"),
+        "eval_slice_size": ((eval_cfg or {}).get("slices") or {}).get("slice_size"),
         "backend": cfg.get("backend"), "global_step": cfg.get("global_step"),
         "planned_steps": cfg.get("planned_steps"), "stopped_early": cfg.get("stopped_early"),
         "max_length": cfg.get("max_length"),
@@ -151,9 +136,6 @@ def build_card_context(run_dir: str | Path, eval_dir: str | Path | None = None,
         "versions": ", ".join(f"{k} {v}" for k, v in (cfg.get("versions") or {}).items() if v),
         "has_eval": ft is not None, "has_base": base is not None,
     }
-    m = re.search(r"slice picker: `(\w+)`", dataset_text, flags=re.I)
-    if m:
-        ctx["picker"] = m.group(1)
     if ft is not None:
         ctx["eval_split"] = ft.get("split", "validation")
         ctx["eval_studies"] = ft.get("n_studies", ft.get("rsna_n_studies", "–"))
@@ -161,25 +143,19 @@ def build_card_context(run_dir: str | Path, eval_dir: str | Path | None = None,
                               for k, name, f in METRIC_ROWS if ft.get(k) is not None]
         ctx["condition_rows"] = [{"name": CONDITION_TITLES[c], "finetuned": _fmt(ft.get(f"kappa_{c}"), "{:.2f}"),
                                   "base": _fmt((base or {}).get(f"kappa_{c}"), "{:.2f}")} for c in CONDITIONS]
-        ctx["confusion_images"] = _collect_images(run, Path(eval_dir))
+        ctx["confusion_images"] = [{"alt": f"Confusion matrix ({_which(p)})", "path": f"{ASSETS}/{p.name}"}
+                                   for p in _confusion_pngs(Path(eval_dir))]
     ctx["card_data"] = _card_data(ctx, base_model, ds, ft)
     return ctx
 
 
-def _collect_images(run: Path, eval_dir: Path) -> list[dict]:
-    """Copy the fine-tuned model's confusion-matrix PNGs next to the card so they travel with it."""
-    assets = run / ASSETS
-    found = sorted(p for p in eval_dir.rglob("confusion_matrix*.png") if "base" not in p.parts
-                   and "base" not in p.stem)
-    if not found:
-        return []
-    assets.mkdir(exist_ok=True)
-    out = []
-    for p in found:
-        shutil.copy2(p, assets / p.name)
-        which = p.stem.replace("confusion_matrix", "").strip("_") or "all conditions"
-        out.append({"alt": f"Confusion matrix ({which})", "path": f"{ASSETS}/{p.name}"})
-    return out
+def _confusion_pngs(eval_dir: Path) -> list[Path]:
+    """The fine-tuned model's confusion-matrix PNGs in an evaluation folder (the base model's are left out)."""
+    return sorted(p for p in eval_dir.rglob("confusion_matrix*.png") if "base" not in p.parts and "base" not in p.stem)
+
+
+def _which(p: Path) -> str:
+    return p.stem.replace("confusion_matrix", "").strip("_") or "all conditions"
 
 
 def _card_data(ctx: dict, base_model: str, ds: dict, ft: dict | None):
@@ -219,6 +195,12 @@ def write_model_card(run_dir: str | Path, eval_dir: str | Path | None = None, re
                      push: bool = False, private: bool = True) -> Path:
     """Write RUN_DIR/README.md (+ card_assets/); with `push`, upload only the card files in one commit."""
     run = Path(run_dir)
+    if eval_dir is not None:  # the figures travel with the card: copy them where its links point
+        pngs = _confusion_pngs(Path(eval_dir))
+        if pngs:
+            (run / ASSETS).mkdir(exist_ok=True)
+        for p in pngs:
+            shutil.copy2(p, run / ASSETS / p.name)
     path = run / "README.md"
     path.write_text(render_model_card(run, eval_dir, repo_id))
     if push:

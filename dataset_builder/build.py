@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 
 from hubkit.config import BuildConfig, config_to_dict, write_json
-from hubkit.schema import build_prompt, build_target
+from hubkit.schema import Picker, build_prompt, build_target
 
 from . import rsna_csv
 from .dicom import DicomError
@@ -37,7 +37,7 @@ def build_study(cfg: BuildConfig, rec: dict, report_dir: Path, cache_dir: Path, 
     """
     sid = rec["study_id"]
     study_dir = Path(cfg.data_dir) / "train_images" / sid
-    key = key or study_key(cfg.picker, cfg.image_size, rec, study_dir)
+    key = key or study_key(cfg.picker, cfg.slice_size, rec, study_dir)
     cached = load_entry(cache_dir, sid, key)
     if cached is not None:  # built by an earlier, interrupted run: identical bytes, no DICOM read
         row, pngs, entry = cached
@@ -46,8 +46,8 @@ def build_study(cfg: BuildConfig, rec: dict, report_dir: Path, cache_dir: Path, 
         return row, pngs
     entry = {"study_id": sid, "status": "built", "views": [], "notes": [], "skipped": []}
     try:
-        study = load_study(study_dir, rec["descriptions"], mode=cfg.picker, coords=rec["coords"],
-                           image_size=cfg.image_size)
+        study = load_study(study_dir, rec["descriptions"], picker=cfg.picker, coords=rec["coords"],
+                           slice_size=cfg.slice_size)
     except DicomError as e:
         entry.update(status="skipped", reason=str(e))
         _write_entry(report_dir, entry)
@@ -130,7 +130,7 @@ def __getattr__(name: str):  # LumbarConfig / LumbarSpine, as before, without im
 def _first_pass_study(job: tuple) -> tuple[str, str | None]:
     """Worker of `build_dataset`'s pool: build (or find cached) one study -> (study id, cache key or None)."""
     cfg, rec, report_dir, cache_dir = job
-    key = study_key(cfg.picker, cfg.image_size, rec, Path(cfg.data_dir) / "train_images" / rec["study_id"])
+    key = study_key(cfg.picker, cfg.slice_size, rec, Path(cfg.data_dir) / "train_images" / rec["study_id"])
     built = build_study(cfg, rec, report_dir, cache_dir, key=key)
     return rec["study_id"], (key if built is not None else None)
 
@@ -213,7 +213,7 @@ def plan_records(cfg: BuildConfig) -> tuple[dict[str, list[dict]], list[dict], l
     problems = rsna_csv.RowProblems()
     labels = rsna_csv.read_labels(data, problems)
     descriptions = rsna_csv.read_descriptions(data, problems)
-    coords = rsna_csv.read_coordinates(data, required=cfg.picker == "coords", problems=problems)
+    coords = rsna_csv.read_coordinates(data, required=cfg.picker is Picker.COORDS, problems=problems)
     images = data / "train_images"
     if not images.is_dir():
         raise FileNotFoundError(f"{images}: folder not found; expected train_images/<study_id>/<series_id>/*.dcm")
@@ -263,9 +263,9 @@ def build_dataset(cfg: BuildConfig, output: str | Path) -> "datasets.DatasetDict
 
     LumbarSpine = _builder_class()[1]
     builder = LumbarSpine(cache_dir=str(work / "cache"), dataset_name="rsna_lumbar",
-                          config_name=f"{cfg.picker}-{cfg.image_size}",
+                          config_name=f"{cfg.picker}-{cfg.slice_size}",
                           # names the (temporary) cache folder; given, so datasets does not hash every record
-                          config_id=f"{cfg.picker}-{cfg.image_size}",
+                          config_id=f"{cfg.picker}-{cfg.slice_size}",
                           build=cfg, splits=splits, report_dir=str(report_dir),
                           cache_studies=str(cache_dir), done=done)
     builder.download_and_prepare(num_proc=None if done or cfg.num_proc <= 1 else cfg.num_proc,
@@ -280,8 +280,11 @@ def build_dataset(cfg: BuildConfig, output: str | Path) -> "datasets.DatasetDict
     entries = [json.loads(p.read_text()) for p in sorted(report_dir.glob("*.json"))] + missing
     report = write_report(out, cfg, dd, entries, bad_rows)
     from hubkit.cards.dataset import write_dataset_card
+    from hubkit.manifest import build_manifest, write_manifest
 
-    write_dataset_card(out, cfg, dd, report, chart=chart)
+    manifest = build_manifest(cfg, dd, report)
+    write_manifest(out, manifest)
+    write_dataset_card(out, manifest, chart=chart)
     shutil.rmtree(work, ignore_errors=True)
     return dd
 
@@ -302,7 +305,8 @@ def _first_pass(cfg: BuildConfig, records: list[dict], report_dir: Path, cache_d
     ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
     jobs = [(cfg, rec, report_dir, cache_dir) for rec in records]
     done: dict[str, str | None] = {}
-    from hubkit.cards.dataset import label_counts_of, plot_label_distribution
+    from hubkit.cards.dataset import plot_label_distribution
+    from hubkit.manifest import label_counts_of
 
     counts = label_counts_of(rec["labels"] for rec in records)
     work.mkdir(parents=True, exist_ok=True)

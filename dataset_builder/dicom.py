@@ -271,12 +271,9 @@ class Series:
                 self.skipped.append((str(f), str(e)))
         return self._headers[f]
 
-    def decode(self, header: SliceHeader) -> np.ndarray:
-        """`pixels.decode(header)`, from the pixels kept at header time when there are some (same array)."""
-        from .pixels import decode, decode_dataset
-
-        ds = self._datasets.get(header.path)
-        return decode(header) if ds is None else decode_dataset(ds, header)
+    def kept_pixels(self, path: Path):
+        """The dataset (whitelisted tags + PixelData) read with `path`'s header when `keep_pixels`, else None."""
+        return self._datasets.get(path)
 
     @property
     def description(self) -> str:

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from hubkit._imports import install_hint
+
 from .dicom import MAX_FRAMES, MAX_PIXELS, DicomError, Plane, SliceHeader
 
-_DECODER_HINT = ("install a decoder: pip install 'hubkit[decoders]' "
+_DECODER_HINT = (f"install a decoder: {install_hint('decoders')} "
                  "(pylibjpeg, pylibjpeg-libjpeg, pylibjpeg-openjpeg) or python-gdcm")
 # Fallback window when the header has none: robust to a few hot pixels.
 PERCENTILES = (0.5, 99.5)
@@ -50,6 +52,13 @@ def _decode(header: SliceHeader, frame: int | None) -> np.ndarray:
     except Exception as e:  # noqa: BLE001 - any parser failure is a bad file, reported by name
         raise DicomError(f"{header.path}: unreadable DICOM ({type(e).__name__}: {str(e)[:80]})") from None
     return _decode_dataset(ds, header, frame)
+
+
+def decode_picked(series, header: SliceHeader) -> np.ndarray:
+    """`decode(header)` for a slice of `series` (a `dicom.Series`), from the pixels it kept when it read the header,
+    if it kept any (same array either way)."""
+    ds = series.kept_pixels(header.path)
+    return decode(header) if ds is None else decode_dataset(ds, header)
 
 
 def decode_dataset(ds, header: SliceHeader) -> np.ndarray:
@@ -182,7 +191,7 @@ def orient(img: np.ndarray, header: SliceHeader) -> np.ndarray:
     return np.ascontiguousarray(img)
 
 
-def load_slice(header: SliceHeader, size: int = 448):
+def load_slice(header: SliceHeader, size: int):
     """Decode, orient, resize and window one slice to a `size`x`size` 8-bit grayscale PIL image.
 
     The float image is resized first (bilinear, PIL mode "F") and windowed after, so windowing touches size^2
@@ -191,7 +200,7 @@ def load_slice(header: SliceHeader, size: int = 448):
     return to_image(decode(header), header, size)
 
 
-def to_image(arr: np.ndarray, header: SliceHeader, size: int = 448):
+def to_image(arr: np.ndarray, header: SliceHeader, size: int):
     """The float image `decode` gave for `header` -> the `size`x`size` 8-bit image of `load_slice`."""
     from PIL import Image
 

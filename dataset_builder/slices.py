@@ -25,7 +25,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from hubkit.schema import LEVEL_TITLES, LEVELS
+from hubkit.schema import LEVEL_TITLES, LEVELS, VIEW_SAG_T2, VIEW_T1, Picker, SeriesKind, axial_view
 
 from .dicom import Plane, Series, SliceHeader
 
@@ -34,7 +34,7 @@ FORAMEN_OFFSET_MM = 18.0
 # Where the five discs sit in a continuous axial stack, as fractions of its superior->inferior extent.
 AXIAL_LEVEL_FRACTIONS = (0.1, 0.3, 0.5, 0.7, 0.9)
 
-SAG_T2, SAG_T1, AX_T2 = "Sagittal T2/STIR", "Sagittal T1", "Axial T2"
+SAG_T2, SAG_T1, AX_T2 = SeriesKind.SAG_T2, SeriesKind.SAG_T1, SeriesKind.AX_T2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,20 +110,20 @@ def _geometry_axials(series: Series) -> dict[str, SliceHeader]:
     return out
 
 
-def pick_slices(series: Mapping[str, Series], mode: str = "geometry",
+def pick_slices(series: Mapping[str, Series], mode: Picker | str = Picker.GEOMETRY,
                 coords: Sequence[Mapping] | None = None) -> tuple[list[Pick], list[str]]:
     """Choose up to 8 slices for one study.
 
     Args:
         series: series_id -> Series (descriptions from train_series_descriptions.csv or the DICOM header).
-        mode: "coords" (use `coords`, the study's rows of train_label_coordinates.csv) or "geometry".
+        mode: `Picker.COORDS` (use `coords`, the study's rows of train_label_coordinates.csv) or
+            `Picker.GEOMETRY` (or their values).
         coords: rows with keys series_id, instance_number, condition, level (RSNA text, e.g. "L4/L5").
     Returns:
         (picks in slot order, notes saying which slots are empty or fell back and why)
     """
-    if mode not in ("coords", "geometry"):
-        raise ValueError(f"mode must be 'coords' or 'geometry', got {mode!r}")
-    rows = list(coords or []) if mode == "coords" else []
+    mode = Picker(mode)
+    rows = list(coords or []) if mode is Picker.COORDS else []
     by_kind: dict[str, list[Series]] = {SAG_T2: [], SAG_T1: [], AX_T2: []}
     for s in series.values():
         kind = series_kind(s.description)
@@ -144,7 +144,7 @@ def pick_slices(series: Mapping[str, Series], mode: str = "geometry",
         inst = _mode_instance(canal, t2.series_id) if rows else None
         h = t2.by_instance(inst) if inst is not None else None
         if h is None and t2.slices:
-            if mode == "coords":
+            if mode is Picker.COORDS:
                 why = "no canal coordinates" if inst is None else f"instance {inst} missing or unreadable"
                 notes.append(f"Sagittal T2: {why} in series {t2.series_id}, used the middle slice")
             pos = t2.positions()
@@ -152,7 +152,7 @@ def pick_slices(series: Mapping[str, Series], mode: str = "geometry",
         if h is None:
             notes.append(f"Sagittal T2: series {t2.series_id} has no readable slice, slot empty")
         else:
-            picks.append(Pick("Sagittal T2", t2.series_id, h))
+            picks.append(Pick(VIEW_SAG_T2, t2.series_id, h))
 
     # Slots 2-3: parasagittal T1, left then right.
     fora = rows_for("Left Neural Foraminal Narrowing") + rows_for("Right Neural Foraminal Narrowing")
@@ -164,7 +164,7 @@ def pick_slices(series: Mapping[str, Series], mode: str = "geometry",
             inst = _mode_instance(rows_for(f"{side.title()} Neural Foraminal Narrowing"), t1.series_id) if rows else None
             h = t1.by_instance(inst) if inst is not None else None
             if h is None and t1.slices:
-                if mode == "coords":
+                if mode is Picker.COORDS:
                     why = "no coordinates" if inst is None else f"instance {inst} missing or unreadable"
                     notes.append(f"Sagittal T1 {side}: {why}, used the slice {FORAMEN_OFFSET_MM:g} mm from the middle")
                 x = np.array([float(s.center[0]) for s in t1.slices])
@@ -172,7 +172,7 @@ def pick_slices(series: Mapping[str, Series], mode: str = "geometry",
             if h is None:
                 notes.append(f"Sagittal T1 {side}: series {t1.series_id} has no readable slice, slot empty")
             else:
-                picks.append(Pick(f"Sagittal T1 {side}", t1.series_id, h))
+                picks.append(Pick(VIEW_T1[side], t1.series_id, h))
 
     # Slots 4-8: one axial T2 per level.
     sub = rows_for("Left Subarticular Stenosis") + rows_for("Right Subarticular Stenosis")
@@ -194,7 +194,7 @@ def pick_slices(series: Mapping[str, Series], mode: str = "geometry",
                     sid = cand.series_id
                     break
             if h is None:
-                if mode == "coords":
+                if mode is Picker.COORDS:
                     why = "no coordinates" if not level_rows else "coordinate slice missing or unreadable"
                     notes.append(f"Axial T2 {title}: {why}, used the geometry rule")
                 if fallback is None:
@@ -203,7 +203,7 @@ def pick_slices(series: Mapping[str, Series], mode: str = "geometry",
             if h is None:
                 notes.append(f"Axial T2 {title}: no slice found")
                 continue
-            picks.append(Pick(f"Axial T2 {title}", sid, h))
+            picks.append(Pick(axial_view(level), sid, h))
     if not by_kind[SAG_T2] and not by_kind[SAG_T1] and not by_kind[AX_T2] and series:
         notes.append("no series matched Sagittal T1 / Sagittal T2/STIR / Axial T2 descriptions: "
                      + ", ".join(sorted(f"{k}={v.description!r}" for k, v in series.items())))

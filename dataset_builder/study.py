@@ -1,7 +1,7 @@
 """One study folder -> picked 8-bit slice images + view texts. Shared by the dataset builder and the pipeline.
 
 Example:
-    >>> s = load_study("train_images/4003253", descriptions={"702807833": "Sagittal T2/STIR", ...}, mode="geometry")
+    >>> s = load_study("train_images/4003253", descriptions={"702807833": "Sagittal T2/STIR", ...}, slice_size=448)
     >>> s.views, s.images[0].size
 """
 
@@ -11,8 +11,10 @@ import dataclasses
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from hubkit.schema import Picker
+
 from .dicom import DicomError, Series, read_series
-from .pixels import to_image
+from .pixels import decode_picked, to_image
 from .slices import pick_slices
 
 
@@ -26,8 +28,9 @@ class StudyImages:
     skipped: list[tuple[str, str]]  # (file or folder, reason)
 
 
-def load_study(study_dir: str | Path, descriptions: Mapping[str, str] | None = None, mode: str = "geometry",
-               coords: Sequence[Mapping] | None = None, image_size: int = 448) -> StudyImages:
+def load_study(study_dir: str | Path, descriptions: Mapping[str, str] | None = None,
+               picker: Picker | str = Picker.GEOMETRY, coords: Sequence[Mapping] | None = None, *,
+               slice_size: int) -> StudyImages:
     """Read the headers of every series of a study, pick the slices, decode only the picked ones.
 
     Args:
@@ -50,7 +53,7 @@ def load_study(study_dir: str | Path, descriptions: Mapping[str, str] | None = N
         try:
             # coords mode reads each picked file once (header and pixels together); geometry mode reads every
             # header, so it keeps no pixels and decodes the picked slices afterwards.
-            s = read_series(sd, desc, keep_pixels=mode == "coords")
+            s = read_series(sd, desc, keep_pixels=Picker(picker) is Picker.COORDS)
         except DicomError as e:
             skipped.append((str(sd), str(e)))
             continue
@@ -59,13 +62,13 @@ def load_study(study_dir: str | Path, descriptions: Mapping[str, str] | None = N
         for sid in sorted(set(descriptions) - set(series)):
             if not any(sid == Path(f).name for f, _ in skipped):
                 skipped.append((str(d / sid), f"series listed as {descriptions[sid]!r} but its folder is missing"))
-    picks, notes = pick_slices(series, mode=mode, coords=coords)
+    picks, notes = pick_slices(series, mode=picker, coords=coords)
     for s in series.values():  # headers are read lazily: collect what the picking found unreadable
         skipped.extend(s.skipped)
     images, views, used = [], [], []
     for p in picks:
         try:
-            img = to_image(series[p.series_id].decode(p.header), p.header, image_size)  # = load_slice(p.header)
+            img = to_image(decode_picked(series[p.series_id], p.header), p.header, slice_size)  # = load_slice
         except DicomError as e:
             skipped.append((str(p.header.path), str(e)))
             notes.append(f"{p.view}: picked slice unreadable, slot left empty")

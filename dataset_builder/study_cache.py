@@ -6,7 +6,7 @@ folder and renaming it into place (a kill leaves either the whole entry or none)
 finds the entry and skips reading DICOMs for that study, so only unfinished studies are decoded again; the rows are
 byte-identical, hence the same dataset. The work folder is deleted after a successful build.
 
-The key hashes everything the row depends on: the cache format, the picker and image size, the study's CSV
+The key hashes everything the row depends on: the cache format, the picker and slice size, the study's CSV
 record (labels, series descriptions, coordinates) and the name, size and mtime of every file in its folder. Any
 change there means a fresh decode. Nothing here is unpickled: entries are JSON + PNG.
 """
@@ -24,13 +24,13 @@ FORMAT = 2  # bump when pixels/picking change what a study produces
 __all__ = ["study_key", "load_entry", "store_entry"]
 
 
-def study_key(picker: str, image_size: int, record: dict, study_dir: Path) -> str:
+def study_key(picker: str, slice_size: int, record: dict, study_dir: Path) -> str:
     """Hex digest of everything a study's row depends on (see the module docstring)."""
     files = []
     if study_dir.is_dir():
         for rel, st in sorted(_walk(study_dir, ()), key=lambda e: e[0]):  # the order of sorted(rglob("*"))
             files.append([os.path.join(*rel), st.st_size, st.st_mtime_ns])
-    blob = json.dumps({"format": FORMAT, "picker": picker, "image_size": image_size, "record": record,
+    blob = json.dumps({"format": FORMAT, "picker": str(picker), "slice_size": slice_size, "record": record,
                        "files": files}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 

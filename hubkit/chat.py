@@ -28,19 +28,6 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-# The views the dataset builder emits, in its order (one image each, at most 8 per study).
-CANONICAL_VIEWS: tuple[str, ...] = (
-    "Sagittal T2",
-    "Sagittal T1 left",
-    "Sagittal T1 right",
-    "Axial T2 L1/L2",
-    "Axial T2 L2/L3",
-    "Axial T2 L3/L4",
-    "Axial T2 L4/L5",
-    "Axial T2 L5/S1",
-)
-
-
 def build_chat_row(
     images: Sequence[Any], views: Sequence[str], prompt: str, target: str | None = None
 ) -> dict[str, Any]:

@@ -7,6 +7,9 @@ from pathlib import Path
 
 import click
 
+from hubkit.config import BuildConfig
+from hubkit.schema import Picker
+
 
 # Library errors that are the user's to fix: shown as one line, no traceback.
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -64,15 +67,16 @@ def synth(out: str, studies: int, seed: int, num_proc: int) -> None:
 @click.argument("data_dir", type=click.Path(file_okay=False))
 @click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="Where to save the dataset.")
 @click.option("--num-proc", default=1, show_default=True, help="Worker processes.")
-@click.option("--picker", type=click.Choice(["coords", "geometry"]), default="coords", show_default=True,
+@click.option("--picker", type=click.Choice([p.value for p in Picker]), default=Picker.COORDS.value, show_default=True,
               help="coords: use train_label_coordinates.csv; geometry: DICOM geometry only (as at inference).")
-@click.option("--image-size", default=448, show_default=True, help="Side of the stored square images.")
+@click.option("--slice-size", "--image-size", "slice_size", default=BuildConfig.slice_size, show_default=True,
+              help="Side of the stored square slices (the pipeline reads DICOM at this size too).")
 @click.option("--validation-fraction", default=0.1, show_default=True, help="Share of studies held out.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the train/validation split.")
 @click.option("--max-studies", type=int, default=None, help="Build at most this many studies.")
 @click.option("--push", "push_repo", default=None, metavar="OWNER/NAME", help="Push to this (private) dataset repo.")
 @click.option("--public", is_flag=True, help="Make the pushed repo public (RSNA imagery must stay private).")
-def build_dataset(data_dir, output, num_proc, picker, image_size, validation_fraction, seed, max_studies,
+def build_dataset(data_dir, output, num_proc, picker, slice_size, validation_fraction, seed, max_studies,
                   push_repo, public) -> None:
     """Turn an RSNA-layout folder of DICOMs + CSVs into an Arrow dataset with a card and a build report.
 
@@ -81,10 +85,9 @@ def build_dataset(data_dir, output, num_proc, picker, image_size, validation_fra
       hubkit build-dataset /tmp/cohort --output /tmp/ds --num-proc 2
       hubkit build-dataset /tmp/cohort --output /tmp/ds --push me/lumbar-ds
     """
-    from hubkit.config import BuildConfig
     from hubkit.dataset_builder.build import build_dataset as build
 
-    cfg = _run(BuildConfig, data_dir=data_dir, picker=picker, image_size=image_size,
+    cfg = _run(BuildConfig, data_dir=data_dir, picker=picker, slice_size=slice_size,
                validation_fraction=validation_fraction, seed=seed, num_proc=num_proc, max_studies=max_studies)
     dd = _run(build, cfg, output)
     click.echo(f"saved {', '.join(f'{k}: {len(v)}' for k, v in dd.items())} studies to {output} "
@@ -99,9 +102,9 @@ def build_dataset(data_dir, output, num_proc, picker, image_size, validation_fra
     if reused:
         click.echo(f"resumed: {reused} studies came from the interrupted earlier run (not decoded again)")
     if push_repo:
-        from hubkit.hub import push_dataset
+        from hubkit.publish import push_dataset_folder
 
-        url = _run(push_dataset, output, push_repo, private=not public)
+        url = _run(push_dataset_folder, output, push_repo, private=not public)
         click.echo(f"pushed to {url} ({'public' if public else 'private'})")
 
 

@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 from typing import Any, Mapping, TypeVar
 
-from hubkit.schema import CODES
+from hubkit.schema import CODES, Picker
 
 T = TypeVar("T")
 
@@ -92,9 +92,10 @@ class BuildConfig:
     data_dir: str = ""
     # `coords` uses train_label_coordinates.csv (as the seed did); `geometry` uses DICOM geometry only, exactly as
     # the inference pipeline does.
-    picker: str = "coords"
-    # Side of the square 8-bit grayscale images stored in the dataset (the seed used 448).
-    image_size: int = 448
+    picker: Picker = Picker.COORDS
+    # Side of the square 8-bit grayscale slices stored in the dataset (the seed used 448). It travels with the
+    # dataset (its manifest) into the run, and the pipeline reads DICOM at the run's size: never re-defaulted.
+    slice_size: int = 448
     # Share of studies held out for validation, split by study id (deterministic for `seed`).
     validation_fraction: float = 0.1
     seed: int = 0
@@ -104,10 +105,12 @@ class BuildConfig:
     max_studies: int | None = None
 
     def __post_init__(self) -> None:
-        if self.picker not in ("coords", "geometry"):
-            raise ValueError(f"picker must be 'coords' or 'geometry', got {self.picker!r}")
-        if not 32 <= self.image_size <= 2048:
-            raise ValueError(f"image_size must be between 32 and 2048, got {self.image_size}")
+        try:
+            object.__setattr__(self, "picker", Picker(self.picker))
+        except ValueError:
+            raise ValueError(f"picker must be one of {[p.value for p in Picker]}, got {self.picker!r}") from None
+        if not 32 <= self.slice_size <= 2048:
+            raise ValueError(f"slice_size must be between 32 and 2048, got {self.slice_size}")
         if not 0.0 <= self.validation_fraction < 1.0:
             raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
 
@@ -191,8 +194,6 @@ class TrainConfig:
     # after the first skip PNG decoding (identical pixels); 0 = decode every time. 1 GiB holds ~8,000 studies of 8
     # grayscale images at the tiny model's 128 px, ~160 at MedGemma's 896 px.
     image_cache_mb: int = 1024
-    # Input side the processor resizes images to; 0 = the base processor's (must equal the vision tower's input).
-    image_size: int = 0
     # Recompute activations in backward: needed for 4B on one GPU, pure cost on a tiny CPU model.
     gradient_checkpointing: bool = True
     # "bf16" on GPUs that support it (H100/A100); "fp32" on CPU. "auto" picks bf16 on CUDA, fp32 otherwise.
@@ -229,8 +230,8 @@ class TrainConfig:
                      "save_steps", "logging_steps", "per_device_eval_batch_size", "stream_shards"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.max_steps < 0 or self.max_length < 0 or self.image_size < 0:
-            raise ValueError("max_steps, max_length and image_size must be >= 0 (0 = derive)")
+        if self.max_steps < 0 or self.max_length < 0:
+            raise ValueError("max_steps and max_length must be >= 0 (0 = derive)")
         if self.image_cache_mb < 0:
             raise ValueError(f"image_cache_mb must be >= 0 (0 = no cache), got {self.image_cache_mb}")
         if self.save_steps % self.eval_steps:

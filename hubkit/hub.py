@@ -37,6 +37,10 @@ class HubError(Exception):
     """A Hub operation failed for a reason the user can act on (auth, connectivity, visibility, missing file)."""
 
 
+class HubFileNotFound(HubError):
+    """The repo is there, the file is not (callers may treat an optional file's absence as "none")."""
+
+
 def hub_endpoint() -> str:
     """The Hub base URL: ``HF_ENDPOINT`` at call time, else huggingface_hub's configured endpoint."""
     return (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
@@ -60,19 +64,26 @@ def _check_type(repo_type: str) -> str:
 
 
 @contextlib.contextmanager
-def _hub_errors(repo_id: str, repo_type: str, action: str) -> Iterator[None]:
+def hub_errors(repo_id: str, repo_type: str, action: str) -> Iterator[None]:
     """Translate client exceptions into `HubError` (messages carry no token; the original is kept as __cause__)."""
+    from datasets.exceptions import DatasetNotFoundError
+
     endpoint = hub_endpoint()
     what = f"{repo_type} repo {repo_id}"
     try:
         yield
     except HubError:
         raise
-    except RepositoryNotFoundError as e:
+    except (RepositoryNotFoundError, DatasetNotFoundError) as e:
         raise HubError(f"{action}: {what} not found at {endpoint}, or not visible with this token "
                        f"(private repos need their owner's token: {_AUTH_HINT}).") from e
     except RevisionNotFoundError as e:
         raise HubError(f"{action}: revision not found in {what} at {endpoint}.") from e
+    except LocalEntryNotFoundError as e:  # before EntryNotFoundError, its parent: the Hub was not asked
+        raise HubError(f"{action}: cannot reach the Hub at {endpoint} and the file is not cached; check the "
+                       f"network or HF_ENDPOINT.") from e
+    except EntryNotFoundError as e:  # before HfHubHTTPError: the remote kind is both
+        raise HubFileNotFound(f"{action}: file not found in {what} at {endpoint}.") from e
     except HfHubHTTPError as e:
         status = e.response.status_code if e.response is not None else None
         if status == 401:
@@ -84,11 +95,6 @@ def _hub_errors(repo_id: str, repo_type: str, action: str) -> Iterator[None]:
         detail = (getattr(e, "server_message", None) or "").strip().replace("\n", " ")[:200]
         raise HubError(f"{action}: the Hub at {endpoint} answered HTTP {status} for {what}"
                        f"{': ' + detail if detail else ''}.") from e
-    except LocalEntryNotFoundError as e:
-        raise HubError(f"{action}: cannot reach the Hub at {endpoint} and the file is not cached; check the "
-                       f"network or HF_ENDPOINT.") from e
-    except EntryNotFoundError as e:
-        raise HubError(f"{action}: file not found in {what} at {endpoint}.") from e
     except OfflineModeIsEnabled as e:
         raise HubError(f"{action}: offline mode is on (HF_HUB_OFFLINE); unset it to reach {endpoint}.") from e
     except (httpx.TransportError, ConnectionError) as e:
@@ -115,7 +121,7 @@ def ensure_repo(repo_id: str, repo_type: str = "model", private: bool = True, to
     _check_type(repo_type)
     tok = _token(token, required=True)
     api = _api(tok)
-    with _hub_errors(repo_id, repo_type, "ensure_repo"):
+    with hub_errors(repo_id, repo_type, "ensure_repo"):
         url = str(api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True))
         info = api.repo_info(repo_id, repo_type=repo_type)
     if private and not info.private:
@@ -152,11 +158,21 @@ def upload_folder(folder: str | os.PathLike, repo_id: str, repo_type: str = "mod
         raise FileNotFoundError(f"{folder}: not a directory")
     tok = _token(token, required=True)
     ensure_repo(repo_id, repo_type, private=private, token=tok)
-    with _hub_errors(repo_id, repo_type, "upload_folder"):
+    with hub_errors(repo_id, repo_type, "upload_folder"):
         info = _api(tok).upload_folder(folder_path=folder, repo_id=repo_id, repo_type=repo_type,
                                        commit_message=commit_message, allow_patterns=allow_patterns)
     log.info("uploaded %s to %s (%s)", folder, repo_id, info.oid)
     return str(info.commit_url)
+
+
+def dataset_revision(repo_id: str, token: str | None = None) -> str:
+    """The commit sha `main` of a dataset repo points at now (what a stream opened now reads).
+
+    Raises:
+        HubError: repo not found or not visible, bad token, Hub unreachable.
+    """
+    with hub_errors(repo_id, "dataset", "dataset_info"):
+        return _api(_token(token, required=False)).dataset_info(repo_id).sha
 
 
 def download_file(repo_id: str, filename: str, repo_type: str = "model", revision: str | None = None,
@@ -178,7 +194,7 @@ def download_file(repo_id: str, filename: str, repo_type: str = "model", revisio
     from huggingface_hub import hf_hub_download
 
     _check_type(repo_type)
-    with _hub_errors(repo_id, repo_type, f"download_file {filename}"):
+    with hub_errors(repo_id, repo_type, f"download_file {filename}"):
         return Path(hf_hub_download(repo_id, filename, repo_type=repo_type, revision=revision,
                                     token=_token(token, required=False), endpoint=hub_endpoint(), cache_dir=cache_dir))
 
@@ -204,7 +220,7 @@ def download_snapshot(repo_id: str, repo_type: str = "model", revision: str | No
     from huggingface_hub import snapshot_download
 
     _check_type(repo_type)
-    with _hub_errors(repo_id, repo_type, "download_snapshot"):
+    with hub_errors(repo_id, repo_type, "download_snapshot"):
         return Path(snapshot_download(repo_id, repo_type=repo_type, revision=revision, local_dir=local_dir,
                                       token=_token(token, required=False), allow_patterns=allow_patterns,
                                       endpoint=hub_endpoint(), cache_dir=cache_dir))
@@ -236,12 +252,14 @@ def _merge_card(our_text: str, pushed_text: str) -> str:
 
 
 def push_dataset(dataset_dir: str | os.PathLike, repo_id: str, private: bool = True, token: str | None = None,
-                 card_path: str | os.PathLike | None = None, max_shard_size: str | int = "100MB") -> str:
+                 card_path: str | os.PathLike | None = None, max_shard_size: str | int = "100MB",
+                 card_text: str | None = None, extra_files: Sequence[str | os.PathLike] = ()) -> str:
     """Push a `DatasetDict.save_to_disk` folder to a (private by default) dataset repo as Parquet, then its card.
 
     The repo is created first (so ``private`` is honoured), the splits are pushed with `DatasetDict.push_to_hub`,
-    then the dataset card (``card_path``, default ``<dataset_dir>/README.md`` if present) is committed with the
-    ``configs``/``dataset_info`` metadata that push_to_hub wrote merged into its YAML front matter.
+    then the dataset card (``card_text``, else ``card_path``, default ``<dataset_dir>/README.md`` if present) is
+    committed with the ``configs``/``dataset_info`` metadata that push_to_hub wrote merged into its YAML front
+    matter, together with ``extra_files`` (paths; uploaded under their file names: the manifest, the card's chart).
 
     Args:
         dataset_dir: folder written by `DatasetDict.save_to_disk`.
@@ -250,6 +268,8 @@ def push_dataset(dataset_dir: str | os.PathLike, repo_id: str, private: bool = T
         token: Hub token; default ``HF_TOKEN`` or the stored login token.
         card_path: dataset card (README.md with YAML front matter) to publish.
         max_shard_size: Parquet shard size limit passed to push_to_hub.
+        card_text: the card's text (instead of a file).
+        extra_files: more files for the card's commit.
 
     Returns:
         The dataset repo URL.
@@ -272,16 +292,22 @@ def push_dataset(dataset_dir: str | os.PathLike, repo_id: str, private: bool = T
     if not isinstance(dd, datasets.DatasetDict):
         raise FileNotFoundError(f"{dataset_dir}: holds a single Dataset, expected a DatasetDict")
     endpoint = hub_endpoint()
-    with _hub_errors(repo_id, "dataset", "push_dataset"), _datasets_endpoint(endpoint):
+    with hub_errors(repo_id, "dataset", "push_dataset"), _datasets_endpoint(endpoint):
         info = dd.push_to_hub(repo_id, private=private, token=tok, max_shard_size=max_shard_size,
                               commit_message="Upload dataset (Parquet shards)")
-        if card.is_file():
+        if card_text is None and card.is_file():
+            card_text = card.read_text(encoding="utf-8")
+        if card_text is not None:
+            from huggingface_hub import CommitOperationAdd
+
             api = _api(tok)
             with tempfile.TemporaryDirectory() as tmp:
                 pushed = Path(api.hf_hub_download(repo_id, "README.md", repo_type="dataset", revision=info.oid,
                                                   cache_dir=tmp)).read_text(encoding="utf-8")
-                merged = _merge_card(card.read_text(encoding="utf-8"), pushed)
-            api.upload_file(path_or_fileobj=merged.encode("utf-8"), path_in_repo="README.md", repo_id=repo_id,
-                            repo_type="dataset", commit_message="Update dataset card", parent_commit=info.oid)
+            merged = _merge_card(card_text, pushed)
+            ops = [CommitOperationAdd("README.md", merged.encode("utf-8"))]
+            ops += [CommitOperationAdd(Path(f).name, str(f)) for f in extra_files]
+            api.create_commit(repo_id, ops, repo_type="dataset", commit_message="Dataset card and manifest",
+                              parent_commit=info.oid)
     log.info("pushed %s to %s", dataset_dir, url)
     return url

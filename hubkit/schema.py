@@ -6,6 +6,7 @@ Everything that must be identical at build, train, evaluation and inference time
 
 from __future__ import annotations
 
+import enum
 import json
 from typing import Mapping, Sequence
 
@@ -58,6 +59,46 @@ def parse_column(column: str) -> tuple[str, str]:
 
 
 SEVERITY_TO_INDEX: dict[str, int] = {name: i for i, name in enumerate(SEVERITY_NAMES)}
+
+
+class Picker(str, enum.Enum):
+    """How the dataset builder chooses the slices of a study (`hubkit.dataset_builder.slices.pick_slices`)."""
+
+    COORDS = "coords"  # from train_label_coordinates.csv: the slices the annotators marked (training data only)
+    GEOMETRY = "geometry"  # from DICOM geometry alone: what the inference pipeline can always do
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class SeriesKind(str, enum.Enum):
+    """The three RSNA 2024 series types, as train_series_descriptions.csv spells them."""
+
+    SAG_T2 = "Sagittal T2/STIR"
+    SAG_T1 = "Sagittal T1"
+    AX_T2 = "Axial T2"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+# View names: the text before each image in the prompt and the dataset's `views` column, one slot each, in slot
+# order (the midline sagittal T2, the left and right parasagittal T1, one axial T2 per level).
+VIEW_SAG_T2 = "Sagittal T2"
+VIEW_T1 = {"left": "Sagittal T1 left", "right": "Sagittal T1 right"}
+
+
+def axial_view(level: str) -> str:
+    """`axial_view("L4L5")` -> `"Axial T2 L4/L5"`."""
+    return f"Axial T2 {LEVEL_TITLES[level]}"
+
+
+VIEWS: tuple[str, ...] = (VIEW_SAG_T2, VIEW_T1["left"], VIEW_T1["right"], *(axial_view(lv) for lv in LEVELS))
+
+
+def is_axial_view(view: str) -> bool:
+    """True for an axial slot's view name (`axial_view(...)`)."""
+    return view.startswith("Axial ")
 
 # The seed's schema block, verbatim (seed-model-card.txt, "How to use").
 SCHEMA_BLOCK = (

@@ -17,38 +17,21 @@ FT = {"kappa": 0.9123, "qwk": 0.95, "weighted_accuracy": 0.9, "f1_weighted": 0.9
 BASE = {"kappa": 0.0, "qwk": 0.0, "weighted_accuracy": 0.41, "f1_weighted": 0.7, "accuracy": 0.8,
         "rsna_score": 1.2, "rsna_proxy": 9.5, "parse_failure_rate": 0.0, "kappa_canal": 0.0, "kappa_lf": 0.0,
         "kappa_rf": 0.0, "kappa_ls": 0.0, "kappa_rs": 0.0, "n_studies": 12}
-DATASET_CARD = """---
-tags:
-- medical
-- synthetic
----
-# ds
-
-- Slice picker: `coords` — slices chosen from coordinates
-
-## Label distribution
-
-| condition | Normal/Mild | Moderate | Severe | missing |
-|---|---|---|---|---|
-| Spinal Canal Stenosis | 90 (90.0%) | 7 (7.0%) | 3 (3.0%) | 0 |
-![Label distribution](label_distribution.png)
-
-## Columns
-"""
+MANIFEST = {"schema_version": 1, "slice_size": 160, "picker": "geometry", "synthetic": True,
+            "label_counts": {c: [90, 7, 3, 0] for c in ("canal", "lf", "rf", "ls", "rs")}}
 
 
-def _run_dir(tmp_path: Path, with_eval: bool = True, with_dataset_card: bool = True) -> tuple[Path, Path | None]:
+def _run_dir(tmp_path: Path, with_eval: bool = True, with_manifest: bool = True) -> tuple[Path, Path | None]:
     run = tmp_path / "run"
     run.mkdir()
     ds_dir = tmp_path / "ds"
     ds_dir.mkdir()
-    if with_dataset_card:
-        (ds_dir / "README.md").write_text(DATASET_CARD)
     (run / "hubkit_config.json").write_text(json.dumps({
-        "train_config": {"learning_rate": 0.003, "lora_r": 16, "backend": "trl", "image_size": 448},
-        "base_model": "google/medgemma-1.5-4b-it",
+        "train_config": {"learning_rate": 0.003, "lora_r": 16, "backend": "trl"},
+        "base_model": "google/medgemma-1.5-4b-it", "vision_input_size": 896,
         "dataset": {"source": str(ds_dir), "kind": "local", "path": str(ds_dir), "fingerprint": "abc123",
-                    "train_rows": 108, "validation_rows": 12, "oversample": ""},
+                    "train_rows": 108, "validation_rows": 12, "oversample": "",
+                    "manifest": MANIFEST if with_manifest else None},
         "backend": "trl", "max_length": 512, "planned_steps": 1000, "global_step": 1000, "stopped_early": False,
         "first_eval_loss": 2.5, "best_eval_loss": 0.1234, "best_checkpoint": "checkpoint-900",
         "train_runtime_s": 420.0, "versions": {"transformers": "5.17.0", "peft": "0.21.2", "unsloth": None},
@@ -59,6 +42,7 @@ def _run_dir(tmp_path: Path, with_eval: bool = True, with_dataset_card: bool = T
     ev.mkdir()
     (ev / "results_finetuned.json").write_text(json.dumps(FT))
     (ev / "results_base.json").write_text(json.dumps(BASE))
+    (ev / "eval_config.json").write_text(json.dumps({"slices": {"picker": "coords", "slice_size": 160}}))
     for name in ("confusion_matrix.png", "confusion_matrix_canal.png"):
         (ev / name).write_bytes(b"\x89PNG fake")
     return run, ev
@@ -86,7 +70,11 @@ def test_all_fields(tmp_path):
     assert "| Parse failure rate | 0.0% | 0.0% |" in text
     assert 'pipeline("lumbar-classify", model="me/medgemma-lumbar")' in text
     assert "not for diagnostic use" in text.lower()
-    assert "| Spinal Canal Stenosis | 90 (90.0%)" in text  # label table from the dataset card
+    assert "| Spinal Canal Stenosis | 90 (90.0%)" in text  # label table from the dataset's manifest
+    # the build's facts, read from the manifest the run recorded, never re-defaulted
+    assert "picked with `geometry` by `hubkit build-dataset`, stored at 160×160" in text
+    assert "reads\n  them at 160×160" in text and "(896×896)" in text
+    assert "picked with `coords` at 160×160); consumers' DICOM folders are picked with\n`geometry`" in text
     assert "![Confusion matrix (all conditions)](card_assets/confusion_matrix.png)" in text
     assert "**synthetic**" in text
     assert "`learning_rate` | `0.003` | `0.0002`" in text
@@ -96,11 +84,12 @@ def test_all_fields(tmp_path):
 
 
 def test_missing_fields_are_omitted_not_invented(tmp_path):
-    run, _ = _run_dir(tmp_path, with_eval=False, with_dataset_card=False)
+    run, _ = _run_dir(tmp_path, with_eval=False, with_manifest=False)
     text = render_model_card(run, None, None)
     data = ModelCard(text).data
     assert not data.eval_results
     assert "## Evaluation" not in text and "Label distribution" not in text and "**synthetic**" not in text
+    assert "448" not in text and "stored at" not in text  # no slice size invented when the dataset recorded none
     for name, body in _sections(text).items():
         assert body.strip(), f"empty section {name!r}"
     assert "None" not in re.sub(r"`[^`]*`", "", text.split("---", 2)[2])

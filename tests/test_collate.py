@@ -35,7 +35,7 @@ def _rows(n: int, seed: int = 0) -> list[dict]:
     rows = []
     for i in range(n):
         k = (8, 5, 3)[i % 3]
-        views = list(chat.CANONICAL_VIEWS[:k])
+        views = list(schema.VIEWS[:k])
         images = [Image.fromarray(rng.integers(0, 256, (SIZE, SIZE), dtype=np.uint8), mode="L") for _ in views]
         labels = {c: int(rng.integers(-1, 3)) for c in schema.LABEL_COLUMNS}
         rows.append(chat.build_chat_row(images, views, schema.build_prompt(views), schema.build_target(labels)))

@@ -27,7 +27,7 @@ def cohort(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def built(cohort, tmp_path_factory):
     out = tmp_path_factory.mktemp("ds") / "ds"
-    dd = build_dataset(BuildConfig(data_dir=str(cohort), num_proc=2, image_size=128), out)
+    dd = build_dataset(BuildConfig(data_dir=str(cohort), num_proc=2, slice_size=128), out)
     return out, dd
 
 
@@ -72,12 +72,28 @@ def test_card_and_report(built):
     card = (out / "README.md").read_text()
     assert "| Spinal Canal Stenosis |" in card and "Label distribution" in card
     assert "label_distribution.png" in card and (out / "label_distribution.png").stat().st_size > 1000
-    assert "never be redistributed" in card
     from huggingface_hub import DatasetCard
 
-    assert "medical" in DatasetCard(card).data.tags
+    from hubkit.cards.dataset import render_dataset_card
+    from hubkit.manifest import read_manifest
+
+    data = DatasetCard(card).data
+    assert "medical" in data.tags and "synthetic" in data.tags
+    assert data.license == "cc0-1.0" and "no restriction" in card  # a hubkit synth cohort: no RSNA terms
+    assert 'load_from_disk("ds")' in card and "OWNER/NAME\")" not in card
     report = json.loads((out / "build_report.json").read_text())
     assert report["splits"] == {"train": 9, "validation": 1} and report["studies_built"] == 10
+    # the manifest: the build's facts, which travel with the dataset into runs, cards and the pipeline
+    manifest = read_manifest(out)
+    assert manifest["slice_size"] == 128 and manifest["picker"] == "coords" and manifest["synthetic"]
+    assert manifest["splits"] == report["splits"] and manifest["fingerprints"] == report["fingerprints"]
+    assert manifest["images"] == {k: sum(len(v) for v in dd[k]["views"]) for k in dd}
+    assert sum(sum(v) for v in manifest["label_counts"].values()) == 10 * 25
+    # real RSNA data: the competition's terms, with the link the Hub asks for; the snippet names the pushed repo
+    rsna = render_dataset_card({**manifest, "synthetic": False}, repo_id="me/lumbar-ds")
+    data = DatasetCard(rsna).data
+    assert "never be redistributed" in rsna and data.license == "other" and data.license_link.startswith("https://")
+    assert 'load_dataset("me/lumbar-ds", streaming=True)' in rsna
 
 
 def test_split_is_deterministic_and_by_study():
@@ -96,8 +112,8 @@ def test_geometry_picker_matches_coords_on_synthetic(cohort):
     coords = rsna_csv.read_coordinates(cohort)
     dists = []
     for sid in sorted(descr)[:6]:
-        a = load_study(cohort / "train_images" / sid, descr[sid], "coords", coords.get(sid), 64)
-        g = load_study(cohort / "train_images" / sid, descr[sid], "geometry", None, 64)
+        a = load_study(cohort / "train_images" / sid, descr[sid], "coords", coords.get(sid), slice_size=64)
+        g = load_study(cohort / "train_images" / sid, descr[sid], "geometry", None, slice_size=64)
         assert a.views == g.views
         for (view, sa, ia), (_, sg, ig) in zip(a.picks, g.picks):
             ha = read_series(cohort / "train_images" / sid / sa).by_instance(ia)
@@ -118,7 +134,7 @@ def test_label_visible_in_pixels(tmp_path):
                              rsna_csv.read_labels(root))
     stats = {0: [], 2: []}
     for sid in descr:
-        s = load_study(root / "train_images" / sid, descr[sid], "coords", coords.get(sid), 448)
+        s = load_study(root / "train_images" / sid, descr[sid], "coords", coords.get(sid), slice_size=448)
         if "Sagittal T2" not in s.views:
             continue
         img = np.asarray(s.images[s.views.index("Sagittal T2")], dtype=float)
@@ -307,7 +323,7 @@ def test_killed_build_resumes_without_redoing_studies(tmp_path):
     assert report["studies_reused"] == done_before and report["studies_built"] == 24
     assert not studies.exists()  # the work folder goes once the build succeeded
 
-    clean = build_dataset(BuildConfig(data_dir=str(root), image_size=64), tmp_path / "clean")
+    clean = build_dataset(BuildConfig(data_dir=str(root), slice_size=64), tmp_path / "clean")
     resumed = datasets.load_from_disk(str(out))
     for split in ("train", "validation"):
         assert report["fingerprints"][split] == clean[split]._fingerprint
@@ -316,10 +332,10 @@ def test_killed_build_resumes_without_redoing_studies(tmp_path):
 
 
 def test_content_fingerprint_ignores_num_proc(cohort, tmp_path):
-    one = build_dataset(BuildConfig(data_dir=str(cohort), image_size=64, num_proc=1), tmp_path / "one")
-    two = build_dataset(BuildConfig(data_dir=str(cohort), image_size=64, num_proc=2), tmp_path / "two")
+    one = build_dataset(BuildConfig(data_dir=str(cohort), slice_size=64, num_proc=1), tmp_path / "one")
+    two = build_dataset(BuildConfig(data_dir=str(cohort), slice_size=64, num_proc=2), tmp_path / "two")
     assert {s: d._fingerprint for s, d in one.items()} == {s: d._fingerprint for s, d in two.items()}
-    other = build_dataset(BuildConfig(data_dir=str(cohort), image_size=72), tmp_path / "other")
+    other = build_dataset(BuildConfig(data_dir=str(cohort), slice_size=72), tmp_path / "other")
     assert other["train"]._fingerprint != one["train"]._fingerprint
 
 

@@ -7,7 +7,7 @@ import pydicom
 import pytest
 
 from hubkit.dataset_builder.dicom import DicomError, Plane, read_header, read_series
-from hubkit.dataset_builder.pixels import load_slice, orient, window
+from hubkit.dataset_builder.pixels import decode_picked, load_slice, orient, window
 from tests.fixtures.dicom import write_slice
 
 
@@ -93,8 +93,8 @@ def test_native_decode_matches_pydicom_and_single_read(tmp_path, bits, stored, s
     series = read_series(tmp_path / "s", keep_pixels=True)
     h1 = series.by_instance(1)
     assert series._datasets  # read once, pixels kept
-    assert np.array_equal(series.decode(h1), expected)
-    assert np.array_equal(np.asarray(to_image(series.decode(h1), h1, 16)), np.asarray(load_slice(h, 16)))
+    assert np.array_equal(decode_picked(series, h1), expected)
+    assert np.array_equal(np.asarray(to_image(decode_picked(series, h1), h1, 16)), np.asarray(load_slice(h, 16)))
 
 
 def test_single_read_keeps_errors_of_the_two_pass_path(tmp_path):
@@ -108,5 +108,5 @@ def test_single_read_keeps_errors_of_the_two_pass_path(tmp_path):
         load_slice(read_header(path), 16)
     series = read_series(tmp_path / "s", keep_pixels=True)
     with pytest.raises(DicomError) as one_pass:
-        to_image(series.decode(series.by_instance(1)), series.by_instance(1), 16)
+        to_image(decode_picked(series, series.by_instance(1)), series.by_instance(1), 16)
     assert str(one_pass.value) == str(two_pass.value) and "truncated" in str(one_pass.value)

@@ -66,7 +66,7 @@ def test_two_ranks_see_disjoint_studies_and_one_run_folder_is_written(tmp_path):
 
     synth_cohort(tmp_path / "cohort", 20, seed=2, progress=False)
     ds = tmp_path / "ds"
-    build_dataset(BuildConfig(data_dir=str(tmp_path / "cohort"), image_size=64, validation_fraction=0.2), ds)
+    build_dataset(BuildConfig(data_dir=str(tmp_path / "cohort"), slice_size=64, validation_fraction=0.2), ds)
     base = write_tiny_base(tmp_path / "base", image_size=64, patch_size=8)
     out = tmp_path / "run"
     script = tmp_path / "rank.py"

@@ -24,7 +24,7 @@ def dataset_dir(tmp_path_factory) -> Path:
 
     root = tmp_path_factory.mktemp("eval-data")
     synth_cohort(root / "cohort", 4, seed=5, progress=False)
-    build_dataset(BuildConfig(data_dir=str(root / "cohort"), image_size=64, validation_fraction=0.5), root / "ds")
+    build_dataset(BuildConfig(data_dir=str(root / "cohort"), slice_size=64, validation_fraction=0.5), root / "ds")
     return root / "ds"
 
 

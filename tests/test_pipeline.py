@@ -89,7 +89,16 @@ def test_dicom_study_folder(pipe, cohort):
     assert out["study_id"] == study_dir.name and out["views"]
     from hubkit.dataset_builder.study import load_study
 
-    assert out["views"] == load_study(study_dir, mode="geometry").views  # the builder's picker and pixels
+    ref = load_study(study_dir, picker="geometry", slice_size=64)  # the builder's picker and pixels
+    assert out["views"] == ref.views
+    # read at the run's slice size (its dataset manifest says 64), not at a default
+    read = pipe.preprocess(str(study_dir))["studies"][0]
+    assert [im.size for im in read.images] == [(64, 64)] * len(ref.images)
+    assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(read.images, ref.images))
+    with pytest.raises(ValueError, match="pass slice_size"):  # a model that recorded no slice size: say so
+        from hubkit.inference.inputs import study_from_input
+
+        study_from_input(str(study_dir), slice_size=None)
 
 
 def test_batch_size_gives_same_results(pipe):

@@ -230,10 +230,10 @@ def test_bad_inputs_fail_with_clear_errors(tiny_base, synth_ds, broken_ds, tmp_p
 def test_oversampling_repeats_studies_by_worst_grade(synth_ds):
     import datasets
 
-    from hubkit.training.recipe import open_streams
+    from hubkit.training.data import open_streams
 
     cfg = _tiny(oversample="moderate=2,severe=4")
-    streams = open_streams(str(synth_ds), cfg, image_size=128)
+    streams = open_streams(str(synth_ds), cfg, vision_size=128)
     train = datasets.load_from_disk(str(synth_ds))["train"]
     worst = [max(row[c] for c in schema.LABEL_COLUMNS) for row in train.select_columns(list(schema.LABEL_COLUMNS))]
     expected = sum({-1: 1, 0: 1, 1: 2, 2: 4}[w] for w in worst)
@@ -247,7 +247,7 @@ def test_oversampling_repeats_studies_by_worst_grade(synth_ds):
 def test_sequence_budget_counts_image_tokens(tiny_base):
     from transformers import AutoProcessor
 
-    from hubkit.training.recipe import sequence_budget
+    from hubkit.training.data import sequence_budget
 
     processor = AutoProcessor.from_pretrained(tiny_base)
     needed = sequence_budget(processor, TrainConfig())
@@ -301,8 +301,8 @@ def test_lr_flip_mirrors_training_studies_with_their_labels_only(synth_ds):
     from hubkit.training.augment import mirror_study
     from hubkit.training.data import open_streams
 
-    plain = open_streams(str(synth_ds), _tiny(oversample="", augment="none", lr_flip=0.0), image_size=128)
-    flipped = open_streams(str(synth_ds), _tiny(oversample="", augment="none", lr_flip=1.0), image_size=128)
+    plain = open_streams(str(synth_ds), _tiny(oversample="", augment="none", lr_flip=0.0), vision_size=128)
+    flipped = open_streams(str(synth_ds), _tiny(oversample="", augment="none", lr_flip=1.0), vision_size=128)
     text = lambda r: r["completion"][0]["content"][0]["text"]  # noqa: E731
     for a, b in zip(plain["train"], flipped["train"]):  # same seed: same shuffle order
         views = [c["text"] for c in a["prompt"][0]["content"][0:-1:2]]  # [view, image, view, image, ..., prompt]
@@ -320,8 +320,8 @@ def test_image_cache_gives_the_same_rows_and_decodes_each_image_once(synth_ds):
     def pixels(rows):
         return [[np.asarray(im).tobytes() for im in r["images"]] for r in rows]
 
-    cached = open_streams(str(synth_ds), _tiny(oversample="", augment="none"), image_size=128)
-    plain = open_streams(str(synth_ds), _tiny(oversample="", augment="none", image_cache_mb=0), image_size=128)
+    cached = open_streams(str(synth_ds), _tiny(oversample="", augment="none"), vision_size=128)
+    plain = open_streams(str(synth_ds), _tiny(oversample="", augment="none", image_cache_mb=0), vision_size=128)
     for split in ("train", "validation"):
         a, b = list(cached[split]), list(plain[split])
         assert pixels(a) == pixels(b) and [r["completion"] for r in a] == [r["completion"] for r in b]

@@ -63,9 +63,7 @@ def _tokenizer_corpus() -> list[str]:
     import itertools
     import random
 
-    views = ["Sagittal T2", "Sagittal T1 left", "Sagittal T1 right"] + [
-        f"Axial T2 {schema.LEVEL_TITLES[lv]}" for lv in schema.LEVELS
-    ]
+    views = list(schema.VIEWS)
     texts = [schema.build_prompt(views), schema.build_prompt(views[:3]), "user\n", "model\n", "Sagittal T1"]
     texts += views + list(schema.SEVERITY_NAMES) + list(schema.CONDITION_TITLES.values())
     for n in range(1, len(views) + 1):

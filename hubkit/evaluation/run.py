@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from hubkit import schema
+from hubkit._imports import versions
 
 VARIANTS = ("finetuned", "base")
 EVAL_CONFIG = "eval_config.json"
@@ -49,30 +50,16 @@ def result_files(variant: str) -> dict[str, str]:
 
 
 def load_eval_split(dataset: str | os.PathLike, split: str = "validation", max_studies: int | None = None):
-    """One split of a `save_to_disk` folder, a local Parquet/Arrow data folder or a Hub dataset repo.
+    """One split of a `save_to_disk` folder, a local Parquet/Arrow data folder or a Hub dataset repo
+    (`hubkit.sources.open_split`), checked for the columns the pipeline and the metrics need.
 
     Raises:
         ValueError: unknown split, or the columns the pipeline / metrics need are missing.
-        FileNotFoundError: a local path that does not exist.
+        FileNotFoundError: neither a local path nor a Hub repo id.
     """
-    import datasets
+    from hubkit.sources import open_split
 
-    path = Path(dataset).expanduser()
-    if path.is_dir():
-        if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
-            obj = datasets.load_from_disk(str(path))
-            if isinstance(obj, datasets.DatasetDict):
-                if split not in obj:
-                    raise ValueError(f"{dataset}: no split {split!r} (available: {sorted(obj)})")
-                ds = obj[split]
-            else:
-                ds = obj
-        else:
-            ds = _load_dataset(str(path), split, dataset)
-    elif str(dataset).startswith((".", "/", "~")) or path.suffix:
-        raise FileNotFoundError(f"{dataset}: dataset folder not found")
-    else:
-        ds = _load_dataset(str(dataset), split, dataset)
+    ds = open_split(dataset, split)
     missing = [c for c in ("images", "views", *schema.LABEL_COLUMNS) if c not in ds.column_names]
     if missing:
         raise ValueError(f"{dataset} [{split}] lacks columns the evaluation needs: {missing[:5]}"
@@ -82,17 +69,6 @@ def load_eval_split(dataset: str | os.PathLike, split: str = "validation", max_s
     if len(ds) == 0:
         raise ValueError(f"{dataset} [{split}] has no studies")
     return ds
-
-
-def _load_dataset(source: str, split: str, name: Any):
-    import datasets
-
-    try:
-        return datasets.load_dataset(source, split=split)
-    except ValueError as e:
-        if "split" in str(e).lower():
-            raise ValueError(f"{name}: no split {split!r} ({e})") from e
-        raise
 
 
 def evaluate_model(model: str | os.PathLike, dataset: str | os.PathLike, split: str = "validation", *,
@@ -162,8 +138,9 @@ def evaluate_model(model: str | os.PathLike, dataset: str | os.PathLike, split: 
         if "study_id" in ds.column_names else None, "max_studies": max_studies, "batch_size": batch_size,
         "decoding": {"method": method, "constrained": True,
                      "probabilities": "softmax over the N/M/S tokens at each answer field"},
-        "compare_base": compare_base, **env, "timing": timing, "files": {"eval_config": EVAL_CONFIG, **files},
-        "versions": _versions(), "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "compare_base": compare_base, **env, "slices": _slices(dataset), "timing": timing, "files": {"eval_config": EVAL_CONFIG, **files},
+        "versions": versions(("hubkit", "torch", "transformers", "peft", "datasets", "evaluate", "bitsandbytes")),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
     (out / EVAL_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
     return {"output": str(out), "finetuned": metrics["finetuned"], "base": metrics["base"], "eval_config": config}
@@ -190,15 +167,12 @@ def _run_variant(variant: str, pipe, ds, out: Path, batch_size: int, method: str
     for i, (o, ref) in enumerate(zip(outputs, refs)):
         sid = str(ref.get("study_id") or o.get("study_id") or i)
         labels = {c: int(ref[c]) if ref[c] is not None else -1 for c in schema.LABEL_COLUMNS}
-        probs = {schema.label_column(c, lv): [o["levels"][lv][c]["probs"][k] for k in schema.CODES]
-                 for lv, c in schema.ANSWER_FIELDS}
-        rows += study_rows(sid, labels, probs=probs)
+        rows += study_rows(sid, labels, probs=o["probs"])
         codes = schema.labels_to_codes(labels)
         lines.append(json.dumps({
             "study_id": sid, "json": o["json"],
             "labels": {lv: {c: o["levels"][lv][c]["label"] for c in schema.CONDITIONS} for lv in schema.LEVELS},
-            "probs": {lv: {c: [o["levels"][lv][c]["probs"][k] for k in schema.CODES] for c in schema.CONDITIONS}
-                      for lv in schema.LEVELS},
+            "probs": o["probs"],
             "references": codes, "views": o["views"], "schema_mass": o.get("schema_mass"),
         }, separators=(",", ":")))
     results = compute_all(rows, parse_failures=[False] * len(outputs))
@@ -211,6 +185,14 @@ def _run_variant(variant: str, pipe, ds, out: Path, batch_size: int, method: str
     record = {**results, "variant": variant, **meta, "studies_per_second": timing["studies_per_s"]}
     evaluate.save(str(out / files["results"]), **record)
     return results
+
+
+def _slices(dataset) -> dict:
+    """How the evaluated slices were made: the dataset's picker and slice size (its manifest), for the card."""
+    from hubkit.manifest import read_manifest
+
+    manifest = read_manifest(dataset) or {}
+    return {"picker": manifest.get("picker"), "slice_size": manifest.get("slice_size")}
 
 
 def _resolve(model):
@@ -238,15 +220,3 @@ def _free() -> None:
             torch.cuda.empty_cache()
     except ImportError:  # pragma: no cover
         pass
-
-
-def _versions() -> dict[str, str | None]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for pkg in ("hubkit", "torch", "transformers", "peft", "datasets", "evaluate", "bitsandbytes"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = None
-    return out

@@ -6,7 +6,7 @@ the choices needs generating:
     from hubkit.inference.decoding import StudyInput, constrained_decode
     studies = [StudyInput(images, views) for ...]              # PIL images + one view name each
     preds = constrained_decode(model, processor, studies)      # one batched prefill + 24 cached steps
-    preds[0].labels["L4L5"]["canal"], preds[0].probs["L4L5"]["canal"], preds[0].json
+    preds[0].labels["L4L5"]["canal"], preds[0].probs["spinal_canal_stenosis_l4_l5"], preds[0].json
 
 Constrained decoding: prefill prompt + images (left-padded batch) + the fixed text up to the first code; at each code
 position the model's softmax restricted to the N/M/S tokens is that field's distribution (what the RSNA log loss
@@ -27,8 +27,9 @@ from hubkit import schema
 from hubkit.schema import N_FIELDS, answer_text
 
 from .answer_plan import AnswerPlan, _steppers, answer_plan
-from .batching import Prefetch
-from .studies import StudyInput, StudyPrediction, as_study, core_model, nest, prepare_inputs, sync, to_device
+from .batching import prefetched_batches
+from .studies import (StudyInput, StudyPrediction, as_study, by_column, core_model, nest, prepare_inputs, sync,
+                      to_device)
 
 __all__ = ["StudyInput", "StudyPrediction", "constrained_decode", "decode_batches", "prepare_inputs"]
 
@@ -115,7 +116,7 @@ def _predictions(codes, probs, mass, studies) -> list[StudyPrediction]:
     out = []
     for r, s in enumerate(studies):
         cs = [schema.CODES[k] for k in codes[r]]
-        out.append(StudyPrediction(labels=nest(cs), probs=nest([[float(x) for x in p] for p in probs[r]]),
+        out.append(StudyPrediction(labels=nest(cs), probs=by_column([[float(x) for x in p] for p in probs[r]]),
                                    json=answer_text(cs), schema_mass=float(min(mass[r])), study_id=s.study_id))
     return out
 
@@ -126,10 +127,9 @@ def decode_batches(model, processor, studies: Sequence[StudyInput | dict], batch
     The processor work of batch k+1 runs on a thread while batch k is on the device (`Prefetch`), so on a GPU the
     CPU image preprocessing is off the critical path; results equal `constrained_decode` on each batch.
     """
-    studies = [as_study(s) for s in studies]
     plan = plan or answer_plan(processor.tokenizer)
-    chunks = [studies[i:i + batch_size] for i in range(0, len(studies), max(1, int(batch_size)))]
-    for chunk, enc in zip(chunks, Prefetch(chunks, functools.partial(prepare_inputs, processor))):
+    for chunk, enc in prefetched_batches(studies, batch_size, load=as_study,
+                                         prepare=functools.partial(prepare_inputs, processor)):
         yield from constrained_decode(model, processor, chunk, method=method, draft=draft, plan=plan, encoded=enc)
 
 

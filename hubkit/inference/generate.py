@@ -13,7 +13,7 @@ from typing import Any, Sequence
 from hubkit import schema
 from hubkit.schema import answer_text
 
-from .studies import StudyInput, StudyPrediction, as_study, core_model, nest, prepare_inputs, sync, to_device
+from .studies import StudyInput, StudyPrediction, as_study, by_column, core_model, prepare_inputs, sync, to_device
 
 
 def parse_answer(text: str) -> tuple[dict[str, dict[str, str]], bool]:
@@ -58,6 +58,6 @@ def free_generate(model, processor, studies: Sequence[StudyInput | dict], max_ne
         labels, failed = parse_answer(text)
         codes = [labels[lv][c] for lv, c in schema.ANSWER_FIELDS]
         probs = [[1.0 if k == c else 0.0 for k in schema.CODES] for c in codes]
-        out.append(StudyPrediction(labels=labels, probs=nest(probs), json=answer_text(codes), parse_failed=failed,
+        out.append(StudyPrediction(labels=labels, probs=by_column(probs), json=answer_text(codes), parse_failed=failed,
                                    text=text, study_id=s.study_id))
     return out

@@ -7,10 +7,13 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from hubkit.schema import Picker
 
-def study_from_input(inputs: Any, image_size: int = 448):
-    """A `decoding.StudyInput` (+ notes) from a study folder path, {"images", "views"[, "study_id", "prompt"]} or a
-    dataset row. Raises ValueError saying what is missing or unreadable."""
+
+def study_from_input(inputs: Any, slice_size: int | None = None):
+    """A `StudyInput` (+ notes) from a study folder path, {"images", "views"[, "study_id", "prompt"]} or a
+    dataset row. A folder's slices are read at `slice_size` (the run's). Raises ValueError saying what is missing
+    or unreadable."""
     from .studies import StudyInput
 
     if isinstance(inputs, (str, os.PathLike)):
@@ -20,8 +23,12 @@ def study_from_input(inputs: Any, image_size: int = 448):
         path = Path(inputs)
         if path.is_file():
             raise ValueError(f"{path}: expected a study folder (one sub-folder of DICOM files per series), got a file")
+        if not slice_size:
+            raise ValueError(f"{path}: the model does not say at which size its training slices were stored (its "
+                             "hubkit_config.json has no dataset manifest); pass slice_size=N, the dataset's "
+                             "--slice-size")
         try:
-            s = load_study(path, mode="geometry", image_size=image_size)
+            s = load_study(path, picker=Picker.GEOMETRY, slice_size=slice_size)
         except DicomError as e:
             raise ValueError(f"lumbar-classify cannot read study {path}: {e}") from e
         return StudyInput(s.images, s.views, study_id=s.study_id), list(s.notes)

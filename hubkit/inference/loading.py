@@ -12,7 +12,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+from hubkit._imports import available, install_hint
+from hubkit.modeling import REMOTE_CODE_REFUSED, nf4_config
+
 ADAPTER_CONFIG = "adapter_config.json"
+RUN_CONFIG = "hubkit_config.json"  # written by `hubkit train` (hubkit.training.recipe)
 # Files fetched from a Hub repo: adapter/model weights + configs + processor files (never checkpoints/ or logs/).
 _HUB_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "tokenizer.model", "*.txt"]
 
@@ -37,6 +41,20 @@ def resolve_model_dir(model: str | os.PathLike, revision: str | None = None, tok
     return download_snapshot(str(model), revision=revision, token=token, allow_patterns=_HUB_PATTERNS)
 
 
+def run_manifest(model_dir: str | os.PathLike) -> dict | None:
+    """The manifest of the dataset the run trained on (`hubkit_config.json` -> dataset -> manifest), or None.
+
+    Its `slice_size` is the side the pipeline reads DICOM slices at, so inference sees training's pixels.
+    """
+    path = Path(model_dir) / RUN_CONFIG
+    if not path.is_file():
+        return None
+    try:
+        return (json.loads(path.read_text()).get("dataset") or {}).get("manifest")
+    except ValueError as e:
+        raise LumbarLoadError(f"{path}: not valid JSON ({e})") from e
+
+
 def base_model_of(model_dir: str | os.PathLike) -> str | None:
     """`base_model_name_or_path` from the folder's adapter_config.json, or None for a full model folder."""
     cfg = Path(model_dir) / ADAPTER_CONFIG
@@ -49,17 +67,15 @@ def base_model_of(model_dir: str | os.PathLike) -> str | None:
 
 
 def _want_4bit(load_in_4bit: bool | None) -> bool:
-    import importlib.util
-
     import torch
 
     if load_in_4bit is False or not torch.cuda.is_available():
         if load_in_4bit:
             raise LumbarLoadError("load_in_4bit=True needs a CUDA GPU")
         return False
-    has_bnb = importlib.util.find_spec("bitsandbytes") is not None
+    has_bnb = available("bitsandbytes")
     if load_in_4bit and not has_bnb:
-        raise LumbarLoadError("load_in_4bit=True needs bitsandbytes: pip install 'hubkit[gpu]'")
+        raise LumbarLoadError(f"load_in_4bit=True needs bitsandbytes: {install_hint('gpu')}")
     return has_bnb
 
 
@@ -79,16 +95,12 @@ def load_model(model: str | os.PathLike, dtype: Any = "auto", load_in_4bit: bool
                               if k in ("device_map", "quantization_config", "attn_implementation", "cache_dir",
                                        "local_files_only")}
     if from_pretrained_kwargs.get("trust_remote_code"):
-        raise LumbarLoadError("trust_remote_code=True is refused: hubkit never runs code shipped in a model repo")
+        raise LumbarLoadError(REMOTE_CODE_REFUSED)
     kwargs["dtype"] = dtype
     kwargs["use_safetensors"] = True  # never unpickle weights: .bin/.pt checkpoints can run code
     quantized = "quantization_config" in kwargs
     if not quantized and _want_4bit(load_in_4bit):
-        from transformers import BitsAndBytesConfig
-
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.bfloat16)
+        kwargs["quantization_config"] = nf4_config(torch.bfloat16)
         kwargs.setdefault("device_map", {"": torch.cuda.current_device()})
         quantized = True
     target = base if base is not None else str(src)
@@ -112,5 +124,6 @@ def load_model(model: str | os.PathLike, dtype: Any = "auto", load_in_4bit: bool
     net.eval()
     net._hubkit_source = str(src)
     net._hubkit_base = base
+    net._hubkit_manifest = run_manifest(src)
     return net
 

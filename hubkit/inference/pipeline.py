@@ -26,6 +26,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from hubkit.modeling import REMOTE_CODE_REFUSED
+
 from .inputs import study_from_input
 from .loading import LumbarLoadError, load_model, resolve_model_dir
 from .registration import TASK, register
@@ -63,11 +65,11 @@ def _format(pred, views: list[str], notes: list[str]) -> dict[str, Any]:
         levels[lv] = {}
         for c in schema.CONDITIONS:
             code = pred.labels[lv][c]
-            p = pred.probs[lv][c]
+            p = pred.probs[schema.label_column(c, lv)]
             levels[lv][c] = {"label": code, "severity": schema.SEVERITY_NAMES[schema.CODES.index(code)],
                              "probs": dict(zip(schema.CODES, p))}
-    return {"study_id": pred.study_id, "levels": levels, "json": pred.json, "views": list(views), "notes": notes,
-            "schema_mass": pred.schema_mass}
+    return {"study_id": pred.study_id, "levels": levels, "json": pred.json, "probs": pred.probs,
+            "views": list(views), "notes": notes, "schema_mass": pred.schema_mass}
 
 
 def _collate(items: list[dict]) -> dict:
@@ -83,13 +85,12 @@ def _classes():
     global _CLASSES
     if _CLASSES is not None:
         return _CLASSES
-    import collections.abc
+    import functools
 
-    import torch.utils.data as torch_data
     from transformers import AutoModelForImageTextToText, AutoProcessor, Pipeline
 
     from .answer_plan import answer_plan
-    from .batching import Prefetch
+    from .batching import prefetched_batches
     from .decoding import constrained_decode
     from .studies import prepare_inputs
 
@@ -101,7 +102,7 @@ def _classes():
             kwargs.pop("config", None)  # the factory passes the base's config; load_model reads it itself
             kwargs.pop("_from_pipeline", None)
             if kwargs.pop("trust_remote_code", None):
-                raise LumbarLoadError("trust_remote_code=True is refused: hubkit never runs code from a model repo")
+                raise LumbarLoadError(REMOTE_CODE_REFUSED)
             kwargs.pop("_commit_hash", None)
             return load_model(pretrained_model_name_or_path, dtype=kwargs.pop("dtype", "auto"),
                               load_in_4bit=kwargs.pop("load_in_4bit", None), revision=kwargs.pop("revision", None),
@@ -111,7 +112,7 @@ def _classes():
         """Grades the 25 RSNA lumbar fields of a study with schema-constrained decoding.
 
         Call parameters: `batch_size`, `method` ("stepwise" | "speculative"), `draft` (speculative draft code),
-        `image_size` (side of the slices read from DICOM, as the dataset builder: 448).
+        `slice_size` (side of the slices read from DICOM; default: the run's, from its dataset manifest).
         """
 
         _load_processor = False
@@ -126,11 +127,13 @@ def _classes():
                 processor = _load_processor(model)
             super().__init__(model=model, processor=processor, **kwargs)
             self.plan = answer_plan(self.processor.tokenizer)
+            # The side the training slices were stored at: DICOM folders are read at it, as the builder did.
+            self.slice_size = (getattr(model, "_hubkit_manifest", None) or {}).get("slice_size")
 
-        def _sanitize_parameters(self, method=None, draft=None, image_size=None, **kwargs):
+        def _sanitize_parameters(self, method=None, draft=None, slice_size=None, **kwargs):
             pre, fwd = {}, {}
-            if image_size is not None:
-                pre["image_size"] = int(image_size)
+            if slice_size is not None:
+                pre["slice_size"] = int(slice_size)
             if method is not None:
                 fwd["method"] = method
             if draft is not None:
@@ -140,12 +143,12 @@ def _classes():
             return pre, fwd, {}
 
         def __call__(self, inputs, *args, **kwargs):
-            if _is_hf_dataset(inputs):
-                inputs = _Rows(inputs)
+            if _is_hf_dataset(inputs):  # map-style or streamed: rows in batches, results as an iterator
+                inputs = (row for row in inputs)
             return super().__call__(inputs, *args, **kwargs)
 
-        def preprocess(self, inputs, image_size: int = 448):
-            study, notes = study_from_input(inputs, image_size=image_size)
+        def preprocess(self, inputs, slice_size: int | None = None):
+            study, notes = study_from_input(inputs, slice_size=slice_size or self.slice_size)
             return {"studies": [study], "notes": [notes]}
 
         def _forward(self, model_inputs, method: str = "stepwise", draft: Any = "N"):
@@ -154,7 +157,8 @@ def _classes():
                                        encoded=model_inputs.get("encoded"))
             return {"results": [(p, s.views, n) for p, s, n in zip(preds, studies, model_inputs["notes"])]}
 
-        def _encode(self, batch: dict) -> dict:
+        def _encode(self, items: list[dict]) -> dict:
+            batch = _collate(items)
             return {**batch, "encoded": prepare_inputs(self.processor, batch["studies"])}
 
         def postprocess(self, model_outputs):
@@ -166,17 +170,11 @@ def _classes():
 
         def get_iterator(self, inputs, num_workers, batch_size, preprocess_params, forward_params,
                          postprocess_params):
-            from torch.utils.data import DataLoader
-            from transformers.pipelines.pt_utils import PipelineDataset, PipelineIterator
+            from transformers.pipelines.pt_utils import PipelineIterator
 
-            if isinstance(inputs, collections.abc.Sized):
-                dataset = PipelineDataset(inputs, self.preprocess, preprocess_params)
-            else:
-                num_workers = min(num_workers, 1)
-                dataset = PipelineIterator(inputs, self.preprocess, preprocess_params)
-            loader = DataLoader(dataset, num_workers=num_workers, batch_size=batch_size, collate_fn=_collate)
             # Batch k+1 is read and run through the processor on a thread while batch k is on the device.
-            batches = Prefetch(loader, self._encode)
+            load = functools.partial(self.preprocess, **preprocess_params)
+            batches = (encoded for _, encoded in prefetched_batches(inputs, batch_size, load, self._encode))
             model_iterator = PipelineIterator(batches, self.forward, forward_params, loader_batch_size=batch_size)
             return PipelineIterator(model_iterator, self.postprocess, postprocess_params)
 
@@ -192,18 +190,6 @@ def _classes():
                 errors.append(f"{c}: {e}")
         raise LumbarLoadError("no processor found (looked in " + "; ".join(errors or ["nothing to look in"]) + ")")
 
-    class _Rows(torch_data.Dataset):
-        """A `datasets.Dataset` seen row by row: the pipeline streams it in batches and returns an iterator."""
-
-        def __init__(self, ds):
-            self.ds = ds
-
-        def __len__(self) -> int:
-            return len(self.ds)
-
-        def __getitem__(self, i: int) -> dict:
-            return self.ds[int(i)]
-
     for c in (LumbarAdapterModel, LumbarClassificationPipeline):
         c.__module__ = __name__
         c.__qualname__ = c.__name__
@@ -212,8 +198,9 @@ def _classes():
 
 
 def _is_hf_dataset(x: Any) -> bool:
-    mod = type(x).__module__
-    return mod.startswith("datasets.") and hasattr(x, "column_names") and hasattr(x, "__getitem__")
+    """A `datasets.Dataset` or `IterableDataset` (checked without importing datasets)."""
+    return any(c.__module__.startswith("datasets.") and c.__name__ in ("Dataset", "IterableDataset")
+               for c in type(x).__mro__)
 
 
 def __getattr__(name: str):

@@ -27,26 +27,23 @@ class StudyInput:
 class StudyPrediction:
     """Decoded answer of one study.
 
-    labels: {level: {condition: "N"|"M"|"S"}}; probs: {level: {condition: [pN, pM, pS]}} (sum 1); json: the compact
-    answer; schema_mass: smallest total probability (full vocabulary) the model gave the three codes at a code
-    position (1.0 for free generation); parse_failed/text: free generation only.
+    labels: {level: {condition: "N"|"M"|"S"}} (the answer's own nesting); probs: {RSNA label column: [p_normal_mild,
+    p_moderate, p_severe]} (sum 1), the one shape probabilities keep from here to `predictions.csv` (the submission's
+    row id is `<study>_<label column>`); json: the compact answer; schema_mass: smallest total probability (full
+    vocabulary) the model gave the three codes at a code position (1.0 for free generation); parse_failed/text:
+    free generation only.
     """
 
     labels: dict[str, dict[str, str]]
-    probs: dict[str, dict[str, list[float]]]
+    probs: dict[str, list[float]]
     json: str
     schema_mass: float = 1.0
     parse_failed: bool = False
     text: str | None = None
     study_id: str | None = None
 
-    def class_probs(self) -> dict[str, list[float]]:
-        """{RSNA label column: [p_normal_mild, p_moderate, p_severe]} (input of `hubkit.metrics.study_rows`)."""
-        return {schema.label_column(c, lv): self.probs[lv][c] for lv, c in schema.ANSWER_FIELDS}
-
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
 
 
 def nest(values: Sequence[Any]) -> dict[str, dict[str, Any]]:
@@ -54,6 +51,11 @@ def nest(values: Sequence[Any]) -> dict[str, dict[str, Any]]:
     for (lv, c), v in zip(schema.ANSWER_FIELDS, values):
         out[lv][c] = v
     return out
+
+
+def by_column(values: Sequence[Any]) -> dict[str, Any]:
+    """25 values in answer order -> {RSNA label column: value}."""
+    return {schema.label_column(c, lv): v for (lv, c), v in zip(schema.ANSWER_FIELDS, values)}
 
 
 def as_study(s: Any) -> StudyInput:

@@ -25,13 +25,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from hubkit.schema import VIEW_T1
+
 SHIFT, SCALE, ROTATE = 0.06, 0.08, 6.0
 GAIN, OFFSET, GAMMA, NOISE = 0.2, 20.0, 0.25, 8.0
 
 __all__ = ["Augmenter", "LeftRightMirror", "mirror_study", "SHIFT", "SCALE", "ROTATE", "GAIN", "OFFSET", "GAMMA",
            "NOISE"]
 
-_T1_SIDES = {"Sagittal T1 left": "Sagittal T1 right", "Sagittal T1 right": "Sagittal T1 left"}
+_T1_SIDES = {VIEW_T1["left"]: VIEW_T1["right"], VIEW_T1["right"]: VIEW_T1["left"]}
 _SIDE_SWAP = {"lf": "rf", "rf": "lf", "ls": "rs", "rs": "ls"}
 
 
@@ -104,7 +106,7 @@ def mirror_study(images: list, views: list[str], prompt: str, target: str) -> tu
     from hubkit import schema
 
     answer = schema.parse_target(target)
-    images = [ImageOps.mirror(im) if v.startswith("Axial") else im for im, v in zip(images, views)]
+    images = [ImageOps.mirror(im) if schema.is_axial_view(v) else im for im, v in zip(images, views)]
     views = list(views)
     sides = [i for i, v in enumerate(views) if v in _T1_SIDES]
     if len(sides) == 2:  # both present: swap the images, keep the slot order (and so the prompt)

@@ -10,10 +10,12 @@ caller imports unsloth (`import_unsloth_first`) before anything here touches trl
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 import warnings
 from typing import Any
+
+from hubkit._imports import available, require
+from hubkit.modeling import nf4_config
 
 
 def resolve_backend(requested: str) -> str:
@@ -26,7 +28,7 @@ def resolve_backend(requested: str) -> str:
     import torch
 
     cuda = torch.cuda.is_available()
-    has_unsloth = importlib.util.find_spec("unsloth") is not None
+    has_unsloth = available("unsloth")
     if requested == "trl":
         return "trl"
     if requested == "unsloth":
@@ -36,8 +38,7 @@ def resolve_backend(requested: str) -> str:
                 "UnslothVisionDataCollator) raise NotImplementedError on its CPU backend. "
                 "Use --backend trl (or auto) on this machine."
             )
-        if not has_unsloth:
-            raise ImportError("--backend unsloth needs the gpu extra: pip install 'hubkit[gpu]'")
+        require("unsloth", extra="gpu", purpose="--backend unsloth")
         return "unsloth"
     return "unsloth" if cuda and has_unsloth else "trl"
 
@@ -56,19 +57,6 @@ def import_unsloth_first() -> None:
             stacklevel=3,
         )
     import unsloth  # noqa: F401  (side effect: patches transformers/trl/peft)
-
-
-def check_vision_base(base_model: str) -> Any:
-    """Load `base_model`'s config and fail clearly if it has no vision tower."""
-    from transformers import AutoConfig
-
-    config = AutoConfig.from_pretrained(base_model)
-    if getattr(config, "vision_config", None) is None:
-        raise ValueError(
-            f"base model {base_model!r} (model_type={config.model_type!r}) has no vision tower; hubkit train needs "
-            "an image-text-to-text model such as Gemma 3 / MedGemma (Gemma3ForConditionalGeneration)"
-        )
-    return config
 
 
 def lora_target_regex(cfg) -> str:
@@ -102,14 +90,8 @@ def load_trl_model(base_model: str, cfg):
     kwargs: dict[str, Any] = {"dtype": dtype, "use_safetensors": True, **attn_kwargs(cfg)}
     quantized = cuda and cfg.load_in_4bit
     if quantized:
-        if importlib.util.find_spec("bitsandbytes") is None:
-            raise ImportError("4-bit loading needs bitsandbytes: pip install 'hubkit[gpu]' (or set load_in_4bit: false)")
-        from transformers import BitsAndBytesConfig
-
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=dtype,
-        )
+        require("bitsandbytes", extra="gpu", purpose="4-bit loading (load_in_4bit: true; false loads bf16)")
+        kwargs["quantization_config"] = nf4_config(dtype)
         kwargs["device_map"] = {"": torch.cuda.current_device()}
     model = AutoModelForImageTextToText.from_pretrained(base_model, **kwargs)
     set_vision_attention(model, cfg.vision_attn_implementation)

@@ -1,16 +1,14 @@
-"""The data side of `hubkit.train`: stream a hubkit dataset as chat rows and size the token budget.
+"""The data side of `hubkit train`: stream a hubkit dataset as chat rows and size the token budget.
 
-Streams come from `datasets.load_dataset(..., streaming=True)` (Hub repos, local Parquet/Arrow folders) or, for a
-`DatasetDict.save_to_disk` folder, from `load_from_disk(DIR)[split].to_iterable_dataset(num_shards)` (load_dataset
-cannot read those folders: it takes their JSON state files for data). Nothing here imports torch/transformers at
-module level.
+Streams come from `hubkit.sources.open_split(..., streaming=True)`: Hub repos and local Parquet/Arrow folders through
+`datasets.load_dataset`, a `save_to_disk` folder as an iterable dataset of a few shards. Nothing here imports
+torch/transformers at module level.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
-from pathlib import Path
 from typing import Any
 
 from hubkit import chat, schema
@@ -19,54 +17,45 @@ from hubkit.config import TrainConfig
 REQUIRED_COLUMNS = ("images", "views", "prompt", "target")
 
 
-def open_streams(source: str, config: TrainConfig, image_size: int | None = None) -> dict[str, Any]:
+def open_streams(source: str, config: TrainConfig, vision_size: int | None = None) -> dict[str, Any]:
     """Open `train`/`validation` as `IterableDataset`s of chat rows (oversampled + shuffled train).
 
-    With `image_size`, images are resized (PIL bilinear, in their own mode) to the processor's input size while
-    streaming: the processor's own resize then is a no-op and its output is bit-identical (checked), but resizing
-    a grayscale image before the processor converts it to RGB costs 3x less, which matters on CPU. With
+    With `vision_size` (the vision tower's input side), images are resized (PIL bilinear, in their own mode) to it
+    while streaming: the processor's own resize then is a no-op and its output is bit-identical (checked), but
+    resizing a grayscale image before the processor converts it to RGB is cheaper, which matters on CPU. With
     `config.image_cache_mb` > 0 as well, the stream carries the encoded PNGs and each distinct image is decoded and
     resized once, then kept (resized) in memory up to that budget: later epochs reuse it, bit-identical to decoding
-    again. On the tiny CPU demo model that was a third of every step (PNG decode + resize of 64 images of 448 px).
+    again (BENCHMARKS.md 4a has what it saves on the tiny CPU model).
 
-    `load_dataset(DIR, streaming=True)` does NOT work on a `save_to_disk` folder (it reads the folder's JSON state
-    files as data), so such folders are opened with `load_from_disk(DIR)[split].to_iterable_dataset(num_shards)`;
-    Hub repos and local Parquet/Arrow folders stream through `load_dataset(..., streaming=True)`.
     Returns {"train", "validation", "train_rows" (after oversampling, or None), "validation_rows", "identity",
-    "image_cache" (the `ImageCache`, or None)}.
+    "manifest" (the dataset's `hubkit_dataset.json`, or None), "image_cache" (the `ImageCache`, or None)}.
     """
-    import datasets
+    from hubkit.manifest import read_manifest
+    from hubkit.sources import locate, open_split, split_names
 
-    path = Path(source)
+    loc = locate(source, "dataset")
+    _check_splits(source, split_names(source))
     factors = config.oversample_factors()
     oversampling = any(f != 1 for f in factors.values())
-    if path.is_dir() and (path / "dataset_dict.json").is_file():
-        dd = datasets.load_from_disk(str(path))
-        _check_splits(source, list(dd))
-        raw = {s: dd[s].to_iterable_dataset(num_shards=max(1, min(config.stream_shards, len(dd[s]))))
-               for s in ("train", "validation")}
-        rows = {s: len(dd[s]) for s in ("train", "validation")}
-        light = lambda cols: dd["train"].select_columns(cols)  # noqa: E731  (memory-mapped: no image decoding)
-        identity = {"kind": "save_to_disk", "path": str(path.resolve()),
-                    "fingerprint": {s: dd[s]._fingerprint for s in ("train", "validation")}}
+    raw = {s: open_split(source, s, streaming=True, shards=config.stream_shards) for s in ("train", "validation")}
+    if loc.is_save_to_disk:
+        rows = {s: open_split(source, s).num_rows for s in ("train", "validation")}
     else:
-        if not path.exists() and source.count("/") != 1:
-            raise FileNotFoundError(f"dataset {source!r}: no such folder, and not a Hub repo id (owner/name)")
-        dd = datasets.load_dataset(source, streaming=True)
-        _check_splits(source, list(dd))
-        raw = {s: dd[s] for s in ("train", "validation")}
-        splits = dd["train"].info.splits or {}
+        splits = raw["train"].info.splits or {}
         rows = {s: (splits[s].num_examples if s in splits else None) for s in ("train", "validation")}
-        light = lambda cols: _column_stream(source, cols)  # noqa: E731
-        identity = _stream_identity(source, path)
+    identity = _identity(loc, source)
     for split, ds in raw.items():
         _check_columns(source, split, ds, oversampling)
     cache = None
-    encoded = {s: _encoded(ds) for s, ds in raw.items()} if image_size and config.image_cache_mb > 0 else {}
+    encoded = {s: _encoded(ds) for s, ds in raw.items()} if vision_size and config.image_cache_mb > 0 else {}
     if encoded and all(ds is not None for ds in encoded.values()):
         raw = encoded
-        cache = ImageCache(image_size, config.image_cache_mb * 2**20)
+        cache = ImageCache(vision_size, config.image_cache_mb * 2**20)
     train_rows = rows["train"]
+
+    def light(cols):  # only these columns (memory-mapped, or Parquet column reads): no image decoding
+        return open_split(source, "train", streaming=not loc.is_save_to_disk, columns=cols)
+
     if oversampling:  # rows after oversampling, from the label columns only
         train_rows = sum(factors.get(_worst(r), 1) for r in light(list(schema.LABEL_COLUMNS)))
     elif train_rows is None:
@@ -84,20 +73,10 @@ def open_streams(source: str, config: TrainConfig, image_size: int | None = None
         from hubkit.training.augment import LeftRightMirror
 
         mirror = LeftRightMirror(config.lr_flip, config.seed)
-    return {"train": _to_chat(train, raw["train"], image_size, augment, cache, mirror),
-            "validation": _to_chat(raw["validation"], raw["validation"], image_size, cache=cache),
+    return {"train": _to_chat(train, raw["train"], vision_size, augment, cache, mirror),
+            "validation": _to_chat(raw["validation"], raw["validation"], vision_size, cache=cache),
             "train_rows": train_rows, "validation_rows": rows["validation"], "identity": identity,
-            "image_cache": cache}
-
-
-def _column_stream(source: str, columns: list[str]):
-    """Stream only `columns` (Parquet reads just those; other formats fall back to dropping the rest)."""
-    import datasets
-
-    try:
-        return datasets.load_dataset(source, split="train", streaming=True, columns=columns)
-    except (TypeError, ValueError):
-        return datasets.load_dataset(source, split="train", streaming=True).select_columns(columns)
+            "manifest": read_manifest(source, revision=identity.get("revision")), "image_cache": cache}
 
 
 def _check_splits(source: str, splits: list[str]) -> None:
@@ -196,9 +175,9 @@ def _encoded(ds):
     return ds.cast_column("images", plain)
 
 
-def _to_chat(ds, original, image_size: int | None, augment=None, cache: ImageCache | None = None, mirror=None):
+def _to_chat(ds, original, vision_size: int | None, augment=None, cache: ImageCache | None = None, mirror=None):
     def row(ex):
-        images = cache(ex["images"]) if cache is not None else [resize_to(im, image_size) for im in ex["images"]]
+        images = cache(ex["images"]) if cache is not None else [resize_to(im, vision_size) for im in ex["images"]]
         views, prompt, target = ex["views"], ex["prompt"], ex["target"]
         if mirror is not None:
             images, views, prompt, target = mirror(images, views, prompt, target)
@@ -209,15 +188,23 @@ def _to_chat(ds, original, image_size: int | None, augment=None, cache: ImageCac
     return ds.map(row, remove_columns=_columns(original))
 
 
-def _stream_identity(source: str, path: Path) -> dict[str, Any]:
-    if path.exists():
+def _identity(loc, source: str) -> dict[str, Any]:
+    """What the run read: a local folder's fingerprint(s), or the Hub commit the stream read."""
+    if loc.is_save_to_disk:
+        import datasets
+
+        dd = datasets.load_from_disk(loc.arg)
+        return {"kind": "save_to_disk", "path": str(loc.path.resolve()),
+                "fingerprint": {s: dd[s]._fingerprint for s in ("train", "validation")}}
+    if loc.path is not None:
+        path = loc.path
         files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
         digest = hashlib.sha256("".join(f"{p.relative_to(path)}:{p.stat().st_size}\n" for p in files).encode())
         return {"kind": "local", "path": str(path.resolve()), "fingerprint": digest.hexdigest()[:16]}
     try:  # cosmetic enrichment: the commit the stream read
-        from huggingface_hub import HfApi
+        from hubkit.hub import dataset_revision
 
-        return {"kind": "hub", "repo_id": source, "revision": HfApi().dataset_info(source).sha}
+        return {"kind": "hub", "repo_id": source, "revision": dataset_revision(source)}
     except Exception:  # noqa: BLE001
         return {"kind": "hub", "repo_id": source, "revision": None}
 
@@ -231,7 +218,7 @@ def count_tokens(processor, row: dict) -> int:
 
 def sequence_budget(processor, config: TrainConfig) -> int:
     """max_length for a full 8-view study (+16 tokens slack); a configured smaller budget raises ValueError."""
-    views = list(chat.CANONICAL_VIEWS)
+    views = list(schema.VIEWS)
     row = chat.build_chat_row([None] * len(views), views, schema.build_prompt(views), schema.build_target({}))
     needed = count_tokens(processor, row) + 16
     if config.max_length and config.max_length < needed:

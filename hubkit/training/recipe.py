@@ -20,10 +20,13 @@ import time
 import warnings
 from pathlib import Path
 
+from hubkit import modeling
 from hubkit.config import TrainConfig
+from hubkit.training import backends as tb
+from hubkit.training import distributed
 from hubkit.training.data import count_tokens, open_streams, sequence_budget
 
-__all__ = ["train", "open_streams", "sequence_budget", "count_tokens", "DISTRIBUTABLE_FILES"]
+__all__ = ["train", "DISTRIBUTABLE_FILES"]
 
 # What `push` uploads from the run folder (checkpoints, TensorBoard logs and PEFT's generic README stay local).
 DISTRIBUTABLE_FILES = [
@@ -55,12 +58,9 @@ def train(dataset: str, base_model: str, output: str | Path, config: TrainConfig
         FileNotFoundError: `dataset` is neither a folder nor a Hub repo id.
         ImportError: backend "unsloth" / 4-bit without the gpu extra.
     """
-    from hubkit.training import distributed
-    from hubkit.training.backends import import_unsloth_first, resolve_backend
-
     rank = distributed.world()
 
-    backend = resolve_backend(config.backend)
+    backend = tb.resolve_backend(config.backend)
     backend_note = None
     if rank.distributed and backend == "unsloth" and config.backend == "auto":
         backend = "trl"
@@ -70,12 +70,10 @@ def train(dataset: str, base_model: str, output: str | Path, config: TrainConfig
             distributed.log.warning(backend_note)
     distributed.pin_device(rank)
     if backend == "unsloth":
-        import_unsloth_first()  # before trl/transformers/peft are imported below
+        tb.import_unsloth_first()  # before trl/transformers/peft are imported below
 
     from transformers import AutoProcessor, set_seed
     from transformers.trainer_utils import get_last_checkpoint
-
-    from hubkit.training import backends as tb
 
     run_dir = Path(output)
     ckpt_dir = run_dir / "checkpoints"
@@ -85,11 +83,10 @@ def train(dataset: str, base_model: str, output: str | Path, config: TrainConfig
     if not resume and last is not None:
         raise ValueError(f"{run_dir} already holds checkpoints; pass --resume to continue or choose a new --output")
 
-    vision_size = tb.check_vision_base(base_model).vision_config.image_size
-    if config.image_size and config.image_size != vision_size:
-        raise ValueError(f"image_size {config.image_size} != the vision tower's input size {vision_size} "
-                         f"of {base_model!r}; leave it 0 to use the tower's")
-    streams = open_streams(dataset, config, image_size=vision_size)
+    # The vision tower's input side: what the processor resizes every slice to (the dataset's slice size is a
+    # different quantity, recorded from the dataset's manifest).
+    vision_size = modeling.check_vision_base(base_model).vision_config.image_size
+    streams = open_streams(dataset, config, vision_size=vision_size)
     processor = AutoProcessor.from_pretrained(base_model)
     processor.image_processor.size = {"height": vision_size, "width": vision_size}
     max_length = sequence_budget(processor, config)
@@ -118,7 +115,7 @@ def train(dataset: str, base_model: str, output: str | Path, config: TrainConfig
     _add_transformers_keys(run_dir, peft_model)
     processor.save_pretrained(str(run_dir))
     _write_run_config(run_dir, trainer, config, dataset, base_model, backend, streams, max_steps, max_length,
-                      runtime, rank.size, backend_note)
+                      runtime, vision_size, rank.size, backend_note)
     repo = push or config.push_repo
     if repo:
         from hubkit.hub import upload_folder
@@ -138,10 +135,9 @@ def _derived_steps(streams: dict, config: TrainConfig, world_size: int = 1) -> i
 
 def _sft_kwargs(config: TrainConfig, ckpt_dir: Path, max_steps: int, max_length: int, resume: bool,
                 distributed: bool = False) -> dict:
-    from hubkit.training.backends import compute_dtype
     import torch
 
-    dtype = compute_dtype(config)
+    dtype = tb.compute_dtype(config)
     cuda = torch.cuda.is_available()
     return dict(
         output_dir=str(ckpt_dir), max_steps=max_steps, max_length=max_length,
@@ -220,21 +216,9 @@ def _add_transformers_keys(run_dir: Path, peft_model) -> None:
     save_file(tensors, str(path), metadata={"format": "pt"})
 
 
-def _versions() -> dict[str, str | None]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for pkg in ("hubkit", "torch", "transformers", "trl", "peft", "datasets", "accelerate", "unsloth",
-                "unsloth_zoo", "bitsandbytes"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = None
-    return out
-
-
 def _write_run_config(run_dir, trainer, config, dataset, base_model, backend, streams, max_steps, max_length,
-                      runtime, world_size: int = 1, backend_note: str | None = None) -> None:
+                      runtime, vision_size: int, world_size: int = 1, backend_note: str | None = None) -> None:
+    from hubkit._imports import versions
     from hubkit.config import config_to_dict, write_json
 
     evals = [e["eval_loss"] for e in trainer.state.log_history if "eval_loss" in e]
@@ -242,7 +226,10 @@ def _write_run_config(run_dir, trainer, config, dataset, base_model, backend, st
         "train_config": config_to_dict(config),
         "base_model": base_model,
         "dataset": {"source": dataset, **streams["identity"], "train_rows": streams["train_rows"],
-                    "validation_rows": streams["validation_rows"], "oversample": config.oversample},
+                    "validation_rows": streams["validation_rows"], "oversample": config.oversample,
+                    # the build's facts (slice size, picker, label counts): the card and the pipeline read them here
+                    "manifest": streams["manifest"]},
+        "vision_input_size": vision_size,
         "backend": backend,
         **({"backend_note": backend_note} if backend_note else {}),
         "world_size": world_size,  # processes (GPUs) that trained; the effective batch is world_size x this config's
@@ -255,5 +242,6 @@ def _write_run_config(run_dir, trainer, config, dataset, base_model, backend, st
         "best_checkpoint": Path(trainer.state.best_model_checkpoint).name if trainer.state.best_model_checkpoint
         else None,
         "train_runtime_s": round(runtime, 1),
-        "versions": _versions(),
+        "versions": versions(("hubkit", "torch", "transformers", "trl", "peft", "datasets", "accelerate", "unsloth",
+                              "unsloth_zoo", "bitsandbytes")),
     })

@@ -1,0 +1,39 @@
+"""What training and inference share about models: the 4-bit config, the remote-code refusal, the base-model check.
+
+    from hubkit.modeling import nf4_config
+    quant = nf4_config(torch.bfloat16)        # QLoRA's nf4 + double quantisation, for from_pretrained
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def nf4_config(compute_dtype: Any):
+    """The one 4-bit config hubkit loads with (training's QLoRA and the pipeline's 4-bit path): nf4 + double quant."""
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=compute_dtype)
+
+
+REMOTE_CODE_REFUSED = "trust_remote_code=True is refused: hubkit never runs code shipped in a model repo"
+
+
+def refuse_remote_code(kwargs: dict[str, Any]) -> None:
+    """Pop `trust_remote_code` from `kwargs`; ValueError if it asked for remote code."""
+    if kwargs.pop("trust_remote_code", None):
+        raise ValueError(REMOTE_CODE_REFUSED)
+
+
+def check_vision_base(base_model: str) -> Any:
+    """Load `base_model`'s config and fail clearly if it has no vision tower; returns the config."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(base_model)
+    if getattr(config, "vision_config", None) is None:
+        raise ValueError(
+            f"base model {base_model!r} (model_type={config.model_type!r}) has no vision tower; hubkit needs an "
+            "image-text-to-text model such as Gemma 3 / MedGemma (Gemma3ForConditionalGeneration)"
+        )
+    return config
