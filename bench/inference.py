@@ -1,7 +1,7 @@
 """Benchmark: the seed's free generation vs hubkit's schema-constrained decoding, on one GPU, in one run.
 
 Model: random weights with MedGemma 1.5 4B's exact geometry (`hubkit.devkit.base_models.write_medgemma_arch_base`), bf16,
-8 images per study (2.2k-token prompt, as in gpu-facts.md). Measured, each as the median of several repeats after a
+8 images per study (a ~2.2k-token prompt). Measured, each as the median of several repeats after a
 warm-up, one JSON line printed as soon as it is measured:
 
 - seed:        batch 1 (and 8), greedy `generate`; random weights never stop, so the answer length is forced with
@@ -10,8 +10,9 @@ warm-up, one JSON line printed as soon as it is measured:
 - constrained: `hubkit.inference.decoding.constrained_decode` stepwise (1 prefill + 24 cached steps) at batch 1, 8, 32, and
                speculative at batch 1 with a draft that is 85% right (4 of 25 fields wrong, ~ the all-"N" draft on
                real data) and with an exact draft (the floor: prefill + one verification pass).
-- streamed:    `hubkit.inference.decoding.decode_batches` (what `pipeline("lumbar-classify")` runs): --stream-batches batches
-               of the largest size back to back, the processor work of the next batch on a thread meanwhile.
+- streamed:    `hubkit.inference.decoding.decode_batches` (the pipeline's batching loop, images already in memory):
+               --stream-batches batches of the largest size back to back, the processor work of the next batch on a
+               thread meanwhile.
 - split:       vision tower alone (`get_image_features`) per batch size; prefill (vision + text) and decode times
                come from the decoder's own CUDA-synchronised timings.
 Ends with a summary line: studies/s and speed-ups over the seed at batch 1. Keep it under ~6 min on an H100.

@@ -139,8 +139,8 @@ def encode_png(image) -> dict:
     """Lossless PNG bytes as a datasets Image value.
 
     8-bit grayscale (every slice the builder makes) is written here: PNG filter "Up" on every row + zlib level 1,
-    ~2x faster than PIL at compress_level 1 (which tries all five filters per row) and no larger on MR slices
-    (measured 3.9 vs 7.5 ms and 82 vs 83 KB per 448x448 slice). Other modes go through PIL.
+    faster than PIL at compress_level 1 (which tries all five filters per row) and no larger on MR slices
+    (BENCHMARKS.md 1). Other modes go through PIL.
     """
     import io
 
@@ -274,8 +274,8 @@ def build_dataset(cfg: BuildConfig, output: str | Path) -> "datasets.DatasetDict
     for ds in dd.values():  # datasets' own fingerprint depends on cache paths; make it name the content instead
         ds._fingerprint = content_fingerprint(ds)
     out.mkdir(parents=True, exist_ok=True)
-    # Shards of <= 100 MB: save_to_disk embeds and writes a shard in batches of up to 1,000 rows, all in memory
-    # (942 MiB of anonymous memory at 400 studies in one shard).
+    # Shards of <= 100 MB: save_to_disk embeds and writes a shard in batches of up to 1,000 rows, all in memory, so
+    # one big shard costs its whole size in memory (BENCHMARKS.md 1).
     dd.save_to_disk(str(out), max_shard_size="100MB")
     entries = [json.loads(p.read_text()) for p in sorted(report_dir.glob("*.json"))] + missing
     report = write_report(out, cfg, dd, entries, bad_rows)

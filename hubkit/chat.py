@@ -8,8 +8,8 @@ layout:
 
 Why a text label before each image: with several images in one prompt the model has to know which slice it is
 looking at (the sagittal T2 carries the canal grades, the T1s the foramina, each axial one level). A short label in
-front of each image says it explicitly instead of leaving it to the image's position; tiny-model-facts.md measured
-that a tiny Gemma 3 learns the 25-field task with it. It is also how Google's official multi-slice MedGemma notebook
+front of each image says it explicitly instead of leaving it to the image's position, which a tiny Gemma 3 needs to
+learn the 25-field task at all. It is also how Google's official multi-slice MedGemma notebook
 lays slices out (an image then "SLICE n"), with the label before the image here so the model reads it first. The
 prompt text is the dataset's `prompt` column, i.e. the seed's exact prompt (`schema.build_prompt(views)`), last.
 

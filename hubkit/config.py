@@ -125,7 +125,7 @@ class TrainConfig:
     # "unsloth" = FastVisionModel + UnslothVisionDataCollator (CUDA only, fastest); "trl" = TRL SFTTrainer + PEFT
     # (CPU or GPU); "auto" picks unsloth when CUDA is available and unsloth imports, else trl.
     backend: str = "auto"
-    # LoRA rank/scale/dropout of the seed (r16, alpha 32, dropout 0.05): ~1.4% trainable params on MedGemma 4B.
+    # LoRA rank/scale/dropout of the seed (r16, alpha 32, dropout 0.05).
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.05
@@ -138,7 +138,7 @@ class TrainConfig:
     finetune_vision_layers: bool = True
     finetune_language_layers: bool = True
     # Whole modules trained and saved in the adapter. Empty for MedGemma (its projector is trained already); a
-    # random tiny model needs its projector and final norm trained (tiny-model-facts.md).
+    # random tiny model needs its projector and final norm trained (both are random, and LoRA cannot reach them).
     modules_to_save: tuple[str, ...] = ()
     # QLoRA: load the base in 4-bit nf4 on CUDA (ignored on CPU, where bitsandbytes does not run).
     load_in_4bit: bool = True
@@ -181,18 +181,17 @@ class TrainConfig:
     lr_flip: float = 0.0
     # Seed for LoRA init, data shuffling, augmentation and the trainer.
     seed: int = 0
-    # Shuffle buffer (in rows, after oversampling) of the training stream; shards are shuffled too. A stream has few
-    # shards (a Hub dataset of 300 studies is 2 Parquet files), and with 256 rows an epoch's order still followed
-    # the file order (correlation 0.35 on the demo's ~900 oversampled rows; 0.00 with 1,024 or with 8 shards;
-    # BENCHMARKS.md 4a). Memory: at most 1,024 rows of encoded PNGs (~0.6 GB for 8 slices of 448 px per row).
+    # Shuffle buffer (in rows, after oversampling) of the training stream; shards are shuffled too. A small Hub
+    # dataset is only a couple of Parquet files, and with a small buffer an epoch's order still follows the file
+    # order (BENCHMARKS.md 4a). Memory: the buffer holds that many rows of encoded PNGs.
     shuffle_buffer: int = 1024
     # Shards a local save_to_disk dataset is split into for streaming (shuffle granularity, DataLoader workers).
     stream_shards: int = 8
     # Sequence budget in tokens; 0 = derived from the images (never truncates image tokens; too small -> error).
     max_length: int = 0
     # Keep each training/validation image decoded and resized in memory, up to this many MiB of pixels, so epochs
-    # after the first skip PNG decoding (identical pixels); 0 = decode every time. 1 GiB holds ~8,000 studies of 8
-    # grayscale images at the tiny model's 128 px, ~160 at MedGemma's 896 px.
+    # after the first skip PNG decoding (identical pixels); 0 = decode every time. A study costs 8 x side^2 bytes
+    # at the vision tower's side: thousands of studies of a tiny model, a few hundred of MedGemma's.
     image_cache_mb: int = 1024
     # Recompute activations in backward: needed for 4B on one GPU, pure cost on a tiny CPU model.
     gradient_checkpointing: bool = True
@@ -202,9 +201,9 @@ class TrainConfig:
     # own choice (Unsloth picks flex_attention for Gemma 3, transformers sdpa).
     attn_implementation: str = "auto"
     # The vision tower's attention alone, set on its config after loading ("auto" = leave the backend's choice).
-    # Unsloth gives all of Gemma 3 flex_attention; for SigLIP's unmasked 4,096-patch attention that cost ~0.34 s of a
-    # ~0.9 s step on an H200 (block-mask build + flex kernels); sdpa (cuDNN flash) there made the step ~1.1-1.2x
-    # faster (BENCHMARKS.md 2). The text model keeps the backend's kernels (Unsloth disables sdpa for Gemma 3 text).
+    # Unsloth gives all of Gemma 3 flex_attention; SigLIP's attention is unmasked, so flex only adds a block-mask
+    # build and slower kernels there, and sdpa (cuDNN flash) makes the step faster (BENCHMARKS.md 2a). The text
+    # model keeps the backend's kernels (Unsloth disables sdpa for Gemma 3 text).
     vision_attn_implementation: str = "sdpa"
     # Optimiser name understood by transformers (Unsloth's recipe uses adamw_8bit; plain adamw_torch on CPU).
     optim: str = "adamw_torch"

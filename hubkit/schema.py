@@ -100,7 +100,7 @@ def is_axial_view(view: str) -> bool:
     """True for an axial slot's view name (`axial_view(...)`)."""
     return view.startswith("Axial ")
 
-# The seed's schema block, verbatim (seed-model-card.txt, "How to use").
+# The seed's schema block, verbatim (the seed model card's "How to use"): training and inference prompts use it.
 SCHEMA_BLOCK = (
     "Use a compact JSON object. Keys are spinal levels (L1L2..L5S1); each value "
     "is an object whose keys are conditions (canal=spinal canal stenosis, lf=left "

@@ -1,4 +1,4 @@
-"""The loopback Hub answers the real huggingface_hub client (routes of docs/local-hub.md section 4)."""
+"""The loopback Hub answers the real huggingface_hub client (the routes of hubkit.devkit.hub_api)."""
 
 from __future__ import annotations
 

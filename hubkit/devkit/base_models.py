@@ -48,7 +48,7 @@ PAD, EOS, BOS, UNK = "<pad>", "<eos>", "<bos>", "<unk>"
 SOT, EOT = "<start_of_turn>", "<end_of_turn>"
 BOI, EOI, IMAGE = "<start_of_image>", "<end_of_image>", "<image_soft_token>"
 
-# MedGemma 1.5 4B / Gemma 3 4B ids (rsna-task.md §8, gpu-facts.md).
+# MedGemma 1.5 4B / Gemma 3 4B special-token ids (the published tokenizer's).
 MEDGEMMA_VOCAB_SIZE = 262_208
 MEDGEMMA_SPECIAL_IDS: dict[str, int] = {
     PAD: 0, EOS: 1, BOS: 2, UNK: 3, SOT: 105, EOT: 106, BOI: 255_999, EOI: 256_000, IMAGE: 262_144,
@@ -197,7 +197,7 @@ def tiny_config(tokenizer, image_size: int = 64, mm_tokens_per_image: int = 16, 
 
 
 def medgemma_config():
-    """MedGemma 1.5 4B's exact `Gemma3Config` (google/gemma-3-4b-it config.json; gpu-facts.md)."""
+    """MedGemma 1.5 4B's exact `Gemma3Config` (the published google/gemma-3-4b-it config.json, field by field)."""
     from transformers import Gemma3Config, Gemma3TextConfig, SiglipVisionConfig
 
     text = Gemma3TextConfig(
@@ -223,7 +223,8 @@ def medgemma_config():
 
 
 def _fix_random_init(model, embed_std: float | None) -> None:
-    """Undo the random-init traps of tiny-model-facts.md: zero projector weight; too-flat tied embeddings."""
+    """Undo two random-init traps: transformers zeroes the projector weight (a bare Parameter LoRA cannot reach, so
+    images would contribute nothing), and std-0.02 tied embeddings keep a tiny model's logits too flat to learn."""
     import torch
 
     proj = model.model.multi_modal_projector.mm_input_projection_weight
@@ -292,15 +293,12 @@ def write_tiny_base(out_dir: str | Path, seed: int = 0, image_size: int = 128, m
         image_size, patch_size, mm_tokens_per_image: SigLIP input side, patch side and pooled tokens per image;
             (image_size // patch_size) must be divisible by sqrt(mm_tokens_per_image). The default 128 px / patch 32
             gives 4x4 patches = 16 tokens with no pooling, each token a 32x32-pixel region (with `pixel_vision`, its
-            8x8 block means); it trains ~1.5x faster on CPU than 128 px / patch 16 pooled to 16 tokens.
+            8x8 block means), cheaper on CPU than 128 px / patch 16 pooled to 16 tokens.
         hidden_size, num_layers, vision_hidden_size, vision_layers: widths/depths of the two towers.
-        embed_std: std of the (tied) token embeddings; 0.15 lets logits get sharp (tiny-model-facts.md).
-        pixel_vision: initialise the vision tower to pass a downsampled image through (`_pixel_vision_init`). On
-            the tiny-model-facts layout (bright bars whose width is the grade, 90 training studies) validation kappa
-            reached 0.89 by step 800 with it. On hubkit.devkit.synth's anatomical phantom (tight pose) with
-            configs/tiny-cpu.yaml (1,800 steps, 270 training studies, left/right mirroring, lr 2e-3) it reached
-            kappa 0.93-0.96 on 60 unseen studies on each of 6 seeds (BENCHMARKS.md 4a); with the phantom's earlier
-            20 mm pose spread it stayed at ~0.
+        embed_std: std of the (tied) token embeddings; large enough that logits can get sharp.
+        pixel_vision: initialise the vision tower to pass a downsampled image through (`_pixel_vision_init`), so
+            that a random tower does not scramble the pixels the tiny model must learn to read (what it reaches with
+            configs/tiny-cpu.yaml on the synthetic phantom: BENCHMARKS.md 4).
 
     Returns:
         The folder path.

@@ -49,8 +49,8 @@ WINDOW_MM = (8.0, 14.0)  # narrowing at full strength within +-8 mm of the disc 
 MATRICES = (384, 448, 512, 576, 640)
 # Pose and field of view (mm): sagittal centre y range and z jitter, axial centre y range, study z offset, per-disc
 # jitter, sagittal and axial fields of view. Tight on purpose: the tiny CPU model sees each slice at 128 px in 16
-# tokens and must generalise from ~100 studies, which it does only when a grade lands on about the same pixels in
-# every study (with the earlier 260-300 mm / +-10 mm spread, validation kappa stayed ~0 while training kappa hit 0.9).
+# tokens and must generalise from a few hundred studies, which it does only when a grade lands on about the same
+# pixels in every study (a wider spread left validation kappa at chance: BENCHMARKS.md 4).
 POSE = {"sag_y": (9.0, 11.0), "sag_z": 1.0, "ax_y": (6.5, 8.5), "z0": 2.0, "disc": 1.0,
         "sag_fov": (190.0, 205.0), "ax_fov": (140.0, 160.0)}
 RENDER_FACTOR = 4  # render at matrix/4 then bilinear-upsample: ~16x cheaper, structures are >= 2 mm anyway

@@ -9,9 +9,8 @@ the grade; jittering what does not carry the label breaks that shortcut. What is
   Gaussian noise.
 
 Which to use: `full` where the anatomy's position varies between studies anyway (real MRI). `intensity` where the
-position of a grade is itself stable and fine (hubkit's synthetic phantom seen by the tiny 16-token model: a 6 %
-shift moves a grade by a whole block, and held-out kappa fell to 0 with `full`, while `intensity` raised it by
-0.06-0.16 over no augmentation at 1,500 steps on each of 3 seeds; BENCHMARKS.md 4).
+position of a grade is itself stable and fine (hubkit's synthetic phantom seen by the tiny 16-token model, where a
+shift of `SHIFT` moves a grade by a whole token block; BENCHMARKS.md 4 compares the modes).
 
 Left and right carry labels (left vs right foraminal / subarticular), so `Augmenter` never mirrors an image.
 `LeftRightMirror` (`lr_flip` in the config) mirrors a whole study instead, with its labels: the two parasagittal T1

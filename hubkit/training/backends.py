@@ -185,7 +185,7 @@ def make_trainer(backend: str, model, processor, cfg, sft_kwargs: dict, train_ds
     from trl.trainer import utils as trl_utils
 
     # TRL 1.15 computes the loss with a fused LM head whose kernel needs triton + CUDA; without it the kernel is
-    # None and training dies with "'NoneType' object has no attribute 'apply'" (tiny-model-facts.md). Keep TRL's
+    # None and training dies with "'NoneType' object has no attribute 'apply'". Keep TRL's
     # fused loss only where it works (trl backend on CUDA with triton); elsewhere use the model's own loss, which
     # is what transformers' Trainer.compute_loss does (labels already mask the prompt). Unsloth's patched model
     # computes its own fused cross-entropy, so it also takes the plain path.

@@ -1,10 +1,9 @@
 """A training collator for Gemma 3 prompt-completion chat rows: TRL's output, without TRL's per-batch cost.
 
 TRL's `DataCollatorForVisionLanguageModeling` renders the chat template, expands every image placeholder, tokenizes
-and normalises every image on every batch. On the tiny CPU model that was ~0.1 s of a ~0.31 s training step
-(per-pixel float rescale/normalise of 64 images, tokenizing ~4,000 tokens, counting image tokens in Python lists),
-while a study's text takes only a handful of distinct values (its prompt depends on its views, its answer on its
-grades). `CachedVLMCollator` therefore:
+and normalises every image on every batch: a large share of a tiny CPU model's step (BENCHMARKS.md 4a), while a
+study's text takes only a handful of distinct values (its prompt depends on its views, its answer on its grades).
+`CachedVLMCollator` therefore:
 
 - renders + tokenizes each distinct (prompt, completion) once, through the processor itself, and keeps the ids;
 - turns each 8-bit image of the processor's input size into pixel values with one 256-entry table per channel,

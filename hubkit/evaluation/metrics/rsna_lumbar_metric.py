@@ -1,7 +1,7 @@
 """The official RSNA 2024 lumbar spine metric, re-implemented with numpy (a local `evaluate` module).
 
 Follows https://www.kaggle.com/code/metric/rsna-lumbar-metric-71549 (v10) as written up in
-docs/rsna-task.md section 5. Lower is better; a prior-only constant scores about 0.78.
+the competition's scorer (restated in its docstring below). Lower is better.
 
 Inputs, one element per submission row:
 - `row_ids`: f"{study_id}_{label_column}", e.g. "4003253_spinal_canal_stenosis_l1_l2".
