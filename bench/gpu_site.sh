@@ -7,4 +7,5 @@ if [ ! -d .gpu/site/trl ]; then
       .gpu/whl/*.whl 2>&1 | tail -3
 fi
 rm -rf .gpu/site/hubkit && cp -r hubkit .gpu/site/hubkit && cp -r dataset_builder .gpu/site/hubkit/dataset_builder \
+  && cp -r configs .gpu/site/hubkit/configs \
   && cp -r cards .gpu/site/hubkit/cards

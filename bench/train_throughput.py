@@ -5,7 +5,7 @@ alpha 32, dropout 0.05, q/k/v/o/gate/up/down of both towers), 4-bit base, gradie
 8 images of 448x448 + prompt + answer per example (~2.3k tokens):
   (a) plain  transformers + PEFT + bitsandbytes nf4 + TRL SFTTrainer (prepare_model_for_kbit_training, SDPA)
   (b) unsloth  a minimal hand-written Unsloth FastVisionModel + SFTTrainer + UnslothVisionDataCollator script
-  (c) hubkit  `hubkit.train.train(..., backend="unsloth")`, i.e. `hubkit train` itself
+  (c) hubkit  `hubkit.training.train(..., backend="unsloth")`, i.e. `hubkit train` itself
 Warm-up steps then >= 10 timed steps each; prints one JSON line per measurement (median s/step, tokens/s, peak
 GPU memory) and a summary with the ratios.
 
@@ -176,7 +176,7 @@ def run_unsloth(model_dir: Path, data_dir: Path, steps: int, work: Path, batch: 
 
 def timed_hubkit_train(data_dir: Path, model_dir: Path, run_dir: Path, backend: str, batch: int, steps: int,
                        workers: int, attn: str = "auto") -> list[float]:
-    """`hubkit.train.train` with a bench recipe (no eval/save inside the timed steps); returns each step's time."""
+    """`hubkit.training.train` with a bench recipe (no eval/save inside the timed steps); returns each step's time."""
     import hubkit.training.recipe as ht
     from hubkit.config import TrainConfig
 

@@ -1,4 +1,4 @@
-"""One sweep run: hubkit.train with teacher-forced kappa on validation + a held-out cohort at every eval.
+"""One sweep run: hubkit.training.train with teacher-forced kappa on validation + a held-out cohort at every eval.
 
     python sweep.py NAME DATASET BASE HELD OUT_JSONL '{"max_steps": 1800, ...}'
 
