@@ -36,6 +36,8 @@ HEADER_TAGS = (
     "ImageOrientationPatient", "PixelSpacing", "SliceThickness", "Rows", "Columns", "PhotometricInterpretation",
     "WindowCenter", "WindowWidth", "BitsAllocated", "SamplesPerPixel", "NumberOfFrames", "RescaleSlope",
     "RescaleIntercept",
+    # what tells series apart and what they are, whatever the folder layout and the vendor's words
+    "SeriesInstanceUID", "RepetitionTime", "EchoTime", "InversionTime", "ImageType",
 )
 # What a single-pass read (`read_header_and_pixels`) adds: the pixel data and what decoding it natively needs.
 PIXEL_TAGS = ("BitsStored", "PixelRepresentation", "PixelData")
@@ -58,6 +60,9 @@ class SliceHeader:
     window: tuple[float, float] | None = None  # (center, width) from the header, if any
     frames: int = 1
     samples: int = 1
+    series_uid: str = ""  # SeriesInstanceUID ("" if absent)
+    times: tuple[float | None, float | None, float | None] = (None, None, None)  # TR, TE, TI in ms
+    image_type: tuple[str, ...] = ()
 
     @property
     def row_dir(self) -> np.ndarray:
@@ -224,30 +229,37 @@ def _header_from_dataset(ds, p: Path, require_geometry: bool) -> SliceHeader:
         rows=rows, columns=cols, photometric=photometric, transfer_syntax=tsuid,
         series_description=str(ds.get("SeriesDescription", "") or ""),
         window=(center, width) if center is not None and width is not None and width > 0 else None,
-        frames=frames, samples=spp,
+        frames=frames, samples=spp, series_uid=str(ds.get("SeriesInstanceUID", "") or "").strip(),
+        times=tuple(_first_number(ds.get(t)) for t in ("RepetitionTime", "EchoTime", "InversionTime")),
+        image_type=tuple(str(v).strip() for v in (ds.get("ImageType") or ()) if str(v).strip()),
     )
 
 
 class Series:
-    """One series folder. Headers are read lazily: `by_instance` reads just `<instance>.dcm` when the RSNA file
-    naming holds (what the `coords` picker needs), `slices` reads every header (what the `geometry` rule needs),
-    sorted along the slice normal, not by InstanceNumber. Unreadable files are skipped and listed in `skipped`."""
+    """One series: a folder's files, or the files of one SeriesInstanceUID wherever they lie (`files`, with their
+    headers already read in `headers`). Headers are read lazily: `by_instance` reads just `<instance>.dcm` when the
+    RSNA file naming holds (what the `coords` picker needs), `slices` reads every header (what the `geometry` rule
+    needs), sorted along the slice normal, not by InstanceNumber. Unreadable files are skipped, listed in `skipped`."""
 
-    def __init__(self, directory: str | Path, description: str | None = None, keep_pixels: bool = False):
+    def __init__(self, directory: str | Path, description: str | None = None, keep_pixels: bool = False, *,
+                 files: list[Path] | None = None, series_id: str | None = None,
+                 headers: dict[Path, SliceHeader] | None = None):
         d = Path(directory)
-        if not d.is_dir():
-            raise DicomError(f"{d}: series folder not found")
-        self.directory, self.series_id = d, d.name
+        self.directory, self.series_id = d, series_id or d.name
         self.skipped: list[tuple[str, str]] = []
-        self.files: list[Path] = []
-        for f in sorted(d.iterdir()):
-            if f.is_symlink():
-                self.skipped.append((str(f), "symbolic link ignored"))
-            elif f.is_file() and not f.name.startswith("."):
-                self.files.append(f)
+        self.files: list[Path] = sorted(files) if files is not None else []
+        if files is None:
+            if not d.is_dir():
+                raise DicomError(f"{d}: series folder not found")
+            for f in sorted(d.iterdir()):
+                if f.is_symlink():
+                    self.skipped.append((str(f), "symbolic link ignored"))
+                elif f.is_file() and not f.name.startswith("."):
+                    self.files.append(f)
         if not self.files:
             raise DicomError(f"{d}: no files in the series folder")
-        self._headers: dict[Path, SliceHeader | None] = {}
+        self._file_set = set(self.files)
+        self._headers: dict[Path, SliceHeader | None] = dict(headers or {})
         self._slices: list[SliceHeader] | None = None
         self._description = description
         # keep_pixels: files looked up by instance (the ones the `coords` picker takes) are read once, pixels
@@ -276,9 +288,14 @@ class Series:
         return self._datasets.get(path)
 
     @property
+    def first(self) -> SliceHeader | None:
+        """The first readable header (what the series says of itself: description, times, orientation)."""
+        return next((h for h in map(self.header, self.files) if h is not None), None)
+
+    @property
     def description(self) -> str:
         if self._description is None:
-            first = next((h for h in map(self.header, self.files) if h is not None), None)
+            first = self.first
             self._description = first.series_description if first else ""
         return self._description
 
@@ -291,8 +308,7 @@ class Series:
 
     @property
     def normal(self) -> np.ndarray:
-        n = np.mean([s.normal for s in self.slices], axis=0)
-        return n / (np.linalg.norm(n) or 1.0)
+        return _mean_normal(self.slices)
 
     @property
     def plane(self) -> Plane:
@@ -307,18 +323,27 @@ class Series:
     def by_instance(self, instance_number: int) -> SliceHeader | None:
         """The slice with this InstanceNumber: reads `<n>.dcm` first, scans the whole series only if needed."""
         named = self.directory / f"{instance_number}.dcm"
-        if named in self._headers or named.is_file():
+        if named in self._file_set:
             h = self.header(named, with_pixels=self.keep_pixels)
             if h is not None and h.instance_number == instance_number:
                 return h
         return next((s for s in self.slices if s.instance_number == instance_number), None)
 
 
+def _mean_normal(slices: list[SliceHeader]) -> np.ndarray:
+    """The unit mean of the slices' normals, each turned to point the way the first one does (a slice written with
+    its row or column direction reversed has the opposite normal, which would cancel out in a plain mean)."""
+    ns = np.array([s.normal for s in slices]) if slices else np.zeros((1, 3))
+    ns = ns * np.where(ns @ ns[0] < 0, -1.0, 1.0)[:, None]
+    n = ns.mean(axis=0)
+    return n / (np.linalg.norm(n) or 1.0)
+
+
 def sort_slices(slices: list[SliceHeader]) -> list[SliceHeader]:
     """Sort by position along the mean slice normal (`dot(IPP, n)`), ties by InstanceNumber."""
     if not slices:
         return []
-    n = np.mean([s.normal for s in slices], axis=0)
+    n = _mean_normal(slices)
     return sorted(slices, key=lambda s: (round(float(np.dot(s.position, n)), 4), s.instance_number))
 
 

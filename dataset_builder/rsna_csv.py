@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import math
 from collections import defaultdict
 from pathlib import Path
@@ -89,9 +90,11 @@ def read_labels(data_dir: str | Path, problems: RowProblems | None = None) -> di
     return out
 
 
-def read_descriptions(data_dir: str | Path, problems: RowProblems | None = None) -> dict[str, dict[str, str]]:
-    """train_series_descriptions.csv -> {study_id: {series_id: description}}; bad ids are problems (row skipped)."""
-    path = Path(data_dir) / SERIES_CSV
+def read_descriptions(data_dir: str | Path, problems: RowProblems | None = None,
+                      path: str | Path | None = None) -> dict[str, dict[str, str]]:
+    """train_series_descriptions.csv (or the CSV at `path`) -> {study_id: {series_id: description}}; bad ids are
+    problems (row skipped)."""
+    path = Path(path) if path is not None else Path(data_dir) / SERIES_CSV
     out: dict[str, dict[str, str]] = defaultdict(dict)
     for i, row in enumerate(_read(path, SERIES_COLUMNS), start=2):
         sid, series = _number(row["study_id"]), _number(row["series_id"])
@@ -132,3 +135,21 @@ def read_coordinates(data_dir: str | Path, required: bool = True,
             continue
         out[sid].append(rec)
     return dict(out)
+
+
+def descriptions_beside(study_dir: str | Path) -> dict[str, str] | None:
+    """The series descriptions of a study in the competition layout, from the CSV beside its images folder:
+    `<x>_images/<study>` -> `<x>_series_descriptions.csv` ({series_id: description}); None when there is none."""
+    study_dir = Path(study_dir)
+    images = study_dir.parent
+    if not images.name.endswith("_images"):
+        return None
+    path = images.parent / f"{images.name[: -len('_images')]}_series_descriptions.csv"
+    if not path.is_file():
+        return None
+    return _descriptions_cached(str(path), path.stat().st_mtime_ns).get(study_dir.name, {})
+
+
+@functools.lru_cache(maxsize=4)
+def _descriptions_cached(path: str, mtime_ns: int) -> dict[str, dict[str, str]]:
+    return read_descriptions("", path=path)

@@ -27,7 +27,8 @@ import numpy as np
 
 from hubkit.schema import LEVEL_TITLES, LEVELS, VIEW_SAG_T2, VIEW_T1, Picker, SeriesKind, axial_view
 
-from .dicom import Plane, Series, SliceHeader
+from .dicom import Series, SliceHeader
+from .series import classify_series
 
 # Distance of the neural foramina from the midline (mm); RSNA points sit at about +18 (left) and -15 (right).
 FORAMEN_OFFSET_MM = 18.0
@@ -42,18 +43,6 @@ class Pick:
     view: str  # e.g. "Sagittal T1 left", "Axial T2 L4/L5"
     series_id: str
     header: SliceHeader
-
-
-def series_kind(description: str, plane: Plane | None = None) -> str | None:
-    """Normalise a SeriesDescription to one of the three RSNA series types (None if unknown)."""
-    d = description.lower().replace(" ", "")
-    if "ax" in d and "t2" in d:
-        return AX_T2
-    if "sag" in d and ("t2" in d or "stir" in d):
-        return SAG_T2
-    if "sag" in d and "t1" in d:
-        return SAG_T1
-    return None
 
 
 def _choose_series(candidates: list[Series], preferred: Iterable[str] = ()) -> Series | None:
@@ -125,11 +114,13 @@ def pick_slices(series: Mapping[str, Series], mode: Picker | str = Picker.GEOMET
     mode = Picker(mode)
     rows = list(coords or []) if mode is Picker.COORDS else []
     by_kind: dict[str, list[Series]] = {SAG_T2: [], SAG_T1: [], AX_T2: []}
-    for s in series.values():
-        kind = series_kind(s.description)
-        if kind is not None:
-            by_kind[kind].append(s)
     notes: list[str] = []
+    for sid, s in sorted(series.items()):
+        cls = classify_series(s)
+        if cls.kind is not None:
+            by_kind[cls.kind].append(s)
+        else:
+            notes.append(f"series {sid} not used: {cls.reason}")
     picks: list[Pick] = []
 
     def rows_for(condition: str, level: str | None = None) -> list[Mapping]:
@@ -204,7 +195,4 @@ def pick_slices(series: Mapping[str, Series], mode: Picker | str = Picker.GEOMET
                 notes.append(f"Axial T2 {title}: no slice found")
                 continue
             picks.append(Pick(axial_view(level), sid, h))
-    if not by_kind[SAG_T2] and not by_kind[SAG_T1] and not by_kind[AX_T2] and series:
-        notes.append("no series matched Sagittal T1 / Sagittal T2/STIR / Axial T2 descriptions: "
-                     + ", ".join(sorted(f"{k}={v.description!r}" for k, v in series.items())))
     return picks, notes

@@ -13,7 +13,7 @@ from typing import Mapping, Sequence
 
 from hubkit.schema import Picker
 
-from .dicom import DicomError, Series, read_series
+from .dicom import DicomError, Series, SliceHeader, read_header, read_series
 from .pixels import decode_picked, to_image
 from .slices import pick_slices
 
@@ -28,36 +28,77 @@ class StudyImages:
     skipped: list[tuple[str, str]]  # (file or folder, reason)
 
 
+def find_series(study_dir: Path, descriptions: Mapping[str, str] | None = None, keep_pixels: bool = False,
+                by_uid: bool = True) -> tuple[dict[str, Series], list[tuple[str, str]]]:
+    """The series of a study folder, whatever its layout -> ({series id: Series}, skipped (file, reason)).
+
+    `by_uid`: every file under the folder (nested or flat) has its header read and files are grouped by
+    SeriesInstanceUID; a series' id is its folder's name when that folder holds exactly that series, else its UID.
+    Without `by_uid` (the RSNA layout with its CSV, whose series ids name folders) each sub-folder is a series and
+    headers are read only when the picker needs them.
+    """
+    skipped: list[tuple[str, str]] = []
+    series: dict[str, Series] = {}
+    folders = sorted(p for p in study_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    loose = [p for p in study_dir.iterdir() if p.is_file() and not p.name.startswith(".")]
+    if not by_uid and not loose:
+        for sd in folders:
+            if sd.is_symlink():
+                skipped.append((str(sd), "symbolic link ignored"))
+                continue
+            try:
+                series[sd.name] = read_series(sd, (descriptions or {}).get(sd.name), keep_pixels=keep_pixels)
+            except DicomError as e:
+                skipped.append((str(sd), str(e)))
+        return series, skipped
+    groups: dict[str, dict[Path, SliceHeader]] = {}
+    for f in sorted(study_dir.rglob("*")):
+        if f.is_symlink():
+            skipped.append((str(f), "symbolic link ignored"))
+        elif f.is_file() and not any(part.startswith(".") for part in f.relative_to(study_dir).parts):
+            try:
+                h = read_header(f)
+            except DicomError as e:
+                skipped.append((str(f), str(e)))
+                continue
+            # no SeriesInstanceUID (a broken export): the folder stands for the series
+            groups.setdefault(h.series_uid or f"folder:{f.parent}", {})[f] = h
+    in_folder: dict[Path, int] = {}
+    for headers in groups.values():
+        for parent in {f.parent for f in headers}:
+            in_folder[parent] = in_folder.get(parent, 0) + 1
+    for uid, headers in sorted(groups.items()):
+        parents = {f.parent for f in headers}
+        parent = parents.pop() if len(parents) == 1 else None
+        own_folder = parent is not None and parent != study_dir and in_folder[parent] == 1
+        sid = parent.name if own_folder else uid.removeprefix("folder:")
+        desc = (descriptions or {}).get(sid) or (descriptions or {}).get(uid)
+        series[sid] = Series(parent if own_folder else study_dir, desc, keep_pixels, files=list(headers),
+                             series_id=sid, headers=headers)
+    return series, skipped
+
+
 def load_study(study_dir: str | Path, descriptions: Mapping[str, str] | None = None,
                picker: Picker | str = Picker.GEOMETRY, coords: Sequence[Mapping] | None = None, *,
                slice_size: int) -> StudyImages:
-    """Read the headers of every series of a study, pick the slices, decode only the picked ones.
+    """Find the series of a study, pick the slices, decode only the picked ones.
 
     Args:
-        study_dir: folder holding one sub-folder per series (RSNA `train_images/<study_id>`).
-        descriptions: series_id -> series description (RSNA CSV); series absent here use their DICOM
-            SeriesDescription. None -> DICOM SeriesDescription for all (what the pipeline does).
+        study_dir: a study's folder: one sub-folder per series (RSNA `train_images/<study_id>`), nested folders, or
+            all files in one folder (series are then told apart by SeriesInstanceUID).
+        descriptions: series id -> series description (the RSNA CSV); it wins over the DICOM SeriesDescription.
+        picker: `coords` (with `coords`, the study's train_label_coordinates.csv rows) or `geometry`.
+        slice_size: side of the square 8-bit slices.
     Raises:
         DicomError: the folder is missing, or no slice at all could be used (the message says why).
     """
     d = Path(study_dir)
     if not d.is_dir():
         raise DicomError(f"{d}: study folder not found")
-    skipped: list[tuple[str, str]] = []
-    series: dict[str, Series] = {}
-    for sd in sorted(p for p in d.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        if sd.is_symlink():
-            skipped.append((str(sd), "symbolic link ignored"))
-            continue
-        desc = (descriptions or {}).get(sd.name)
-        try:
-            # coords mode reads each picked file once (header and pixels together); geometry mode reads every
-            # header, so it keeps no pixels and decodes the picked slices afterwards.
-            s = read_series(sd, desc, keep_pixels=Picker(picker) is Picker.COORDS)
-        except DicomError as e:
-            skipped.append((str(sd), str(e)))
-            continue
-        series[sd.name] = s
+    coords_mode = Picker(picker) is Picker.COORDS
+    # coords mode with the RSNA CSV reads each picked file once (header and pixels together), in its folder;
+    # otherwise every header is read anyway (geometry), which also groups the files by SeriesInstanceUID.
+    series, skipped = find_series(d, descriptions, keep_pixels=coords_mode, by_uid=not (coords_mode and descriptions))
     if descriptions:
         for sid in sorted(set(descriptions) - set(series)):
             if not any(sid == Path(f).name for f, _ in skipped):
@@ -77,6 +118,6 @@ def load_study(study_dir: str | Path, descriptions: Mapping[str, str] | None = N
         views.append(p.view)
         used.append((p.view, p.series_id, p.header.instance_number))
     if not images:
-        reasons = "; ".join(notes[:3] + [r for _, r in skipped[:2]]) or "no series folders"
+        reasons = "; ".join(notes[:3] + [r for _, r in skipped[:2]]) or "no DICOM files"
         raise DicomError(f"{d}: no usable slice ({reasons})")
     return StudyImages(d.name, images, views, used, notes, skipped)

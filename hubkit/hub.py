@@ -66,7 +66,10 @@ def _check_type(repo_type: str) -> str:
 @contextlib.contextmanager
 def hub_errors(repo_id: str, repo_type: str, action: str) -> Iterator[None]:
     """Translate client exceptions into `HubError` (messages carry no token; the original is kept as __cause__)."""
-    from datasets.exceptions import DatasetNotFoundError
+    try:  # datasets is not installed for inference-only use
+        from datasets.exceptions import DatasetNotFoundError
+    except ImportError:
+        DatasetNotFoundError = RepositoryNotFoundError  # noqa: N806
 
     endpoint = hub_endpoint()
     what = f"{repo_type} repo {repo_id}"
@@ -173,6 +176,19 @@ def dataset_revision(repo_id: str, token: str | None = None) -> str:
     """
     with hub_errors(repo_id, "dataset", "dataset_info"):
         return _api(_token(token, required=False)).dataset_info(repo_id).sha
+
+
+def repo_file_sizes(repo_id: str, repo_type: str = "model", revision: str | None = None,
+                    token: str | None = None) -> dict[str, int]:
+    """{path: size in bytes} of a repo's files.
+
+    Raises:
+        HubError: repo not found or not visible, bad token, Hub unreachable.
+    """
+    with hub_errors(repo_id, repo_type, "repo_info"):
+        info = _api(_token(token, required=False)).repo_info(repo_id, repo_type=repo_type, revision=revision,
+                                                             files_metadata=True)
+    return {s.rfilename: int(s.size or 0) for s in (info.siblings or [])}
 
 
 def download_file(repo_id: str, filename: str, repo_type: str = "model", revision: str | None = None,

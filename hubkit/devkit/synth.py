@@ -29,7 +29,8 @@ from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, PYDICOM_IMPLEMENTATION_UID
 
-from hubkit.schema import CONDITION_TITLES, CONDITIONS, LABEL_COLUMNS, LEVEL_TITLES, LEVELS, SEVERITY_NAMES, label_column
+from hubkit.schema import (CONDITION_TITLES, CONDITIONS, LABEL_COLUMNS, LEVEL_TITLES, LEVELS, SEVERITY_NAMES, SeriesKind,
+                           label_column)
 
 __all__ = ["synth_cohort", "RATES", "DISC_Z", "SYNTH_MARKER"]
 
@@ -53,11 +54,14 @@ MATRICES = (384, 448, 512, 576, 640)
 # pixels in every study (a wider spread left validation kappa at chance: BENCHMARKS.md 4).
 POSE = {"sag_y": (9.0, 11.0), "sag_z": 1.0, "ax_y": (6.5, 8.5), "z0": 2.0, "disc": 1.0,
         "sag_fov": (190.0, 205.0), "ax_fov": (140.0, 160.0)}
+# RepetitionTime / EchoTime (ms) written into each series, typical of a 1.5 T lumbar protocol: they let a reader
+# tell T1 from T2 where a description is missing (hubkit.dataset_builder.series).
+TIMES = {"t1": ("600", "10"), "t2": ("3500", "100")}
 RENDER_FACTOR = 4  # render at matrix/4 then bilinear-upsample: ~16x cheaper, structures are >= 2 mm anyway
 # Tissue intensities (T1, T2) on a 12-bit scale: T1 fat bright / CSF dark, T2 CSF bright.
 TISSUE = {"air": (30, 30), "subq": (2500, 1700), "soft": (900, 650), "bone": (1300, 800), "marrow": (1700, 1000),
           "disc": (900, 1900), "csf": (450, 2600), "fat": (2800, 1600), "block": (350, 300)}
-SAG_T1, SAG_T2, AX_T2 = "Sagittal T1", "Sagittal T2/STIR", "Axial T2"
+SAG_T1, SAG_T2, AX_T2 = SeriesKind.SAG_T1.value, SeriesKind.SAG_T2.value, SeriesKind.AX_T2.value
 
 
 def _q(v):
@@ -257,6 +261,7 @@ def _write_series(root: pathlib.Path, st: _Study, ser: _Series, number: int, pix
     ds.StudyInstanceUID = str(st.study_id)  # RSNA-style anonymised UIDs
     ds.SeriesInstanceUID = f"{st.study_id}.{ser.series_id}"
     ds.SeriesDescription, ds.SeriesNumber = ser.description, number
+    ds.RepetitionTime, ds.EchoTime = TIMES["t2" if ser.t2 else "t1"]
     ds.Rows, ds.Columns = ser.rows, ser.cols
     ds.PixelSpacing = [f"{ser.ps:.6g}"] * 2
     ds.SliceThickness, ds.SpacingBetweenSlices = f"{ser.thickness:.6g}", f"{ser.spacing:.6g}"

@@ -1,13 +1,21 @@
-"""The one batching loop of inference: the CPU side of batch k+1 (reading studies, the processor) runs while the
-device works on batch k. The pipeline and `decoding.decode_batches` both iterate `prefetched_batches`.
+"""The one batching loop of inference: the CPU side of the next batches (reading DICOM studies, picking slices, the
+processor) runs while the device works on the current one. The pipeline and `decoding.decode_batches` both iterate
+`prefetched_batches`.
 
     for batch, encoded in prefetched_batches(studies, 8, prepare=lambda b: prepare_inputs(processor, b)):
         preds = constrained_decode(model, processor, batch, encoded=encoded)
+
+With `workers` > 0 the batches are made in that many forked worker processes (a DICOM study takes a core for a
+while, and a thread would also fight the device loop for the GIL); with 0, on one background thread.
 """
 
 from __future__ import annotations
 
+import collections
 import itertools
+import multiprocessing
+import os
+import threading
 from typing import Any, Callable, Iterable, Iterator
 
 
@@ -20,14 +28,17 @@ def chunked(items: Iterable, size: int) -> Iterator[list]:
 
 
 def prefetched_batches(items: Iterable, batch_size: int, load: Callable[[Any], Any] | None = None,
-                       prepare: Callable[[list], Any] | None = None, depth: int = 1) -> Iterator[tuple[list, Any]]:
-    """Yield `(batch, prepare(batch))` for consecutive batches of `load(item)`, made up to `depth` batches ahead on
-    a background thread.
+                       prepare: Callable[[list], Any] | None = None, depth: int = 1,
+                       workers: int = 0) -> Iterator[tuple[list, Any]]:
+    """Yield `(batch, prepare(batch))` for consecutive batches of `load(item)`, made ahead of the consumer.
 
     Args:
-        items: any iterable (list, generator, streamed dataset); read lazily, on the thread.
+        items: any iterable (list, generator, streamed dataset); read lazily.
         load: per item, e.g. reading a DICOM study folder (default: the item itself).
         prepare: per batch, e.g. the processor call (default: None).
+        depth: batches made ahead beyond those being made.
+        workers: worker processes making batches (0: one background thread). Items and results cross a process
+            boundary then, so they must pickle.
     """
     load = load or (lambda x: x)
 
@@ -35,7 +46,43 @@ def prefetched_batches(items: Iterable, batch_size: int, load: Callable[[Any], A
         batch = [load(x) for x in chunk]
         return batch, prepare(batch) if prepare is not None else None
 
+    if workers > 0 and "fork" in multiprocessing.get_all_start_methods():
+        return _in_processes(chunked(items, batch_size), make, workers, depth)
     return iter(Prefetch(chunked(items, batch_size), make, depth))
+
+
+_MAKE: Callable | None = None  # the batch maker a forked worker runs (inherited, so it is never pickled)
+_FORK_LOCK = threading.Lock()
+
+
+def _run_in_worker(chunk: list):
+    return _MAKE(chunk)
+
+
+def _in_processes(chunks: Iterator[list], make: Callable, workers: int, depth: int) -> Iterator[tuple[list, Any]]:
+    """`make(chunk)` for each chunk in forked worker processes, results in order, at most `workers + depth` chunks
+    in flight (so a long stream is never read ahead of what the device can take). Tensors in the results come
+    back through shared memory (torch registers its reductions with multiprocessing)."""
+    global _MAKE
+    import torch.multiprocessing  # noqa: F401  (tensor reductions: shared memory instead of pickled bytes)
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # fast tokenizers refuse threads after a fork anyway
+    with _FORK_LOCK:
+        _MAKE = make
+        pool = multiprocessing.get_context("fork").Pool(workers)
+    pending: collections.deque = collections.deque()
+    try:
+        for chunk in itertools.islice(chunks, workers + depth):
+            pending.append(pool.apply_async(_run_in_worker, (chunk,)))
+        while pending:
+            result = pending.popleft().get()
+            chunk = next(chunks, None)
+            if chunk is not None:
+                pending.append(pool.apply_async(_run_in_worker, (chunk,)))
+            yield result
+    finally:
+        pool.terminate()
+        pool.join()
 
 
 class Prefetch:

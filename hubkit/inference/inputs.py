@@ -10,10 +10,12 @@ from typing import Any
 from hubkit.schema import Picker
 
 
-def study_from_input(inputs: Any, slice_size: int | None = None):
+def study_from_input(inputs: Any, slice_size: int | None = None, descriptions: Any = None):
     """A `StudyInput` (+ notes) from a study folder path, {"images", "views"[, "study_id", "prompt"]} or a
-    dataset row. A folder's slices are read at `slice_size` (the run's). Raises ValueError saying what is missing
-    or unreadable."""
+    dataset row. A folder's slices are read at `slice_size` (the run's); `descriptions` (a series-descriptions CSV
+    path, {series_id: description} or {study_id: {series_id: description}}) names its series, else the CSV beside
+    a `*_images/` folder if there is one, else each series' own SeriesDescription. Raises ValueError saying what is
+    missing or unreadable."""
     from .studies import StudyInput
 
     if isinstance(inputs, (str, os.PathLike)):
@@ -28,7 +30,7 @@ def study_from_input(inputs: Any, slice_size: int | None = None):
                              "hubkit_config.json has no dataset manifest); pass slice_size=N, the dataset's "
                              "--slice-size")
         try:
-            s = load_study(path, picker=Picker.GEOMETRY, slice_size=slice_size)
+            s = load_study(path, _descriptions_of(path, descriptions), picker=Picker.GEOMETRY, slice_size=slice_size)
         except DicomError as e:
             raise ValueError(f"lumbar-classify cannot read study {path}: {e}") from e
         return StudyInput(s.images, s.views, study_id=s.study_id), list(s.notes)
@@ -45,6 +47,21 @@ def study_from_input(inputs: Any, slice_size: int | None = None):
         return StudyInput(images, views, inputs.get("prompt"), None if sid is None else str(sid)), []
     raise TypeError(f"lumbar-classify takes a study folder path, a dict with images and views, or a dataset row; "
                     f"got {type(inputs).__name__}")
+
+
+def _descriptions_of(study_dir: Path, given: Any) -> dict[str, str] | None:
+    """This study's {series_id: description} from what the caller gave, or from the CSV beside its folder."""
+    from hubkit.dataset_builder import rsna_csv
+
+    if given is None:
+        return rsna_csv.descriptions_beside(study_dir)
+    if isinstance(given, (str, os.PathLike)):
+        if not Path(given).is_file():
+            raise ValueError(f"series_descriptions: {given}: no such file (give the series-descriptions CSV)")
+        given = rsna_csv.read_descriptions("", path=given)
+    if any(isinstance(v, dict) for v in given.values()):  # {study_id: {series_id: description}}
+        given = given.get(study_dir.name, {})
+    return {str(k): str(v) for k, v in given.items()}
 
 
 def _to_pil(im: Any, i: int):

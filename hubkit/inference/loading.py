@@ -8,6 +8,7 @@ loader, restores `modules_to_save` weights) and merged unless the base is quanti
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from hubkit.modeling import REMOTE_CODE_REFUSED, nf4_config
 
 ADAPTER_CONFIG = "adapter_config.json"
 RUN_CONFIG = "hubkit_config.json"  # written by `hubkit train` (hubkit.training.recipe)
+log = logging.getLogger("hubkit.inference")
 # Files fetched from a Hub repo: adapter/model weights + configs + processor files (never checkpoints/ or logs/).
 _HUB_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "tokenizer.model", "*.txt"]
 
@@ -66,17 +68,60 @@ def base_model_of(model_dir: str | os.PathLike) -> str | None:
     return base
 
 
-def _want_4bit(load_in_4bit: bool | None) -> bool:
-    import torch
+GiB = 2**30
+# What a bf16 model needs beside its weights to decode batches of 8-image studies (KV cache, activations, logits).
+DECODE_HEADROOM = 4 * GiB
 
-    if load_in_4bit is False or not torch.cuda.is_available():
-        if load_in_4bit:
-            raise LumbarLoadError("load_in_4bit=True needs a CUDA GPU")
-        return False
-    has_bnb = available("bitsandbytes")
+
+def choose_4bit(load_in_4bit: bool | None, cuda: bool, has_bnb: bool, free_bytes: int | None,
+                weight_bytes: int | None) -> tuple[bool, str]:
+    """(load the base in 4-bit?, the one line that says why). bf16 with the LoRA merged is the fast path and the
+    default; 4-bit nf4 only when asked for, or on a GPU whose free memory cannot hold the bf16 weights plus the
+    decoding headroom (and bitsandbytes is there).
+
+    Raises:
+        LumbarLoadError: 4-bit asked for without a CUDA GPU or without bitsandbytes.
+    """
+    if load_in_4bit and not cuda:
+        raise LumbarLoadError("load_in_4bit=True needs a CUDA GPU")
     if load_in_4bit and not has_bnb:
         raise LumbarLoadError(f"load_in_4bit=True needs bitsandbytes: {install_hint('gpu')}")
-    return has_bnb
+    if load_in_4bit:
+        return True, "4-bit nf4 base, LoRA unmerged (load_in_4bit=True)"
+    if not cuda:
+        return False, "CPU: the checkpoint's dtype, LoRA merged"
+    if load_in_4bit is False:
+        return False, "bf16, LoRA merged (load_in_4bit=False)"
+    if free_bytes is None or weight_bytes is None:
+        return False, "bf16, LoRA merged (model size unknown: not checked against free GPU memory)"
+    need = weight_bytes + max(DECODE_HEADROOM, weight_bytes // 2)
+    sizes = f"{weight_bytes / GiB:.1f} GiB of bf16 weights, {free_bytes / GiB:.1f} GiB free on the GPU"
+    if free_bytes >= need:
+        return False, f"bf16, LoRA merged ({sizes})"
+    if has_bnb:
+        return True, f"4-bit nf4 base, LoRA unmerged: bf16 needs ~{need / GiB:.1f} GiB ({sizes})"
+    return False, f"bf16, LoRA merged, although it may not fit ({sizes}); install bitsandbytes for 4-bit"
+
+
+def bf16_weight_bytes(model: str) -> int | None:
+    """Size of a model's weights in bf16, from its safetensors files (local folder or Hub repo); None if unknown."""
+    path = Path(model)
+    try:
+        if path.is_dir():
+            sizes = [p.stat().st_size for p in path.glob("*.safetensors")]
+            cfg = json.loads((path / "config.json").read_text()) if (path / "config.json").is_file() else {}
+        else:
+            from hubkit.hub import repo_file_sizes
+
+            files = repo_file_sizes(model)
+            sizes = [n for f, n in files.items() if f.endswith(".safetensors")]
+            cfg = {}
+    except Exception:  # noqa: BLE001 - only an estimate: unknown size means "not checked", said in the log line
+        return None
+    if not sizes:
+        return None
+    width = {"float32": 4, "float16": 2, "bfloat16": 2}.get(str(cfg.get("dtype") or cfg.get("torch_dtype")), 2)
+    return int(sum(sizes) * 2 / width)
 
 
 def load_model(model: str | os.PathLike, dtype: Any = "auto", load_in_4bit: bool | None = None,
@@ -96,14 +141,23 @@ def load_model(model: str | os.PathLike, dtype: Any = "auto", load_in_4bit: bool
                                        "local_files_only")}
     if from_pretrained_kwargs.get("trust_remote_code"):
         raise LumbarLoadError(REMOTE_CODE_REFUSED)
-    kwargs["dtype"] = dtype
     kwargs["use_safetensors"] = True  # never unpickle weights: .bin/.pt checkpoints can run code
-    quantized = "quantization_config" in kwargs
-    if not quantized and _want_4bit(load_in_4bit):
-        kwargs["quantization_config"] = nf4_config(torch.bfloat16)
-        kwargs.setdefault("device_map", {"": torch.cuda.current_device()})
-        quantized = True
     target = base if base is not None else str(src)
+    quantized = "quantization_config" in kwargs
+    cuda = torch.cuda.is_available()
+    note = "quantization_config given"
+    if not quantized:
+        free = torch.cuda.mem_get_info()[0] if cuda else None
+        quantized, note = choose_4bit(load_in_4bit, cuda, available("bitsandbytes"), free,
+                                      bf16_weight_bytes(target) if cuda and load_in_4bit is None else None)
+        if quantized:
+            kwargs["quantization_config"] = nf4_config(torch.bfloat16)
+        if cuda:
+            kwargs.setdefault("device_map", {"": torch.cuda.current_device()})
+            if dtype == "auto" and not quantized:
+                dtype = torch.bfloat16
+    kwargs["dtype"] = dtype
+    log.info("lumbar-classify: %s", note)
     try:
         net = AutoModelForImageTextToText.from_pretrained(target, **kwargs)
     except (OSError, ValueError) as e:
@@ -125,5 +179,6 @@ def load_model(model: str | os.PathLike, dtype: Any = "auto", load_in_4bit: bool
     net._hubkit_source = str(src)
     net._hubkit_base = base
     net._hubkit_manifest = run_manifest(src)
+    net._hubkit_load_note = note
     return net
 

@@ -57,9 +57,21 @@ def load_pipeline(model: str | os.PathLike, device: Any = None, batch_size: int 
                     model_kwargs=model_kwargs, **kwargs)
 
 
+class MissingViewsWarning(UserWarning):
+    """A study was graded from fewer than the 8 views the model was trained with (see the output's
+    `missing_views`); filter it with `warnings.simplefilter("ignore", MissingViewsWarning)`."""
+
+
 def _format(pred, views: list[str], notes: list[str]) -> dict[str, Any]:
+    import warnings
+
     from hubkit import schema
 
+    missing = [v for v in schema.VIEWS if v not in views]
+    if missing:  # once per study: its grades rest on fewer slices than training's
+        warnings.warn(f"study {pred.study_id}: {len(missing)} of {len(schema.VIEWS)} views missing "
+                      f"({', '.join(missing)}); the grades that depend on them are less reliable. See the "
+                      "output's 'missing_views' and 'notes'.", MissingViewsWarning, stacklevel=2)
     levels = {}
     for lv in schema.LEVELS:
         levels[lv] = {}
@@ -69,7 +81,7 @@ def _format(pred, views: list[str], notes: list[str]) -> dict[str, Any]:
             levels[lv][c] = {"label": code, "severity": schema.SEVERITY_NAMES[schema.CODES.index(code)],
                              "probs": dict(zip(schema.CODES, p))}
     return {"study_id": pred.study_id, "levels": levels, "json": pred.json, "probs": pred.probs,
-            "views": list(views), "notes": notes, "schema_mass": pred.schema_mass}
+            "views": list(views), "missing_views": missing, "notes": notes, "schema_mass": pred.schema_mass}
 
 
 def _collate(items: list[dict]) -> dict:
@@ -111,8 +123,12 @@ def _classes():
     class LumbarClassificationPipeline(Pipeline):
         """Grades the 25 RSNA lumbar fields of a study with schema-constrained decoding.
 
-        Call parameters: `batch_size`, `method` ("stepwise" | "speculative"), `draft` (speculative draft code),
-        `slice_size` (side of the slices read from DICOM; default: the run's, from its dataset manifest).
+        Call parameters: `batch_size`; `num_workers` (processes that read DICOM studies and run the processor
+        for the next batches while the device works; default: a few on CUDA, none on CPU); `method` ("auto":
+        speculative for a single study, stepwise for batches, both exact; "stepwise"; "speculative"); `draft` (the
+        speculative draft: one code or 25); `slice_size` (side of the slices read from DICOM; default: the run's,
+        from its dataset manifest); `series_descriptions` (the RSNA series-descriptions CSV, or {series_id:
+        description}; default: the CSV beside a `*_images/` folder, if there is one).
         """
 
         _load_processor = False
@@ -126,14 +142,19 @@ def _classes():
             if processor is None:
                 processor = _load_processor(model)
             super().__init__(model=model, processor=processor, **kwargs)
+            if self._num_workers is None:
+                self._num_workers = _default_workers(self.device)
             self.plan = answer_plan(self.processor.tokenizer)
             # The side the training slices were stored at: DICOM folders are read at it, as the builder did.
             self.slice_size = (getattr(model, "_hubkit_manifest", None) or {}).get("slice_size")
 
-        def _sanitize_parameters(self, method=None, draft=None, slice_size=None, **kwargs):
+        def _sanitize_parameters(self, method=None, draft=None, slice_size=None, series_descriptions=None,
+                                 **kwargs):
             pre, fwd = {}, {}
             if slice_size is not None:
                 pre["slice_size"] = int(slice_size)
+            if series_descriptions is not None:
+                pre["series_descriptions"] = series_descriptions
             if method is not None:
                 fwd["method"] = method
             if draft is not None:
@@ -147,19 +168,28 @@ def _classes():
                 inputs = (row for row in inputs)
             return super().__call__(inputs, *args, **kwargs)
 
-        def preprocess(self, inputs, slice_size: int | None = None):
-            study, notes = study_from_input(inputs, slice_size=slice_size or self.slice_size)
+        def preprocess(self, inputs, slice_size: int | None = None, series_descriptions: Any = None):
+            study, notes = study_from_input(inputs, slice_size=slice_size or self.slice_size,
+                                            descriptions=series_descriptions)
             return {"studies": [study], "notes": [notes]}
 
-        def _forward(self, model_inputs, method: str = "stepwise", draft: Any = "N"):
+        def _forward(self, model_inputs, method: str = "auto", draft: Any = "N"):
             studies = model_inputs["studies"]
+            if method == "auto":  # both exact: one prefill + a pass per field the draft got wrong, or 25 steps
+                method = "speculative" if len(studies) == 1 and self.plan.kind == "template" else "stepwise"
             preds = constrained_decode(self.model, self.processor, studies, method=method, draft=draft, plan=self.plan,
                                        encoded=model_inputs.get("encoded"))
             return {"results": [(p, s.views, n) for p, s, n in zip(preds, studies, model_inputs["notes"])]}
 
         def _encode(self, items: list[dict]) -> dict:
             batch = _collate(items)
-            return {**batch, "encoded": prepare_inputs(self.processor, batch["studies"])}
+            encoded = prepare_inputs(self.processor, batch["studies"])
+            if "pixel_values" in encoded and self.model.dtype.is_floating_point:
+                # the decoder casts them so anyway; doing it here halves what crosses from a worker process
+                encoded["pixel_values"] = encoded["pixel_values"].to(self.model.dtype)
+            for s in batch["studies"]:
+                s.images = []  # encoded now; the images need not travel back from a worker
+            return {**batch, "encoded": encoded}
 
         def postprocess(self, model_outputs):
             res = model_outputs["results"]
@@ -172,9 +202,11 @@ def _classes():
                          postprocess_params):
             from transformers.pipelines.pt_utils import PipelineIterator
 
-            # Batch k+1 is read and run through the processor on a thread while batch k is on the device.
+            # The next batches are read and run through the processor (in worker processes, or on a thread) while
+            # this one is on the device.
             load = functools.partial(self.preprocess, **preprocess_params)
-            batches = (encoded for _, encoded in prefetched_batches(inputs, batch_size, load, self._encode))
+            batches = (encoded for _, encoded in prefetched_batches(inputs, batch_size, load, self._encode,
+                                                                    workers=num_workers or 0))
             model_iterator = PipelineIterator(batches, self.forward, forward_params, loader_batch_size=batch_size)
             return PipelineIterator(model_iterator, self.postprocess, postprocess_params)
 
@@ -195,6 +227,14 @@ def _classes():
         c.__qualname__ = c.__name__
     _CLASSES = (LumbarClassificationPipeline, LumbarAdapterModel)
     return _CLASSES
+
+
+def _default_workers(device) -> int:
+    """Worker processes for reading studies: on CUDA, a few (the CPU is free while the GPU decodes); on CPU, none
+    (the model needs the cores itself)."""
+    if getattr(device, "type", str(device)) != "cuda":
+        return 0
+    return max(1, min(8, (os.cpu_count() or 2) - 2))
 
 
 def _is_hf_dataset(x: Any) -> bool:
