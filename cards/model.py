@@ -16,7 +16,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from hubkit.schema import CONDITION_TITLES, CONDITIONS
+from hubkit._imports import DISTRIBUTION
+from hubkit.schema import CONDITION_TITLES, CONDITIONS, VIEWS, build_prompt
 
 ASSETS = "card_assets"
 RESULT_FILES = {"finetuned": "results_finetuned.json", "base": "results_base.json"}  # hubkit.evaluation
@@ -109,6 +110,7 @@ def build_card_context(run_dir: str | Path, eval_dir: str | Path | None = None,
     base_model = cfg.get("base_model", "")
     dataset_id = ds.get("repo_id") or (Path(ds["path"]).name if ds.get("path") else None)
     manifest = ds.get("manifest") or {}  # the build's facts, copied into the run by `hubkit train`
+    views = list(manifest.get("views") or VIEWS)
     results = load_results(eval_dir)
     eval_cfg = _read_json(Path(eval_dir) / "eval_config.json") if eval_dir else None
     ft, base = results.get("finetuned"), results.get("base")
@@ -135,6 +137,8 @@ def build_card_context(run_dir: str | Path, eval_dir: str | Path | None = None,
         "hyperparameters": _non_default(tc),
         "versions": ", ".join(f"{k} {v}" for k, v in (cfg.get("versions") or {}).items() if v),
         "has_eval": ft is not None, "has_base": base is not None,
+        "install_name": DISTRIBUTION, "views_literal": json.dumps(views),
+        "prompt_literal": json.dumps(build_prompt(views)),
     }
     if ft is not None:
         ctx["eval_split"] = ft.get("split", "validation")

@@ -245,6 +245,9 @@ def build_dataset(cfg: BuildConfig, output: str | Path) -> "datasets.DatasetDict
     Raises:
         rsna_csv.CsvError / FileNotFoundError: bad or missing CSVs / folders (nothing is written then).
     """
+    from hubkit._imports import require_train
+
+    require_train("hubkit build-dataset")
     out = Path(output)
     splits, missing, bad_rows = plan_records(cfg)
     work = out.parent / f".{out.name}.build"

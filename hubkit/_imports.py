@@ -9,7 +9,11 @@ from __future__ import annotations
 import importlib.util
 from importlib.metadata import PackageNotFoundError, version
 
-DISTRIBUTION = "hubkit"  # the name pip installs hubkit under (its extras: gpu, decoders, train, test)
+# The name pip installs hubkit under ("hubkit" on the public index is another project); extras: train, gpu,
+# decoders, test.
+DISTRIBUTION = "hubkit-lumbar"
+# What the trainer's verbs (build-dataset, train, evaluate, synth, the demo) need beyond an inference install.
+TRAIN_MODULES = ("datasets", "trl", "evaluate", "matplotlib", "pandas")
 
 
 def install_hint(extra: str) -> str:
@@ -28,12 +32,19 @@ def require(module: str, extra: str, purpose: str) -> None:
         raise ImportError(f"{purpose} needs {module}: {install_hint(extra)}")
 
 
+def require_train(purpose: str) -> None:
+    """`require` for everything the `train` extra brings (an inference-only install lacks it)."""
+    missing = [m for m in TRAIN_MODULES if not available(m)]
+    if missing:
+        raise ImportError(f"{purpose} needs {', '.join(missing)}: {install_hint('train')}")
+
+
 def versions(packages: tuple[str, ...]) -> dict[str, str | None]:
-    """{package: installed version or None}."""
+    """{package: installed version or None}; "hubkit" is looked up under its distribution name."""
     out: dict[str, str | None] = {}
     for pkg in packages:
         try:
-            out[pkg] = version(pkg)
+            out[pkg] = version(DISTRIBUTION if pkg == "hubkit" else pkg)
         except PackageNotFoundError:
             out[pkg] = None
     return out

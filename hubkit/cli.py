@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from hubkit._imports import DISTRIBUTION
 from hubkit.config import BuildConfig
 from hubkit.schema import Picker
 
@@ -31,7 +32,7 @@ def _run(fn, *args, **kwargs):
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="hubkit")
+@click.version_option(package_name=DISTRIBUTION)
 def cli() -> None:
     """hubkit: RSNA lumbar-spine DICOM -> Hub dataset -> QLoRA MedGemma adapter -> card -> pipeline().
 

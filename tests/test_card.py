@@ -112,3 +112,30 @@ def test_push_updates_only_card_files(tmp_path, local_hub):
     assert api.repo_info("owner/card-only").private
     readme = api.hf_hub_download("owner/card-only", "README.md", cache_dir=str(tmp_path / "cache"))
     assert Path(readme).read_text() == (run / "README.md").read_text()
+
+
+def test_card_install_line_and_snippet_without_hubkit(tmp_path):
+    """The card's transformers + peft snippet, run as written, generates exactly what hubkit's seed path does."""
+    import shutil
+
+    from hubkit.inference.generate import free_generate
+    from hubkit.inference.loading import load_model
+    from hubkit.schema import VIEWS
+    from tests.fixtures.tiny_run import _images, trained_tiny_run
+
+    run, _ = trained_tiny_run()
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    text = render_model_card(copy, None, str(copy))
+    assert "pip install hubkit-lumbar" in text and "OWNER/NAME" not in text
+    snippet = re.search(r"Without hubkit.*?```python\n(.*?)```", text, flags=re.S).group(1)
+    assert "import hubkit" not in snippet and "images = [...]" in snippet
+    images = _images(len(VIEWS), 7)
+    printed = []
+    exec(snippet.replace("images = [...]", "images = __images__"),  # noqa: S102 - the card's own code
+         {"__images__": images, "print": printed.append})
+    from transformers import AutoProcessor
+
+    model, processor = load_model(copy), AutoProcessor.from_pretrained(copy)
+    seed = free_generate(model, processor, [{"images": images, "views": list(VIEWS)}], max_new_tokens=200)[0]
+    assert printed == [seed.text]

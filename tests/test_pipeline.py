@@ -129,6 +129,75 @@ def test_dataset_rows_stream(pipe):
     assert outs[1]["json"] == pipe(ds[1])["json"]
 
 
+def test_streamed_dataset_generator_and_list_of_folders(pipe, cohort):
+    from datasets import Dataset, Features, Image, List, Value
+
+    studies = [make_study(n, 61 + n) for n in (3, 1, 2)]
+    ds = Dataset.from_dict({"study_id": [s.study_id for s in studies], "images": [s.images for s in studies],
+                            "views": [s.views for s in studies]},
+                           features=Features({"study_id": Value("string"), "images": List(Image()),
+                                              "views": List(Value("string"))}))
+    want = [pipe(row)["json"] for row in ds]
+    assert [o["json"] for o in pipe(ds.to_iterable_dataset(), batch_size=2)] == want  # streamed: no len()
+    assert [o["json"] for o in pipe((row for row in ds), batch_size=2)] == want  # a generator
+    folders = [str(p) for p in sorted((cohort / "train_images").iterdir())]
+    assert [o["json"] for o in pipe(folders, batch_size=2)] == [pipe(f)["json"] for f in folders]
+
+
+def test_worker_processes_give_the_same_results(pipe, cohort):
+    folders = [str(p) for p in sorted((cohort / "train_images").iterdir())]
+    rows = [{"images": s.images, "views": s.views, "study_id": s.study_id} for s in
+            (make_study(n, 71 + n) for n in (1, 2, 3))]
+    for inputs in (folders, rows):
+        here = pipe(inputs, batch_size=2, num_workers=0)
+        forked = pipe(inputs, batch_size=2, num_workers=2)
+        assert [o["json"] for o in forked] == [o["json"] for o in here]
+        np.testing.assert_allclose([list(o["probs"].values()) for o in forked],
+                                   [list(o["probs"].values()) for o in here], atol=1e-6)
+
+
+def test_default_path_equals_the_old_one(pipe):
+    """Default arguments (method 'auto': speculative for one study) give the old path's labels (stepwise)."""
+    rows = [{"images": s.images, "views": s.views} for s in (make_study(n, 81 + n) for n in (1, 2, 3))]
+    for row in rows:
+        new, old = pipe(row), pipe(row, method="stepwise")
+        assert new["json"] == old["json"]
+        np.testing.assert_allclose(list(new["probs"].values()), list(old["probs"].values()), atol=1e-3)
+
+
+def test_missing_views_warn_once_and_are_in_the_output(pipe):
+    import warnings
+
+    from hubkit.inference.pipeline import MissingViewsWarning
+
+    study = make_study(2, 91, study_id="two-views")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = pipe({"images": study.images, "views": study.views, "study_id": "two-views"})
+    hits = [w for w in caught if issubclass(w.category, MissingViewsWarning)]
+    assert len(hits) == 1 and "two-views: 6 of 8 views missing" in str(hits[0].message)
+    assert out["missing_views"] == list(schema.VIEWS[2:])
+    full = make_study(8, 92)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", MissingViewsWarning)
+        assert pipe({"images": full.images, "views": full.views})["missing_views"] == []
+
+
+@pytest.mark.parametrize("free_gib,asked,bnb,want_4bit", [
+    (80, None, True, False),  # room: bf16, merged
+    (9, None, True, True),  # 8 GiB of weights + headroom do not fit: 4-bit
+    (9, None, False, False),  # ... unless bitsandbytes is missing (then bf16 is tried, and said)
+    (80, True, True, True),  # asked for
+    (2, False, True, False),  # refused
+])
+def test_bf16_or_4bit_by_free_memory(free_gib, asked, bnb, want_4bit):
+    from hubkit.inference.loading import GiB, choose_4bit
+
+    four, why = choose_4bit(asked, cuda=True, has_bnb=bnb, free_bytes=free_gib * GiB, weight_bytes=8 * GiB)
+    assert four is want_4bit and why and "\n" not in why
+    assert choose_4bit(None, cuda=False, has_bnb=True, free_bytes=None, weight_bytes=None)[0] is False
+
+
 def test_adapter_repo_on_the_hub(local_hub, pipe):
     from transformers import pipeline
 

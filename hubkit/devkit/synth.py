@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import numpy as np
-import pandas as pd
 from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, PYDICOM_IMPLEMENTATION_UID
@@ -349,6 +348,9 @@ def synth_cohort(out_dir, studies: int, seed: int = 0, progress: bool = True, *,
     """
     import functools
 
+    from hubkit._imports import require_train
+
+    require_train("hubkit synth")
     root = pathlib.Path(out_dir)
     (root / "train_images").mkdir(parents=True, exist_ok=True)
     r = {**RATES, **(rates or {})}
@@ -375,6 +377,8 @@ def synth_cohort(out_dir, studies: int, seed: int = 0, progress: bool = True, *,
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
+    import pandas as pd
+
     train = pd.DataFrame(rows, columns=["study_id", *LABEL_COLUMNS]).sort_values("study_id")
     train.to_csv(root / "train.csv", index=False)
     pd.DataFrame(series, columns=["study_id", "series_id", "series_description"]).to_csv(

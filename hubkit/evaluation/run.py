@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from hubkit import schema
-from hubkit._imports import versions
+from hubkit._imports import require_train, versions
 
 VARIANTS = ("finetuned", "base")
 EVAL_CONFIG = "eval_config.json"
@@ -99,6 +99,7 @@ def evaluate_model(model: str | os.PathLike, dataset: str | os.PathLike, split: 
     from hubkit.inference.loading import base_model_of
     from hubkit.inference.pipeline import load_pipeline
 
+    require_train("hubkit evaluate")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     out = Path(output)

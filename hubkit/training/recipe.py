@@ -21,6 +21,7 @@ import warnings
 from pathlib import Path
 
 from hubkit import modeling
+from hubkit._imports import require_train
 from hubkit.config import TrainConfig
 from hubkit.training import backends as tb
 from hubkit.training import distributed
@@ -58,6 +59,7 @@ def train(dataset: str, base_model: str, output: str | Path, config: TrainConfig
         FileNotFoundError: `dataset` is neither a folder nor a Hub repo id.
         ImportError: backend "unsloth" / 4-bit without the gpu extra.
     """
+    require_train("hubkit train")
     rank = distributed.world()
 
     backend = tb.resolve_backend(config.backend)
