@@ -39,8 +39,8 @@ def hubkit_build(cohort: Path, size: int, num_proc: int, out: Path) -> int:
     from hubkit.config import BuildConfig
     from hubkit.dataset_builder.build import build_dataset
 
-    dd = build_dataset(BuildConfig(data_dir=str(cohort), slice_size=size, num_proc=num_proc), out)
-    return sum(len(v) for v in dd.values())
+    report = build_dataset(BuildConfig(data_dir=str(cohort), slice_size=size, num_proc=num_proc), out)
+    return sum(report["splits"].values())
 
 
 def worker(args) -> None:

@@ -82,14 +82,27 @@ def _non_default(train_config: dict) -> list[dict]:
             if k in defaults and v != defaults[k]]
 
 
-def _license(base_model: str) -> dict:
-    b = base_model.lower()
-    if "medgemma" in b:
-        return {"license": "other", "license_name": "health-ai-developer-foundations",
-                "license_link": "https://developers.google.com/health-ai-developer-foundations/terms"}
-    if "gemma" in b:
-        return {"license": "gemma"}
-    return {}
+# The card's own tags; the base model's tags (from its card) are added, and "qlora" only for a 4-bit base.
+TAGS = ["medical", "radiology", "mri", "lumbar-spine", "rsna-2024", "lora", "hubkit"]
+
+
+def _license(base_card: dict | None) -> dict:
+    """The adapter inherits its base model's terms: the licence its card declares, else "unknown" (never guessed)."""
+    if not base_card or not base_card.get("license"):
+        return {"license": "unknown"}
+    return {k: base_card[k] for k in ("license", "license_name", "license_link") if base_card.get(k)}
+
+
+def _tags(base_card: dict | None, quantized: bool) -> list[str]:
+    extra = [t for t in (base_card or {}).get("tags") or [] if isinstance(t, str)]
+    return list(dict.fromkeys(TAGS + (["qlora"] if quantized else []) + extra))
+
+
+def _hub_repo(base_model: str) -> str | None:
+    """`base_model` when it names a Hub repo (a local folder cannot be linked from a card)."""
+    from hubkit.sources import is_repo_id
+
+    return base_model if base_model and not Path(base_model).exists() and is_repo_id(base_model) else None
 
 
 def _hub_url(repo: str, kind: str = "model") -> str:
@@ -117,7 +130,7 @@ def build_card_context(run_dir: str | Path, eval_dir: str | Path | None = None,
     repo = repo_id or "OWNER/NAME"
     ctx: dict[str, Any] = {
         "title": repo.split("/")[-1], "repo_id": repo, "base_model": base_model,
-        "base_model_url": _hub_url(base_model) if "/" in base_model and not Path(base_model).exists() else None,
+        "base_model_url": _hub_url(base_model) if _hub_repo(base_model) else None,
         "dataset_id": dataset_id, "dataset_url": _hub_url(ds["repo_id"], "dataset") if ds.get("repo_id") else None,
         "dataset_revision": ds.get("revision"), "dataset_fingerprint": ds.get("fingerprint"),
         "train_rows": ds.get("train_rows"), "validation_rows": ds.get("validation_rows"),
@@ -149,7 +162,9 @@ def build_card_context(run_dir: str | Path, eval_dir: str | Path | None = None,
                                   "base": _fmt((base or {}).get(f"kappa_{c}"), "{:.2f}")} for c in CONDITIONS]
         ctx["confusion_images"] = [{"alt": f"Confusion matrix ({_which(p)})", "path": f"{ASSETS}/{p.name}"}
                                    for p in _confusion_pngs(Path(eval_dir))]
-    ctx["card_data"] = _card_data(ctx, base_model, ds, ft)
+    ctx["card_data"] = _card_data(ctx, base_model, ds, ft, cfg)
+    ctx["license_note"] = None if (cfg.get("base_model_card") or {}).get("license") else (
+        "the base model's card declares no licence, so this card cannot state one")
     return ctx
 
 
@@ -162,7 +177,7 @@ def _which(p: Path) -> str:
     return p.stem.replace("confusion_matrix", "").strip("_") or "all conditions"
 
 
-def _card_data(ctx: dict, base_model: str, ds: dict, ft: dict | None):
+def _card_data(ctx: dict, base_model: str, ds: dict, ft: dict | None, cfg: dict):
     from huggingface_hub import EvalResult, ModelCardData
 
     eval_results = []
@@ -175,12 +190,13 @@ def _card_data(ctx: dict, base_model: str, ds: dict, ft: dict | None):
                 dataset_type=ds.get("repo_id") or "local", dataset_name=ctx["dataset_id"] or "local dataset",
                 dataset_split=ctx.get("eval_split", "validation"), dataset_revision=ds.get("revision"),
                 metric_type=mtype, metric_name=mname, metric_value=round(float(ft[key]), 4)))
+    base_repo = _hub_repo(base_model)
     return ModelCardData(
-        base_model=base_model or None, datasets=[ds["repo_id"]] if ds.get("repo_id") else None,
+        base_model=base_repo, datasets=[ds["repo_id"]] if ds.get("repo_id") else None,
         library_name="peft", pipeline_tag="image-text-to-text",
-        tags=["medical", "radiology", "mri", "lumbar-spine", "rsna-2024", "lora", "qlora", "hubkit", "medgemma"],
+        tags=_tags(cfg.get("base_model_card"), bool(cfg.get("quantized_4bit"))),
         model_name=ctx["repo_id"] if eval_results else None, eval_results=eval_results or None,
-        base_model_relation="adapter" if base_model else None, **_license(base_model),
+        base_model_relation="adapter" if base_repo else None, **_license(cfg.get("base_model_card")),
     )
 
 

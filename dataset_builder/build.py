@@ -14,54 +14,16 @@ import random
 import shutil
 from pathlib import Path
 
-from hubkit.config import BuildConfig, config_to_dict, write_json
-from hubkit.schema import Picker, build_prompt, build_target
+from hubkit.config import BuildConfig
+from hubkit.schema import Picker
 
 from . import rsna_csv
-from .dicom import DicomError
-from .study import load_study
-from .study_cache import load_entry, store_entry, study_key
+from .report import REPORT_FILE, nothing_built, write_report
+from .studies_pass import build_study, first_pass
 
-REPORT_FILE = "build_report.json"
-# `datasets` is imported only inside the functions that need it (~1 s): build_dataset imports it while the worker
+__all__ = ["REPORT_FILE", "build_dataset", "content_fingerprint", "plan_records", "split_studies"]
+# `datasets` is imported only inside the functions that need it: build_dataset imports it while the worker
 # processes are already decoding studies, instead of before.
-
-
-def build_study(cfg: BuildConfig, rec: dict, report_dir: Path, cache_dir: Path, key: str | None = None,
-                write_reused: bool = True) -> tuple[dict, list[bytes]] | None:
-    """One study -> (row fields without images, PNG bytes per image), or None if it is skipped.
-
-    Takes the study from the resumable cache (`study_cache`) when an earlier run finished it, else reads its
-    DICOMs and caches the result; writes the study's report entry either way (a reused one only if
-    `write_reused`).
-    """
-    sid = rec["study_id"]
-    study_dir = Path(cfg.data_dir) / "train_images" / sid
-    key = key or study_key(cfg.picker, cfg.slice_size, rec, study_dir)
-    cached = load_entry(cache_dir, sid, key)
-    if cached is not None:  # built by an earlier, interrupted run: identical bytes, no DICOM read
-        row, pngs, entry = cached
-        if write_reused:
-            _write_entry(report_dir, {**entry, "reused": True})
-        return row, pngs
-    entry = {"study_id": sid, "status": "built", "views": [], "notes": [], "skipped": []}
-    try:
-        study = load_study(study_dir, rec["descriptions"], picker=cfg.picker, coords=rec["coords"],
-                           slice_size=cfg.slice_size)
-    except DicomError as e:
-        entry.update(status="skipped", reason=str(e))
-        _write_entry(report_dir, entry)
-        return None
-    entry.update(views=study.views, notes=study.notes,
-                 skipped=[{"file": f, "reason": r} for f, r in study.skipped],
-                 picks=[list(p) for p in study.picks])
-    labels = rec["labels"]
-    row = {"study_id": sid, "views": study.views, "prompt": build_prompt(study.views),
-           "target": build_target(labels), **labels}
-    pngs = [encode_png(im)["bytes"] for im in study.images]
-    store_entry(cache_dir, sid, key, row, pngs, entry)
-    _write_entry(report_dir, entry)
-    return row, pngs
 
 
 @functools.lru_cache(maxsize=None)
@@ -127,50 +89,6 @@ def __getattr__(name: str):  # LumbarConfig / LumbarSpine, as before, without im
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def _first_pass_study(job: tuple) -> tuple[str, str | None]:
-    """Worker of `build_dataset`'s pool: build (or find cached) one study -> (study id, cache key or None)."""
-    cfg, rec, report_dir, cache_dir = job
-    key = study_key(cfg.picker, cfg.slice_size, rec, Path(cfg.data_dir) / "train_images" / rec["study_id"])
-    built = build_study(cfg, rec, report_dir, cache_dir, key=key)
-    return rec["study_id"], (key if built is not None else None)
-
-
-def encode_png(image) -> dict:
-    """Lossless PNG bytes as a datasets Image value.
-
-    8-bit grayscale (every slice the builder makes) is written here: PNG filter "Up" on every row + zlib level 1,
-    faster than PIL at compress_level 1 (which tries all five filters per row) and no larger on MR slices
-    (BENCHMARKS.md 1). Other modes go through PIL.
-    """
-    import io
-
-    if image.mode == "L":
-        return {"bytes": _png_gray8(image), "path": None}
-    buf = io.BytesIO()
-    image.save(buf, format="PNG", compress_level=1)
-    return {"bytes": buf.getvalue(), "path": None}
-
-
-def _png_gray8(image) -> bytes:
-    import struct
-    import zlib
-
-    import numpy as np
-
-    a = np.asarray(image, dtype=np.uint8)
-    h, w = a.shape
-    rows = np.empty((h, w + 1), np.uint8)
-    rows[:, 0] = 2  # filter type 2 = Up: each byte minus the byte above (mod 256)
-    rows[0, 1:] = a[0]
-    np.subtract(a[1:], a[:-1], out=rows[1:, 1:])
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(rows.tobytes(), 1)) + chunk(b"IEND", b""))
-
-
 def content_fingerprint(ds) -> str:
     """16 hex digits naming a split's rows (every column, in order), independent of paths, shards and num_proc."""
     import hashlib
@@ -183,11 +101,6 @@ def content_fingerprint(ds) -> str:
             for im in images:
                 h.update(hashlib.sha256(im["bytes"] or b"").digest())
     return h.hexdigest()[:16]
-
-
-def _write_entry(report_dir: Path, entry: dict) -> None:
-    report_dir.mkdir(parents=True, exist_ok=True)
-    (report_dir / f"{entry['study_id']}.json").write_text(json.dumps(entry))
 
 
 def split_studies(study_ids: list[str], fraction: float, seed: int) -> tuple[list[str], list[str]]:
@@ -235,33 +148,45 @@ def plan_records(cfg: BuildConfig) -> tuple[dict[str, list[dict]], list[dict], l
     return {"train": [rec(s) for s in train], "validation": [rec(s) for s in val]}, missing, list(problems)
 
 
-def build_dataset(cfg: BuildConfig, output: str | Path) -> "datasets.DatasetDict":
-    """Build the dataset, save it to `output` (load it with `datasets.load_from_disk`), write the card and report.
+def build_dataset(cfg: BuildConfig, output: str | Path, push: str | None = None, private: bool = True,
+                  progress: bool = True) -> dict:
+    """Build the dataset, save it to `output` (load it with `datasets.load_from_disk`), write the card, the manifest
+    and the report; with `push`, check the token may push there before any work, and push after. Returns the report.
 
     Resumable: each finished study is kept in `<output>/../.<name>.build/studies` (see `study_cache`) until the
     build succeeds, so re-running after a kill or crash decodes only the studies that were not finished. Each
     split's `_fingerprint` is its content hash: identical rows give the identical fingerprint, whatever num_proc.
+    A split whose studies all failed is left out and named in the report; the rest is saved.
 
     Raises:
         rsna_csv.CsvError / FileNotFoundError: bad or missing CSVs / folders (nothing is written then).
+        ValueError: no study could be built (the report, with every reason, is written to `output`), or the disk
+            is too small for the build.
+        HubError: `push` given and the token cannot push there as asked (checked first).
     """
+    from hubkit import preflight, publish
     from hubkit._imports import require_train
 
     require_train("hubkit build-dataset")
     out = Path(output)
     splits, missing, bad_rows = plan_records(cfg)
+    if push:
+        publish.check(push, "dataset", private=private)
+    records = [r for recs in splits.values() for r in recs]
+    preflight.check_disk(out.parent, preflight.build_bytes(len(records), cfg.slice_size), "the build")
     work = out.parent / f".{out.name}.build"
-    report_dir = work / "report"
-    cache_dir = work / "studies"
+    report_dir, cache_dir = work / "report", work / "studies"
     if report_dir.exists():
         shutil.rmtree(report_dir)
-    records = [r for recs in splits.values() for r in recs]
-    # With several processes, every study of both splits goes through one pool first (datasets would start one
-    # pool per split); meanwhile this process imports `datasets` and draws the card's chart. The builder then
-    # only collects the finished studies from the per-study cache. With one process the builder does it all.
-    done, chart = {}, None
-    if cfg.num_proc > 1 and records:
-        done, chart = _first_pass(cfg, records, report_dir, cache_dir, work)
+    done, chart = first_pass(cfg, records, report_dir, cache_dir, work, progress=progress) if records else ({}, None)
+    built = {name: [r for r in recs if done.get(r["study_id"])] for name, recs in splits.items()}
+    empty = {name: f"all {len(recs)} studies drawn for it were skipped (reasons in the report)" if recs else
+             "no study was drawn for it (too few studies, or --validation-fraction 0)"
+             for name, recs in splits.items() if not built[name]}
+    entries = [json.loads(p.read_text()) for p in sorted(report_dir.glob("*.json"))] + missing
+    out.mkdir(parents=True, exist_ok=True)
+    if not any(built.values()):
+        raise ValueError(nothing_built(write_report(out, cfg, {}, entries, bad_rows, empty), out))
     import datasets
 
     LumbarSpine = _builder_class()[1]
@@ -269,19 +194,16 @@ def build_dataset(cfg: BuildConfig, output: str | Path) -> "datasets.DatasetDict
                           config_name=f"{cfg.picker}-{cfg.slice_size}",
                           # names the (temporary) cache folder; given, so datasets does not hash every record
                           config_id=f"{cfg.picker}-{cfg.slice_size}",
-                          build=cfg, splits=splits, report_dir=str(report_dir),
+                          build=cfg, splits={k: v for k, v in built.items() if v}, report_dir=str(report_dir),
                           cache_studies=str(cache_dir), done=done)
-    builder.download_and_prepare(num_proc=None if done or cfg.num_proc <= 1 else cfg.num_proc,
-                                 download_mode="force_redownload")
+    builder.download_and_prepare(download_mode="force_redownload")
     dd = datasets.DatasetDict({name: builder.as_dataset(split=name) for name in builder.info.splits})
     for ds in dd.values():  # datasets' own fingerprint depends on cache paths; make it name the content instead
         ds._fingerprint = content_fingerprint(ds)
-    out.mkdir(parents=True, exist_ok=True)
     # Shards of <= 100 MB: save_to_disk embeds and writes a shard in batches of up to 1,000 rows, all in memory, so
     # one big shard costs its whole size in memory (BENCHMARKS.md 1).
     dd.save_to_disk(str(out), max_shard_size="100MB")
-    entries = [json.loads(p.read_text()) for p in sorted(report_dir.glob("*.json"))] + missing
-    report = write_report(out, cfg, dd, entries, bad_rows)
+    report = write_report(out, cfg, dd, entries, bad_rows, empty)
     from hubkit.cards.dataset import write_dataset_card
     from hubkit.manifest import build_manifest, write_manifest
 
@@ -289,62 +211,6 @@ def build_dataset(cfg: BuildConfig, output: str | Path) -> "datasets.DatasetDict
     write_manifest(out, manifest)
     write_dataset_card(out, manifest, chart=chart)
     shutil.rmtree(work, ignore_errors=True)
-    return dd
-
-
-def _first_pass(cfg: BuildConfig, records: list[dict], report_dir: Path, cache_dir: Path,
-                work: Path) -> tuple[dict, tuple[dict, Path] | None]:
-    """Build every study in a pool of `cfg.num_proc` processes -> ({study id: cache key, None if skipped}, chart).
-
-    While the workers run, this process imports what the rest of the build needs; the pool also draws the label
-    chart of the planned studies (`chart` = (its label counts, PNG path); the card uses it if no study was
-    skipped, else draws it again)."""
-    import multiprocessing
-
-    import PIL.Image  # noqa: F401 - imported before the fork, so the workers do not import them again
-    import pydicom  # noqa: F401
-
-    methods = multiprocessing.get_all_start_methods()
-    ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
-    jobs = [(cfg, rec, report_dir, cache_dir) for rec in records]
-    done: dict[str, str | None] = {}
-    from hubkit.cards.dataset import plot_label_distribution
-    from hubkit.manifest import label_counts_of
-
-    counts = label_counts_of(rec["labels"] for rec in records)
-    work.mkdir(parents=True, exist_ok=True)
-    with ctx.Pool(min(cfg.num_proc, len(jobs))) as pool:
-        # The chart is one more task for the pool (queued first, so that it never finishes last).
-        drawn = pool.apply_async(plot_label_distribution, (counts, work / "label_distribution.png"))
-        results = pool.imap_unordered(_first_pass_study, jobs)
-        import datasets  # noqa: F401 - the slow imports, overlapped with the workers
-        from huggingface_hub import DatasetCard  # noqa: F401 - for the card
-
-        for sid, key in results:
-            done[sid] = key
-        chart = (counts, drawn.get())
-        pool.close()
-        pool.join()
-    return done, chart
-
-
-def write_report(out: Path, cfg: BuildConfig, dd, entries: list[dict], bad_rows: list[dict] = ()) -> dict:
-    """build_report.json: config, split sizes and every skipped study / file / empty slot with its reason."""
-    entries = sorted(entries, key=lambda e: int(e["study_id"]))
-    report = {
-        "config": config_to_dict(cfg),
-        "splits": {k: len(v) for k, v in dd.items()},
-        "fingerprints": {k: v._fingerprint for k, v in dd.items()},  # content_fingerprint of each split
-        "studies_built": sum(e["status"] == "built" for e in entries),
-        # Studies taken from the work folder of an interrupted earlier run instead of being decoded again.
-        "studies_reused": sum(bool(e.get("reused")) for e in entries),
-        "studies_skipped": [{"study_id": e["study_id"], "reason": e["reason"]} for e in entries
-                            if e["status"] == "skipped"],
-        "csv_rows_skipped": list(bad_rows),
-        "files_skipped": [{"study_id": e["study_id"], **s} for e in entries for s in e.get("skipped", [])],
-        "studies_with_notes": [{"study_id": e["study_id"], "images": len(e["views"]), "notes": e["notes"]}
-                                      for e in entries if e["status"] == "built" and e.get("notes")],
-        "picks": {e["study_id"]: e.get("picks", []) for e in entries if e["status"] == "built"},
-    }
-    write_json(out / REPORT_FILE, report)
+    if push:
+        report["pushed"] = publish.push_dataset_folder(out, push, private=private).url
     return report

@@ -1,9 +1,14 @@
-"""hubkit command line: thin adapters, one library call per verb; heavy imports happen inside each command."""
+"""hubkit command line: thin adapters, one library call per verb; heavy imports happen inside each command.
+
+Every failure is one line on stderr and exit 1 (2 for usage errors); `--debug` or HUBKIT_DEBUG=1 shows the
+traceback instead. Ctrl-C exits 130 and says what was kept. `--quiet` silences progress bars and notes.
+"""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
+import logging
+import os
+import sys
 
 import click
 
@@ -11,29 +16,71 @@ from hubkit._imports import DISTRIBUTION
 from hubkit.config import BuildConfig
 from hubkit.schema import Picker
 
+KEPT = "hubkit.kept"  # ctx.meta key: what survives an interruption of the running verb, said on Ctrl-C
 
-# Library errors that are the user's to fix: shown as one line, no traceback.
-def _user_errors() -> tuple[type[BaseException], ...]:
-    errors: list[type[BaseException]] = [ValueError, FileNotFoundError, FileExistsError, ImportError]
-    try:
-        from hubkit.hub import HubError
 
-        errors.append(HubError)
-    except ImportError:  # pragma: no cover - hub layer always ships
-        pass
-    return tuple(errors)
+def _one_line(e: BaseException) -> str:
+    """An exception as one line: its message's first line; the type too when it is not one of ours to expect."""
+    text = " ".join(str(e).strip().split("\n")[0].split()) or type(e).__name__
+    expected = (ValueError, OSError, ImportError, LookupError)
+    return text if isinstance(e, expected) or type(e).__module__.startswith("hubkit") else (
+        f"{type(e).__name__}: {text} (--debug or HUBKIT_DEBUG=1 shows the traceback)")
+
+
+class _Cli(click.Group):
+    """The hubkit group: turns any exception of a verb into one line and an exit code."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise  # click's own: usage errors exit 2 with their message
+        except KeyboardInterrupt:
+            kept = ctx.meta.get(KEPT)
+            click.echo(f"interrupted{': ' + kept if kept else ''}", err=True)
+            ctx.exit(130)
+        except Exception as e:  # noqa: BLE001 - the edge of the program: one line, not a traceback
+            if ctx.meta.get("hubkit.debug"):
+                raise
+            click.echo(f"Error: {_one_line(e)}", err=True)
+            ctx.exit(1)
 
 
 def _run(fn, *args, **kwargs):
-    try:
-        return fn(*args, **kwargs)
-    except _user_errors() as e:
-        raise click.ClickException(str(e)) from None
+    """The verb's one library call (errors are turned into one line by the group)."""
+    return fn(*args, **kwargs)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _progress() -> bool:
+    """Progress bars wanted (not --quiet)."""
+    return not click.get_current_context().find_root().params.get("quiet")
+
+
+def _kept(what: str) -> None:
+    """Record what an interruption of the running verb leaves behind (said on Ctrl-C)."""
+    click.get_current_context().meta[KEPT] = what
+
+
+def _quiet(on: bool) -> None:
+    """Progress bars and INFO notes on (default) or off, for every library hubkit drives."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root = logging.getLogger("hubkit")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING if on else logging.INFO)
+    root.propagate = False
+    if on:
+        for var in ("HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS", "TQDM_DISABLE"):
+            os.environ[var] = "1"
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+@click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name=DISTRIBUTION)
-def cli() -> None:
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars or notes; errors and results only.")
+@click.option("--debug", is_flag=True, envvar="HUBKIT_DEBUG", help="Show tracebacks (also HUBKIT_DEBUG=1).")
+@click.pass_context
+def cli(ctx: click.Context, quiet: bool, debug: bool) -> None:
     """hubkit: RSNA lumbar-spine DICOM -> Hub dataset -> QLoRA MedGemma adapter -> card -> pipeline().
 
     \b
@@ -44,6 +91,8 @@ def cli() -> None:
       hubkit evaluate --model runs/a --dataset me/lumbar-ds --output runs/a/eval --compare-base
       hubkit card runs/a --eval runs/a/eval --push me/lumbar
     """
+    ctx.meta["hubkit.debug"] = debug
+    _quiet(quiet)
 
 
 @cli.command()
@@ -60,7 +109,9 @@ def synth(out: str, studies: int, seed: int, num_proc: int) -> None:
     """
     from hubkit.devkit.synth import synth_cohort
 
-    path = _run(synth_cohort, out, studies, seed, num_proc=num_proc)
+    _kept(f"the studies written so far stay in {out} (a new run rewrites them)")
+    path = _run(synth_cohort, out, studies, seed, num_proc=num_proc,
+                progress=_progress())
     click.echo(f"wrote {studies} synthetic studies to {path}")
 
 
@@ -86,27 +137,43 @@ def build_dataset(data_dir, output, num_proc, picker, slice_size, validation_fra
       hubkit build-dataset /tmp/cohort --output /tmp/ds --num-proc 2
       hubkit build-dataset /tmp/cohort --output /tmp/ds --push me/lumbar-ds
     """
+    from pathlib import Path
+
     from hubkit.dataset_builder.build import build_dataset as build
+    from hubkit.dataset_builder.report import summary
 
-    cfg = _run(BuildConfig, data_dir=data_dir, picker=picker, slice_size=slice_size,
-               validation_fraction=validation_fraction, seed=seed, num_proc=num_proc, max_studies=max_studies)
-    dd = _run(build, cfg, output)
-    click.echo(f"saved {', '.join(f'{k}: {len(v)}' for k, v in dd.items())} studies to {output} "
-               f"(card: {output}/README.md, report: {output}/build_report.json)")
-    report = json.loads((Path(output) / "build_report.json").read_text())
-    for row in report.get("csv_rows_skipped", [])[:10]:
-        click.echo(f"warning: {row['file']}:{row['line']}: {row['reason']}", err=True)
-    for what in ("csv_rows_skipped", "studies_skipped", "files_skipped"):
-        if report.get(what):
-            click.echo(f"{what.replace('_', ' ')}: {len(report[what])} (reasons in build_report.json)", err=True)
-    reused = report.get("studies_reused", 0)
-    if reused:
-        click.echo(f"resumed: {reused} studies came from the interrupted earlier run (not decoded again)")
-    if push_repo:
-        from hubkit.publish import push_dataset_folder
+    cfg = BuildConfig(data_dir=data_dir, picker=picker, slice_size=slice_size,
+                      validation_fraction=validation_fraction, seed=seed, num_proc=num_proc, max_studies=max_studies)
+    out = Path(output)
+    _kept(f"finished studies stay in {out.parent / ('.' + out.name + '.build')}: run the same command to resume")
+    report = _run(build, cfg, output, push=push_repo, private=not public,
+                  progress=_progress())
+    for line in summary(report, out):
+        click.echo(line, err=line.startswith(("warning", "csv", "studies", "files")))
+    if report.get("pushed"):
+        click.echo(f"pushed to {report['pushed']} ({'public' if public else 'private'})")
 
-        url = _run(push_dataset_folder, output, push_repo, private=not public)
-        click.echo(f"pushed to {url} ({'public' if public else 'private'})")
+
+@cli.command()
+@click.argument("path", type=click.Path(file_okay=False, exists=True))
+@click.argument("repo", metavar="OWNER/NAME")
+@click.option("--public", is_flag=True, help="Create the repo public (RSNA imagery must stay private).")
+def push(path: str, repo: str, public: bool) -> None:
+    """Publish a built dataset folder or a finished run folder, without rebuilding or retraining it.
+
+    One commit, private by default; nothing is committed when nothing changed. A dataset goes as Parquet with its
+    card (re-rendered for REPO), manifest and chart; a run as its adapter, processor, config and card.
+
+    \b
+    Example:
+      hubkit push /tmp/ds me/lumbar-ds
+      hubkit push runs/seed me/medgemma-lumbar
+    """
+    from hubkit.publish import push as publish
+
+    res = _run(publish, path, repo, private=not public)
+    state = "committed" if res.changed else "nothing changed, no new commit"
+    click.echo(f"pushed {path} to {res.url} ({'public' if public else 'private'}; {state}: {res.commit[:12]})")
 
 
 @cli.group()
@@ -182,22 +249,16 @@ def train(dataset, base_model, output, config_path, push_repo, backend, oversamp
           --config configs/seed-a100-40g.yaml --output runs/seed --push me/medgemma-lumbar
       hubkit train ... --num-gpus 2      (= torchrun --standalone --nproc-per-node 2 -m hubkit.cli train ...)
     """
-    import os
-    import sys
+    if num_gpus > 1 and "WORLD_SIZE" not in os.environ:  # this command again under torchrun, one rank per GPU
+        from hubkit.training.distributed import relaunch
 
-    if num_gpus > 1 and "WORLD_SIZE" not in os.environ:  # relaunch this command under torchrun, one rank per GPU
-        import subprocess
-
-        from hubkit.training.distributed import launch_command
-
-        cmd = _run(launch_command, num_gpus, sys.argv[sys.argv.index("train") + 1:])
-        click.echo("launching: " + " ".join(cmd[2:]), err=True)
-        raise SystemExit(subprocess.call(cmd))
-    from hubkit.training import train as run_training
+        raise SystemExit(relaunch(num_gpus, sys.argv[sys.argv.index("train") + 1:]))
     from hubkit.config import TrainConfig
+    from hubkit.training import train as run_training
 
-    cfg = _run(TrainConfig.from_yaml, config_path) if config_path else TrainConfig()
-    cfg = _run(cfg.with_overrides, backend=backend, oversample=oversample, max_steps=max_steps)
+    cfg = TrainConfig.from_yaml(config_path) if config_path else TrainConfig()
+    cfg = cfg.with_overrides(backend=backend, oversample=oversample, max_steps=max_steps)
+    _kept(f"checkpoints stay in {output}/checkpoints: add --resume to continue")
     run = _run(run_training, dataset, base_model, output, cfg, resume=resume, push=push_repo)
     click.echo(f"run folder: {run}" + (f" (pushed to {push_repo})" if push_repo else ""))
 
@@ -220,7 +281,7 @@ def evaluate(model, dataset, split, output, compare_base, batch_size, max_studie
     from hubkit.evaluation import evaluate_model
 
     res = _run(evaluate_model, model, dataset, split=split, output=output, compare_base=compare_base,
-               batch_size=batch_size, max_studies=max_studies)
+               batch_size=batch_size, max_studies=max_studies, progress=_progress())
     for name in ("finetuned", "base"):
         r = res.get(name)
         if r:

@@ -69,7 +69,12 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     import yaml
 
     p = config_file(path)
-    data = yaml.safe_load(p.read_text()) or {}
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ValueError(f"{p}: not valid YAML{where}: {getattr(e, 'problem', None) or e}") from None
     if not isinstance(data, dict):
         raise ValueError(f"{p}: top level must be a mapping of config keys")
     return data

@@ -26,6 +26,32 @@ def refuse_remote_code(kwargs: dict[str, Any]) -> None:
         raise ValueError(REMOTE_CODE_REFUSED)
 
 
+def base_card_facts(base_model: str) -> dict | None:
+    """The licence and tags a base model's own card declares (local folder or Hub repo); None without a card.
+
+    A card that cannot be read is left out (None), not guessed from the model's name.
+    """
+    from pathlib import Path
+
+    from huggingface_hub import ModelCard
+
+    path = Path(base_model) / "README.md"
+    if Path(base_model).is_dir() and not path.is_file():
+        return None
+    try:
+        if not path.is_file():
+            from hubkit.hub import HubError, download_file
+
+            try:
+                path = download_file(base_model, "README.md")
+            except (HubError, ValueError):
+                return None
+        data = ModelCard(path.read_text(encoding="utf-8")).data.to_dict()
+    except (OSError, ValueError):
+        return None
+    return {k: data[k] for k in ("license", "license_name", "license_link", "tags") if data.get(k)}
+
+
 def check_vision_base(base_model: str) -> Any:
     """Load `base_model`'s config and fail clearly if it has no vision tower; returns the config."""
     from transformers import AutoConfig

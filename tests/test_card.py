@@ -28,7 +28,10 @@ def _run_dir(tmp_path: Path, with_eval: bool = True, with_manifest: bool = True)
     ds_dir.mkdir()
     (run / "hubkit_config.json").write_text(json.dumps({
         "train_config": {"learning_rate": 0.003, "lora_r": 16, "backend": "trl"},
-        "base_model": "google/medgemma-1.5-4b-it", "vision_input_size": 896,
+        "base_model": "google/medgemma-1.5-4b-it", "vision_input_size": 896, "quantized_4bit": True,
+        "base_model_card": {"license": "other", "license_name": "health-ai-developer-foundations",
+                            "license_link": "https://developers.google.com/health-ai-developer-foundations/terms",
+                            "tags": ["medical", "gemma"]} if with_manifest else None,
         "dataset": {"source": str(ds_dir), "kind": "local", "path": str(ds_dir), "fingerprint": "abc123",
                     "train_rows": 108, "validation_rows": 12, "oversample": "",
                     "manifest": MANIFEST if with_manifest else None},
@@ -60,7 +63,8 @@ def test_all_fields(tmp_path):
     data = card.data
     assert data.library_name == "peft" and data.pipeline_tag == "image-text-to-text"
     assert data.base_model == "google/medgemma-1.5-4b-it" and data.license == "other"
-    assert {"medical", "radiology", "lora"} <= set(data.tags)
+    assert {"medical", "radiology", "lora", "qlora", "gemma"} <= set(data.tags)  # ours + the base card's
+    assert data.license_name == "health-ai-developer-foundations" and data.license_link.startswith("https://")
     by_type = {r.metric_type: r.metric_value for r in data.eval_results}
     assert by_type["cohen_kappa"] == round(FT["kappa"], 4) and by_type["rsna_lumbar_metric"] == FT["rsna_score"]
     # The numbers in the tables are those of the files.
@@ -88,6 +92,7 @@ def test_missing_fields_are_omitted_not_invented(tmp_path):
     text = render_model_card(run, None, None)
     data = ModelCard(text).data
     assert not data.eval_results
+    assert data.license == "unknown" and "declares no licence" in text  # never guessed from the base's name
     assert "## Evaluation" not in text and "Label distribution" not in text and "**synthetic**" not in text
     assert "448" not in text and "stored at" not in text  # no slice size invented when the dataset recorded none
     for name, body in _sections(text).items():

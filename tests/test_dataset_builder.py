@@ -27,8 +27,10 @@ def cohort(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def built(cohort, tmp_path_factory):
     out = tmp_path_factory.mktemp("ds") / "ds"
-    dd = build_dataset(BuildConfig(data_dir=str(cohort), num_proc=2, slice_size=128), out)
-    return out, dd
+    import datasets
+
+    build_dataset(BuildConfig(data_dir=str(cohort), num_proc=2, slice_size=128), out, progress=False)
+    return out, datasets.load_from_disk(str(out))
 
 
 def _copy(cohort: Path, tmp_path: Path) -> Path:
@@ -232,8 +234,12 @@ def test_missing_study_series_and_bad_files_are_reported(cohort, tmp_path):
     left = next(r for r in coords if r["condition"] == "Left Neural Foraminal Narrowing")
     (data / "train_images" / sids[2] / left["series_id"] / f"{left['instance_number']}.dcm").write_text("not a dicom")
     out = tmp_path / "out"
-    dd = build_dataset(BuildConfig(data_dir=str(data), validation_fraction=0.0), out)
-    assert len(dd["train"]) == 9  # the missing study is skipped, the rest are built
+    report = build_dataset(BuildConfig(data_dir=str(data), validation_fraction=0.0), out)
+    import datasets
+
+    dd = datasets.load_from_disk(str(out))
+    # the missing study is skipped, the rest are built; no validation split was asked for
+    assert len(dd["train"]) == 9 and report["splits"] == {"train": 9} and "validation" in report["empty_splits"]
     report = json.loads((out / "build_report.json").read_text())
     assert [s["study_id"] for s in report["studies_skipped"]] == [sids[0]]
     assert "study folder not found" in report["studies_skipped"][0]["reason"]
@@ -266,7 +272,7 @@ def test_compressed_without_decoder_names_package(tmp_path):
     ds["PixelData"].VR = "OB"
     path = tmp_path / "c.dcm"
     ds.save_as(path, enforce_file_format=True)
-    with pytest.raises(DicomError, match=r"pip install 'hubkit\[decoders\]'"):
+    with pytest.raises(DicomError, match=r"pip install 'hubkit-lumbar\[decoders\]'"):
         load_slice(read_header(path), 64)
 
 
@@ -323,20 +329,21 @@ def test_killed_build_resumes_without_redoing_studies(tmp_path):
     assert report["studies_reused"] == done_before and report["studies_built"] == 24
     assert not studies.exists()  # the work folder goes once the build succeeded
 
-    clean = build_dataset(BuildConfig(data_dir=str(root), slice_size=64), tmp_path / "clean")
+    clean_report = build_dataset(BuildConfig(data_dir=str(root), slice_size=64), tmp_path / "clean")
+    clean = datasets.load_from_disk(str(tmp_path / "clean"))
     resumed = datasets.load_from_disk(str(out))
     for split in ("train", "validation"):
-        assert report["fingerprints"][split] == clean[split]._fingerprint
+        assert report["fingerprints"][split] == clean_report["fingerprints"][split]
         assert resumed[split]._fingerprint == datasets.load_from_disk(str(tmp_path / "clean"))[split]._fingerprint
         assert resumed[split]["target"] == clean[split]["target"]
 
 
 def test_content_fingerprint_ignores_num_proc(cohort, tmp_path):
-    one = build_dataset(BuildConfig(data_dir=str(cohort), slice_size=64, num_proc=1), tmp_path / "one")
-    two = build_dataset(BuildConfig(data_dir=str(cohort), slice_size=64, num_proc=2), tmp_path / "two")
-    assert {s: d._fingerprint for s, d in one.items()} == {s: d._fingerprint for s, d in two.items()}
+    one = build_dataset(BuildConfig(data_dir=str(cohort), slice_size=64, num_proc=1), tmp_path / "one")["fingerprints"]
+    two = build_dataset(BuildConfig(data_dir=str(cohort), slice_size=64, num_proc=2), tmp_path / "two")["fingerprints"]
+    assert one == two
     other = build_dataset(BuildConfig(data_dir=str(cohort), slice_size=72), tmp_path / "other")
-    assert other["train"]._fingerprint != one["train"]._fingerprint
+    assert other["fingerprints"]["train"] != one["train"]
 
 
 def test_png_encoding_is_lossless():
@@ -344,7 +351,7 @@ def test_png_encoding_is_lossless():
 
     from PIL import Image
 
-    from hubkit.dataset_builder.build import encode_png
+    from hubkit.dataset_builder.studies_pass import encode_png
 
     rng = np.random.default_rng(0)
     for shape in ((1, 1), (3, 7), (448, 448), (17, 300)):

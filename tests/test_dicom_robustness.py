@@ -46,7 +46,7 @@ def test_every_pydicom_test_file_decodes_or_fails_cleanly():
     assert not slow, slow  # no hang
     assert len(decoded) >= 40, (len(decoded), len(clean))
     # A compressed file without a decoder names the packages to install.
-    assert any("pip install 'hubkit[decoders]'" in m for m in clean)
+    assert any("pip install 'hubkit-lumbar[decoders]'" in m for m in clean)
     print(f"pydicom test files: {len(decoded)} decoded, {len(clean)} failed cleanly, 0 crashed")
 
 

@@ -61,7 +61,7 @@ def pushed(local_hub, tmp_path_factory):
     dd = _make_dataset()
     dd.save_to_disk(str(ds_dir))
     (ds_dir / "README.md").write_text(CARD)
-    url = hub.push_dataset(ds_dir, "owner/tiny-lumbar", token=local_hub.owner_token)
+    url = hub.push_dataset(ds_dir, "owner/tiny-lumbar", token=local_hub.owner_token).url
     return "owner/tiny-lumbar", ds_dir, url
 
 
@@ -86,7 +86,10 @@ def test_private_dataset_invisible_to_other_user_and_anonymous(local_hub, pushed
             HfApi(endpoint=local_hub.url).repo_info(repo, repo_type="dataset", token=token)
         with pytest.raises(RepositoryNotFoundError):
             hf_hub_download(repo, "README.md", repo_type="dataset", token=token, cache_dir=hub_cache)
-    with pytest.raises(RepositoryNotFoundError):
+    # datasets says "doesn't exist on the Hub or cannot be accessed" in its own words (DatasetNotFoundError)
+    from datasets.exceptions import DatasetNotFoundError
+
+    with pytest.raises((RepositoryNotFoundError, DatasetNotFoundError)):
         datasets.load_dataset(repo, streaming=True, token=local_hub.other_token, cache_dir=str(hub_cache / "ds"))
     with pytest.raises(hub.HubError) as e:
         hub.download_file(repo, "README.md", "dataset", token=local_hub.other_token, cache_dir=hub_cache)

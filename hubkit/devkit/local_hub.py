@@ -76,7 +76,11 @@ class LocalHub:
     def start(self) -> "LocalHub":
         """Bind and serve from a daemon thread; returns self."""
         if self._server is None:
-            self._server = _Server((self.host, self.port), self)
+            try:
+                self._server = _Server((self.host, self.port), self)
+            except OSError as e:
+                raise OSError(f"cannot serve on {self.host}:{self.port} ({e.strerror or e}): is another server "
+                              "using it? choose another --port") from None
             self.port = self._server.server_address[1]
             self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
                                             name=f"local-hub-{self.port}", daemon=True)

@@ -8,9 +8,9 @@ Output folder (fixed names; the model card reads them):
 
     eval_config.json                   what was evaluated: model, base, dataset, split, studies, decoding, device,
                                        versions, timing per variant, and this file list
-    results_finetuned.json             `evaluate.save`: every metric of `hubkit.evaluation.metrics.compute_all` (kappa, qwk,
+    results_finetuned.json             every metric of `hubkit.evaluation.metrics.compute_all` (kappa, qwk,
                                        ..., rsna_score, confusion matrices) + a few metadata keys; `_`-prefixed
-                                       keys are evaluate's (timestamp, versions)
+                                       keys are provenance (timestamp, versions)
     predictions.csv                    Kaggle submission format (row_id, normal_mild, moderate, severe), fine-tuned
     predictions.jsonl                  one line per study: study_id, json, labels, probs, references, views
     figures/finetuned/confusion_matrix.png, confusion_matrix_{canal,lf,rf,ls,rs}.png
@@ -149,7 +149,6 @@ def evaluate_model(model: str | os.PathLike, dataset: str | os.PathLike, split: 
 
 def _run_variant(variant: str, pipe, ds, out: Path, batch_size: int, method: str, progress: bool,
                  meta: dict, timing: dict) -> dict:
-    import evaluate
     from tqdm.auto import tqdm
 
     from hubkit.evaluation.metrics import compute_all, plot_confusion_matrices, study_rows, write_submission_csv
@@ -184,8 +183,20 @@ def _run_variant(variant: str, pipe, ds, out: Path, batch_size: int, method: str
     (out / files["predictions_jsonl"]).write_text("\n".join(lines) + "\n")
     plot_confusion_matrices(results, out / files["figures"])
     record = {**results, "variant": variant, **meta, "studies_per_second": timing["studies_per_s"]}
-    evaluate.save(str(out / files["results"]), **record)
+    _save(out / files["results"], record)
     return results
+
+
+def _save(path: Path, record: dict) -> None:
+    """The results file: metrics + metadata, and `_`-prefixed provenance keys (`evaluate.save`'s layout, without
+    its shelling out to git in whatever folder the user stands in)."""
+    import platform
+
+    from hubkit import __version__
+
+    meta = {"_timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "_hubkit_version": __version__, "_python_version": platform.python_version()}
+    path.write_text(json.dumps({**record, **meta}, indent=2, default=float) + "\n")
 
 
 def _slices(dataset) -> dict:

@@ -61,6 +61,9 @@ def base_model_of(model_dir: str | os.PathLike) -> str | None:
     """`base_model_name_or_path` from the folder's adapter_config.json, or None for a full model folder."""
     cfg = Path(model_dir) / ADAPTER_CONFIG
     if not cfg.is_file():
+        if (Path(model_dir) / RUN_CONFIG).is_file() and not (Path(model_dir) / "config.json").is_file():
+            raise LumbarLoadError(f"{model_dir}: a run folder without an adapter yet (training has not finished, "
+                                  "or was interrupted: add --resume to the train command)")
         return None
     base = json.loads(cfg.read_text()).get("base_model_name_or_path")
     if not base:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 log = logging.getLogger("hubkit.train")
 
-__all__ = ["World", "world", "pin_device", "launch_command"]
+__all__ = ["World", "world", "pin_device", "launch_command", "relaunch"]
 
 
 @dataclass(frozen=True)
@@ -80,3 +80,12 @@ def launch_command(num_gpus: int, argv: list[str]) -> list[str]:
             rest.append(a)
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={num_gpus}",
             "-m", "hubkit.cli", "train", *rest]
+
+
+def relaunch(num_gpus: int, argv: list[str]) -> int:
+    """Run `hubkit train <argv>` again under torchrun on `num_gpus` GPUs; returns its exit code."""
+    import subprocess
+
+    cmd = launch_command(num_gpus, argv)
+    log.warning("launching: %s", " ".join(cmd[2:]))
+    return subprocess.call(cmd)

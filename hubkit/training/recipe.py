@@ -20,21 +20,14 @@ import time
 import warnings
 from pathlib import Path
 
-from hubkit import modeling
+from hubkit import preflight, publish
 from hubkit._imports import require_train
 from hubkit.config import TrainConfig
 from hubkit.training import backends as tb
 from hubkit.training import distributed
 from hubkit.training.data import count_tokens, open_streams, sequence_budget
 
-__all__ = ["train", "DISTRIBUTABLE_FILES"]
-
-# What `push` uploads from the run folder (checkpoints, TensorBoard logs and PEFT's generic README stay local).
-DISTRIBUTABLE_FILES = [
-    "adapter_model.safetensors", "adapter_config.json", "hubkit_config.json", "training_log.jsonl",
-    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
-    "chat_template.json", "processor_config.json", "preprocessor_config.json",
-]
+__all__ = ["train"]
 
 
 def train(dataset: str, base_model: str, output: str | Path, config: TrainConfig, resume: bool = False,
@@ -61,6 +54,23 @@ def train(dataset: str, base_model: str, output: str | Path, config: TrainConfig
     """
     require_train("hubkit train")
     rank = distributed.world()
+    repo = push or config.push_repo
+    run_dir = Path(output)
+    # Pre-flight, before anything heavy is loaded: the push target, the base model, the disk.
+    if repo and rank.main:
+        publish.check(repo, "model", private=config.private)
+    base_config = preflight.check_base_model(base_model)
+    if rank.main:
+        preflight.check_disk(run_dir, preflight.run_bytes(base_config, config), "the run's checkpoints")
+    ckpt_dir = run_dir / "checkpoints"
+    last = _last_checkpoint(ckpt_dir)
+    if resume and last is None:
+        raise ValueError(f"--resume: no checkpoint found under {ckpt_dir}")
+    if not resume and last is not None:
+        raise ValueError(f"{run_dir} already holds checkpoints; pass --resume to continue or choose a new --output")
+    if resume and config.max_steps and _global_step(last) >= config.max_steps:
+        raise ValueError(f"{run_dir} already trained {_global_step(last)} of {config.max_steps} steps: nothing to "
+                         f"resume (publish it with `hubkit push {run_dir} OWNER/NAME`)")
 
     backend = tb.resolve_backend(config.backend)
     backend_note = None
@@ -75,23 +85,16 @@ def train(dataset: str, base_model: str, output: str | Path, config: TrainConfig
         tb.import_unsloth_first()  # before trl/transformers/peft are imported below
 
     from transformers import AutoProcessor, set_seed
-    from transformers.trainer_utils import get_last_checkpoint
-
-    run_dir = Path(output)
-    ckpt_dir = run_dir / "checkpoints"
-    last = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
-    if resume and last is None:
-        raise ValueError(f"--resume: no checkpoint found under {ckpt_dir}")
-    if not resume and last is not None:
-        raise ValueError(f"{run_dir} already holds checkpoints; pass --resume to continue or choose a new --output")
 
     # The vision tower's input side: what the processor resizes every slice to (the dataset's slice size is a
     # different quantity, recorded from the dataset's manifest).
-    vision_size = modeling.check_vision_base(base_model).vision_config.image_size
+    vision_size = base_config.vision_config.image_size
     streams = open_streams(dataset, config, vision_size=vision_size)
     processor = AutoProcessor.from_pretrained(base_model)
     processor.image_processor.size = {"height": vision_size, "width": vision_size}
     max_length = sequence_budget(processor, config)
+    if rank.main:
+        preflight.warn_gpu_memory(base_config, config, max_length)
     set_seed(config.seed)
     if backend == "unsloth":
         model, processor = tb.load_unsloth_model(base_model, config, max_length)
@@ -99,6 +102,9 @@ def train(dataset: str, base_model: str, output: str | Path, config: TrainConfig
         model = tb.load_trl_model(base_model, config)
 
     max_steps = config.max_steps or _derived_steps(streams, config, rank.size)
+    if resume and _global_step(last) >= max_steps:
+        raise ValueError(f"{run_dir} already trained {_global_step(last)} of {max_steps} steps: nothing to resume "
+                         f"(publish it with `hubkit push {run_dir} OWNER/NAME`)")
     cbs = _callbacks(run_dir, config, resume, rank.main) + list(callbacks or [])
     sft_kwargs = _sft_kwargs(config, ckpt_dir, max_steps, max_length, resume, rank.distributed)
     collator = tb.make_collator(backend, model, processor, config, max_length, lambda ex: count_tokens(processor, ex))
@@ -118,14 +124,23 @@ def train(dataset: str, base_model: str, output: str | Path, config: TrainConfig
     processor.save_pretrained(str(run_dir))
     _write_run_config(run_dir, trainer, config, dataset, base_model, backend, streams, max_steps, max_length,
                       runtime, vision_size, rank.size, backend_note)
-    repo = push or config.push_repo
-    if repo:
-        from hubkit.hub import upload_folder
+    from hubkit.cards.model import write_model_card
 
-        upload_folder(run_dir, repo, repo_type="model",
-                      commit_message=f"hubkit train: LoRA adapter for {base_model} ({trainer.state.global_step} steps)",
-                      allow_patterns=DISTRIBUTABLE_FILES, private=config.private)
+    write_model_card(run_dir, None, repo)  # a real card from the start (PEFT wrote a boilerplate README.md)
+    if repo:
+        publish.push_run_folder(run_dir, repo, private=config.private)
     return run_dir
+
+
+def _last_checkpoint(ckpt_dir: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
+
+
+def _global_step(checkpoint: str) -> int:
+    state = Path(checkpoint) / "trainer_state.json"
+    return int(json.loads(state.read_text()).get("global_step", 0)) if state.is_file() else 0
 
 
 # ----------------------------------------------------------------------------------------------- plumbing
@@ -220,6 +235,7 @@ def _add_transformers_keys(run_dir: Path, peft_model) -> None:
 
 def _write_run_config(run_dir, trainer, config, dataset, base_model, backend, streams, max_steps, max_length,
                       runtime, vision_size: int, world_size: int = 1, backend_note: str | None = None) -> None:
+    from hubkit import modeling
     from hubkit._imports import versions
     from hubkit.config import config_to_dict, write_json
 
@@ -232,6 +248,9 @@ def _write_run_config(run_dir, trainer, config, dataset, base_model, backend, st
                     # the build's facts (slice size, picker, label counts): the card and the pipeline read them here
                     "manifest": streams["manifest"]},
         "vision_input_size": vision_size,
+        # the base's own licence and tags (its model card), which the adapter's card repeats: never guessed
+        "base_model_card": modeling.base_card_facts(base_model),
+        "quantized_4bit": bool(getattr(trainer.model, "is_loaded_in_4bit", False)),
         "backend": backend,
         **({"backend_note": backend_note} if backend_note else {}),
         "world_size": world_size,  # processes (GPUs) that trained; the effective batch is world_size x this config's

@@ -1,0 +1,21 @@
+"""The only hubkit package that talks to the Hugging Face Hub (through `huggingface_hub.HfApi`).
+
+* Endpoint: ``HF_ENDPOINT`` (read at call time; defaults to https://huggingface.co), so the same code targets the
+  real Hub or the loopback server of `hubkit.devkit.local_hub`.
+* Token: the explicit ``token`` argument, else ``HF_TOKEN``, else the token stored by ``hf auth login``. Tokens are
+  never printed, logged or put into exception messages.
+* Every failure the user can fix surfaces as `HubError` with a one-line message saying how.
+
+core (endpoint, token, errors) · access (whoami, what a token may push or read; checked before long work) ·
+transfer (one-commit uploads, downloads) · dataset_push (a built dataset in one commit).
+"""
+
+from .access import check_model_readable, check_push_access, ensure_repo, whoami
+from .core import REPO_TYPES, HubError, HubFileNotFound, hub_endpoint, hub_errors
+from .dataset_push import push_dataset
+from .transfer import (PushResult, dataset_revision, download_file, download_snapshot, push_files, repo_file_sizes,
+                       upload_folder)
+
+__all__ = ["REPO_TYPES", "HubError", "HubFileNotFound", "PushResult", "check_model_readable", "check_push_access",
+           "dataset_revision", "download_file", "download_snapshot", "ensure_repo", "hub_endpoint", "hub_errors",
+           "push_dataset", "push_files", "repo_file_sizes", "upload_folder", "whoami"]

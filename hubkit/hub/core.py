@@ -1,0 +1,98 @@
+"""The Hub's address, the token, and one error type for everything the user can fix (see `hubkit.hub`)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from typing import Iterator
+
+import httpx
+from huggingface_hub import HfApi, constants, get_token
+from huggingface_hub.errors import (
+    EntryNotFoundError,
+    HfHubHTTPError,
+    LocalEntryNotFoundError,
+    OfflineModeIsEnabled,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+
+log = logging.getLogger("hubkit.hub")
+
+REPO_TYPES = ("model", "dataset")
+_AUTH_HINT = "set HF_TOKEN or run `hf auth login`"
+
+
+class HubError(Exception):
+    """A Hub operation failed for a reason the user can act on (auth, connectivity, visibility, missing file)."""
+
+
+class HubFileNotFound(HubError):
+    """The repo is there, the file is not (callers may treat an optional file's absence as "none")."""
+
+
+def hub_endpoint() -> str:
+    """The Hub base URL: ``HF_ENDPOINT`` at call time, else huggingface_hub's configured endpoint."""
+    return (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
+
+
+def _token(token: str | None, required: bool) -> str | None:
+    tok = token or get_token()
+    if required and not tok:
+        raise HubError(f"No Hugging Face token found for {hub_endpoint()}: {_AUTH_HINT}.")
+    return tok
+
+
+def _api(token: str | None) -> HfApi:
+    return HfApi(endpoint=hub_endpoint(), token=token)
+
+
+def _check_type(repo_type: str) -> str:
+    if repo_type not in REPO_TYPES:
+        raise ValueError(f"repo_type must be one of {REPO_TYPES}, got {repo_type!r}")
+    return repo_type
+
+
+@contextlib.contextmanager
+def hub_errors(repo_id: str, repo_type: str, action: str) -> Iterator[None]:
+    """Translate client exceptions into `HubError` (messages carry no token; the original is kept as __cause__)."""
+    try:  # datasets is not installed for inference-only use
+        from datasets.exceptions import DatasetNotFoundError
+    except ImportError:
+        DatasetNotFoundError = RepositoryNotFoundError  # noqa: N806
+
+    endpoint = hub_endpoint()
+    what = f"{repo_type} repo {repo_id}"
+    try:
+        yield
+    except HubError:
+        raise
+    except (RepositoryNotFoundError, DatasetNotFoundError) as e:
+        raise HubError(f"{action}: {what} not found at {endpoint}, or not visible with this token "
+                       f"(private repos need their owner's token: {_AUTH_HINT}).") from e
+    except RevisionNotFoundError as e:
+        raise HubError(f"{action}: revision not found in {what} at {endpoint}.") from e
+    except LocalEntryNotFoundError as e:  # before EntryNotFoundError, its parent: the Hub was not asked
+        raise HubError(f"{action}: cannot reach the Hub at {endpoint} and the file is not cached; check the "
+                       f"network or HF_ENDPOINT.") from e
+    except EntryNotFoundError as e:  # before HfHubHTTPError: the remote kind is both
+        raise HubFileNotFound(f"{action}: file not found in {what} at {endpoint}.") from e
+    except HfHubHTTPError as e:
+        status = e.response.status_code if e.response is not None else None
+        if status == 401:
+            raise HubError(f"{action}: the Hub at {endpoint} rejected the token (missing or invalid): "
+                           f"{_AUTH_HINT}.") from e
+        if status == 403:
+            raise HubError(f"{action}: this token has no write access to {what} at {endpoint}; use a token of the "
+                           f"repo's owner with write scope or push to your own namespace.") from e
+        detail = (getattr(e, "server_message", None) or "").strip().replace("\n", " ")[:200]
+        raise HubError(f"{action}: the Hub at {endpoint} answered HTTP {status} for {what}"
+                       f"{': ' + detail if detail else ''}.") from e
+    except OfflineModeIsEnabled as e:
+        raise HubError(f"{action}: offline mode is on (HF_HUB_OFFLINE); unset it to reach {endpoint}.") from e
+    except (httpx.TransportError, ConnectionError) as e:
+        raise HubError(f"{action}: cannot reach the Hub at {endpoint} ({type(e).__name__}); is the server running "
+                       f"and HF_ENDPOINT correct?") from e
+
+
