@@ -155,7 +155,8 @@ class TrainConfig:
     # Effective batch 8 = 1 study per device step x 8 accumulation steps: one 8-image study fills ~2.3k tokens.
     per_device_train_batch_size: int = 1
     gradient_accumulation_steps: int = 8
-    per_device_eval_batch_size: int = 1
+    # Studies per evaluation forward: evaluation needs no gradients, so it batches where training cannot.
+    per_device_eval_batch_size: int = 4
     # Passes over the (oversampled) training split; turned into max_steps because streams have no length.
     num_train_epochs: float = 3.0
     # Optimiser steps to run; 0 = derive from num_train_epochs x train rows / effective batch (streams need it).
@@ -164,6 +165,9 @@ class TrainConfig:
     eval_steps: int = 100
     # Also evaluate the untrained adapter at step 0: the baseline eval loss every later one is compared with.
     eval_on_start: bool = True
+    # Evaluate on the first N validation studies (0 = all): the same fixed subset every time, so eval losses stay
+    # comparable while a large validation split does not cost a share of the run (BENCHMARKS.md 5 measures it).
+    eval_max_studies: int = 0
     save_steps: int = 100
     logging_steps: int = 10
     # Stop after this many evaluations without a lower eval loss (0 = never); the best checkpoint is reloaded at
@@ -234,8 +238,8 @@ class TrainConfig:
                      "save_steps", "logging_steps", "per_device_eval_batch_size", "stream_shards"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.max_steps < 0 or self.max_length < 0:
-            raise ValueError("max_steps and max_length must be >= 0 (0 = derive)")
+        if self.max_steps < 0 or self.max_length < 0 or self.eval_max_studies < 0:
+            raise ValueError("max_steps, max_length and eval_max_studies must be >= 0 (0 = derive / all)")
         if self.image_cache_mb < 0:
             raise ValueError(f"image_cache_mb must be >= 0 (0 = no cache), got {self.image_cache_mb}")
         if self.save_steps % self.eval_steps:

@@ -63,15 +63,18 @@ def main(argv: list[str] | None = None) -> int:
     hub = LocalHub(out / "hub", tokens={TOKEN: USER}, port=args.port).start()
     env = {**os.environ, **hub_env(hub.url, TOKEN, out / "hf-home"), "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
     hubkit = [sys.executable, "-m", "hubkit.cli"]
+    from hubkit.training.cpu import fair_threads
+
+    procs = str(fair_threads())  # worker processes for synth and build: the cores other processes leave free
     t_start = time.perf_counter()
     try:
         print(f"loopback hub at {hub.url} (user '{USER}'), everything under {out}")
         _step(f"1/8 synthetic RSNA-layout DICOM cohort ({args.studies} studies) + 2 unseen studies")
-        _run(hubkit + ["synth", str(out / "cohort"), "--studies", str(args.studies), "--seed", "0", "--num-proc", "2"],
+        _run(hubkit + ["synth", str(out / "cohort"), "--studies", str(args.studies), "--seed", "0", "--num-proc", procs],
              env)
         _run(hubkit + ["synth", str(out / "unseen"), "--studies", "2", "--seed", "12345"], env)
         _step("2/8 build the dataset and push it (private)")
-        _run(hubkit + ["build-dataset", str(out / "cohort"), "--output", str(out / "dataset"), "--num-proc", "2",
+        _run(hubkit + ["build-dataset", str(out / "cohort"), "--output", str(out / "dataset"), "--num-proc", procs,
                        "--push", DATASET_REPO], env)
         _step("3/8 a tiny random Gemma 3 base model, pushed as the base")
         _run(hubkit + ["base", "tiny", str(out / "base"), "--push", BASE_REPO], env)

@@ -73,9 +73,13 @@ def open_streams(source: str, config: TrainConfig, vision_size: int | None = Non
         from hubkit.training.augment import LeftRightMirror
 
         mirror = LeftRightMirror(config.lr_flip, config.seed)
+    validation, validation_rows = raw["validation"], rows["validation"]
+    if config.eval_max_studies:  # a fixed subset: the stream's first N studies, the same at every evaluation
+        validation = validation.take(config.eval_max_studies)
+        validation_rows = min(validation_rows, config.eval_max_studies) if validation_rows is not None else None
     return {"train": _to_chat(train, raw["train"], vision_size, augment, cache, mirror),
-            "validation": _to_chat(raw["validation"], raw["validation"], vision_size, cache=cache),
-            "train_rows": train_rows, "validation_rows": rows["validation"], "identity": identity,
+            "validation": _to_chat(validation, raw["validation"], vision_size, cache=cache),
+            "train_rows": train_rows, "validation_rows": validation_rows, "identity": identity,
             "manifest": read_manifest(source, revision=identity.get("revision")), "image_cache": cache}
 
 

@@ -101,6 +101,13 @@ def train(dataset: str, base_model: str, output: str | Path, config: TrainConfig
     else:
         model = tb.load_trl_model(base_model, config)
 
+    import torch
+
+    if not torch.cuda.is_available() and not rank.distributed:  # share the CPU fairly with whatever else runs
+        from hubkit.training import cpu
+
+        torch.set_num_threads(cpu.fair_threads())
+        callbacks = [cpu.balancer(), *(callbacks or [])]
     max_steps = config.max_steps or _derived_steps(streams, config, rank.size)
     if resume and _global_step(last) >= max_steps:
         raise ValueError(f"{run_dir} already trained {_global_step(last)} of {max_steps} steps: nothing to resume "
