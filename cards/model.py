@@ -92,6 +92,20 @@ def _license(base_model: str) -> dict:
     return {}
 
 
+def _hub_model_id(name: str) -> str | None:
+    """`name` when it can be a Hub model id, None for a local folder: the Hub refuses a card whose `base_model` is a
+    path, so a run trained from a folder names its base in the text only."""
+    from huggingface_hub.utils import validate_repo_id
+
+    if not name or Path(name).exists():
+        return None
+    try:
+        validate_repo_id(name)
+    except ValueError:
+        return None
+    return name
+
+
 def _hub_url(repo: str, kind: str = "model") -> str:
     from hubkit.hub import hub_endpoint
 
@@ -175,12 +189,13 @@ def _card_data(ctx: dict, base_model: str, ds: dict, ft: dict | None):
                 dataset_type=ds.get("repo_id") or "local", dataset_name=ctx["dataset_id"] or "local dataset",
                 dataset_split=ctx.get("eval_split", "validation"), dataset_revision=ds.get("revision"),
                 metric_type=mtype, metric_name=mname, metric_value=round(float(ft[key]), 4)))
+    hub_base = _hub_model_id(base_model)
     return ModelCardData(
-        base_model=base_model or None, datasets=[ds["repo_id"]] if ds.get("repo_id") else None,
+        base_model=hub_base, datasets=[ds["repo_id"]] if ds.get("repo_id") else None,
         library_name="peft", pipeline_tag="image-text-to-text",
         tags=["medical", "radiology", "mri", "lumbar-spine", "rsna-2024", "lora", "qlora", "hubkit", "medgemma"],
         model_name=ctx["repo_id"] if eval_results else None, eval_results=eval_results or None,
-        base_model_relation="adapter" if base_model else None, **_license(base_model),
+        base_model_relation="adapter" if hub_base else None, **_license(base_model),
     )
 
 

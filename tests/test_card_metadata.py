@@ -44,14 +44,17 @@ def _card(front: str, body: str = "# Card\n") -> str:
     return f"---\n{front.strip()}\n---\n{body}"
 
 
-@pytest.mark.parametrize("base", ["google/medgemma-1.5-4b-it", "google/gemma-3-4b-it"])
+@pytest.mark.parametrize("base", ["google/medgemma-1.5-4b-it", "google/gemma-3-4b-it", "local-base-folder"])
 @pytest.mark.parametrize("with_eval", [True, False])
 def test_hubkit_model_cards_pass(tmp_path, base, with_eval):
+    if base == "local-base-folder":  # a run trained from a folder: the Hub refuses a path as base_model
+        (tmp_path / base).mkdir()
+        base = str(tmp_path / base)
     run, ev = _run(tmp_path, base, with_eval)
     text = render_model_card(run, ev, "me/medgemma-lumbar")
     assert card_problems(text, "model") == [] and card_warnings(text, "model") == []
     check_card(text, "model")
-    assert ("model-index:" in text) is with_eval
+    assert ("model-index:" in text) is with_eval and ("base_model:" in text) is ("/" in base and base[0] != "/")
 
 
 @pytest.mark.parametrize("synthetic", [True, False])
