@@ -77,9 +77,11 @@ class _Handler(BaseHTTPRequestHandler):
             if not isinstance(e, _HttpError):
                 log.exception("local hub: internal error on %s %s", self.command, url.path)
                 e = _HttpError(500, "internal error")
-            if not self._consumed and self.headers.get("Content-Length", "0") != "0":
-                self.close_connection = True  # request body left unread: do not reuse the connection
             hdr = {"X-Error-Message": e.message, **({"X-Error-Code": e.code} if e.code else {}), **(e.headers or {})}
+            if not self._consumed and self.headers.get("Content-Length", "0") != "0":
+                # Request body left unread: the connection cannot be reused, and the client must be told so, or it
+                # sends its next request on a socket this side is closing.
+                self.close_connection, hdr["Connection"] = True, "close"
             self._send_json(e.status, {"error": e.message, **(e.extra or {})}, hdr)
 
     do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = _dispatch
