@@ -196,3 +196,23 @@ def test_hub_env_and_default_tokens_file(tmp_path):
     hub = LocalHub(tmp_path / "r")
     assert list(hub.tokens.values()) == ["local"]
     assert json.loads((tmp_path / "r" / "tokens.json").read_text()) == hub.tokens
+
+
+# -- README.md metadata, checked as the Hub checks it ------------------------------------------------------------------
+def test_commit_with_invalid_card_metadata_is_refused(local_hub):
+    api = HfApi(endpoint=local_hub.url, token=local_hub.owner_token)
+    api.create_repo("owner/lh-card", private=True)
+    bad = b"---\nlicense: not-a-licence\n---\n# Card\n"
+    with pytest.raises(ValueError, match=r"Invalid metadata in README.md.\n- \"license\" \"not-a-licence\" is not a Hub"):
+        api.create_commit("owner/lh-card", [CommitOperationAdd("README.md", bad)], commit_message="bad card")
+    assert "README.md" not in api.list_repo_files("owner/lh-card")  # refused before anything was committed
+    good = b"---\nlicense: cc-by-4.0\npipeline_tag: image-text-to-text\ntags: [medical]\n---\n# Card\n"
+    api.create_commit("owner/lh-card", [CommitOperationAdd("README.md", good)], commit_message="good card")
+    assert "README.md" in api.list_repo_files("owner/lh-card")
+    with pytest.warns(UserWarning, match="empty or missing yaml metadata"):
+        api.create_commit("owner/lh-card", [CommitOperationAdd("README.md", b"# No metadata\n")],
+                          commit_message="no metadata")
+    r = _get(local_hub, "/api/validate-yaml", None, "POST", json={"content": bad.decode(), "repoType": "dataset"})
+    assert r.status_code == 400 and r.json()["warnings"] == [] and "not-a-licence" in r.json()["errors"][0]["message"]
+    assert _get(local_hub, "/api/validate-yaml", None, "POST", json={"content": 3}).status_code == 400
+

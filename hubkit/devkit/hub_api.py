@@ -158,8 +158,19 @@ class _Handler(BaseHTTPRequestHandler):
                               "auth": {"type": "access_token", "accessToken": {"role": "write"}}})
 
     def _validate_yaml(self) -> None:
-        self._json()
-        self._send_json(200, {"errors": [], "warnings": []})
+        """The Hub's README.md check: JSON {errors, warnings} [{message}], 400 when there is an error (huggingface_hub
+        parses the body whatever the status, then raises ValueError on the 400)."""
+        from hubkit.cards.metadata import card_problems, card_warnings
+
+        body = self._json()
+        content, rtype = body.get("content"), body.get("repoType") or "model"
+        if not isinstance(content, str) or rtype not in PREFIX:
+            problems, warnings = [f"send {{content: str, repoType: {'|'.join(PREFIX)}}}"], []
+        else:
+            problems, warnings = card_problems(content, rtype), card_warnings(content, rtype)
+        self._send_json(400 if problems else 200, {"errors": [{"message": p} for p in problems],
+                                                   "warnings": [{"message": w} for w in warnings]})
+
 
     def _create(self) -> None:
         body = self._json()
