@@ -1,4 +1,8 @@
-"""The loopback hub's HTTP API: one request handler, dispatched by the route table below."""
+"""The loopback hub's HTTP API: one request handler, dispatched by the route table below.
+
+Repos, files, commits, LFS and README.md validation live here; who may do what (tokens, roles, visibility)
+and the routes that report it (whoami-v2, auth-check) live in `hub_auth`, mixed into the handler.
+"""
 
 from __future__ import annotations
 
@@ -15,16 +19,16 @@ import time
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from .hub_auth import AUTH_ROUTES, _AccessRules
 from .hub_store import (_NAME, _SHA256, LFS_SUFFIXES, LFS_THRESHOLD, MAX_COMMIT_BODY, MAX_JSON_BODY, MAX_LFS_OBJECT,
-                        PREFIX, TYPES, _check_path, _dir_entry, _file_entry, _git_sha1, _HttpError, _pointer)
+                        PREFIX, REPO_API, REPO_PAGE, TYPES, _check_path, _dir_entry, _file_entry, _git_sha1, _HttpError,
+                        _pointer)
 
 log = logging.getLogger("hubkit.devkit.local_hub")
 
-_REPO = r"(?P<rid>[^/]+/[^/]+)"
-_T = r"/api/(?P<t>models|datasets|spaces)/" + _REPO
-_P = r"/(?:(?P<t>datasets|spaces)/)?" + _REPO
-ROUTES = [(m, re.compile(rx), name) for m, rx, name in [
-    ("GET", r"/api/whoami-v2", "_whoami"),
+_T, _P = REPO_API, REPO_PAGE
+UPLOAD = "upload to a repository"  # the action a read token is refused, in the Hub's words
+ROUTES = [(m, re.compile(rx), name) for m, rx, name in AUTH_ROUTES + [
     ("POST", r"/api/repos/create", "_create"),
     ("DELETE", r"/api/repos/delete", "_delete"),
     ("POST", r"/api/validate-yaml", "_validate_yaml"),
@@ -41,7 +45,7 @@ ROUTES = [(m, re.compile(rx), name) for m, rx, name in [
 ]]
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(_AccessRules, BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     timeout = 120  # idle keep-alive connections are dropped after this many seconds
     server: "_Server"  # noqa: F821  (hubkit.devkit.local_hub._Server)
@@ -127,36 +131,12 @@ class _Handler(BaseHTTPRequestHandler):
     def base(self) -> str:
         return f"http://{self.headers.get('Host') or self.hub.netloc}"
 
-    def _user(self) -> str | None:
-        if not (auth := self.headers.get("Authorization")):
-            return None
-        user = self.hub.tokens.get(auth[7:].strip() if auth[:7].lower() == "bearer " else "")
-        if user is None:
-            raise _HttpError(401, "Invalid credentials in Authorization header")
-        return user
-
-    def _repo(self, rtype: str, rid: str, write: bool = False) -> dict:
-        user, meta = self._user(), self.store.load(rtype, rid)
-        if meta is None or (meta["private"] and user != meta["owner"]):
-            raise _HttpError(401 if user is None else 404, f"Repository Not Found for {rid}", "RepoNotFound")
-        if write and user is None:
-            raise _HttpError(401, "Authentication required to write")
-        if write and user != meta["owner"]:
-            raise _HttpError(403, f"You don't have write access to {rid}")
-        return meta
-
     def _files(self, rtype: str, rid: str, rev: str) -> tuple[dict, str, dict]:
         meta = self._repo(rtype, rid)
         oid = self.store.resolve(rtype, rid, meta, rev)
         return meta, oid, self.store.commit(rtype, rid, oid)["files"]
 
     # -- account and repo routes -------------------------------------------------------------------------------
-    def _whoami(self) -> None:
-        if (user := self._user()) is None:
-            raise _HttpError(401, "Invalid user token")
-        self._send_json(200, {"type": "user", "name": user, "fullname": user, "orgs": [],
-                              "auth": {"type": "access_token", "accessToken": {"role": "write"}}})
-
     def _validate_yaml(self) -> None:
         """The Hub's README.md check: JSON {errors, warnings} [{message}], 400 when there is an error (huggingface_hub
         parses the body whatever the status, then raises ValueError on the 400)."""
@@ -171,18 +151,16 @@ class _Handler(BaseHTTPRequestHandler):
         self._send_json(400 if problems else 200, {"errors": [{"message": p} for p in problems],
                                                    "warnings": [{"message": w} for w in warnings]})
 
-
     def _create(self) -> None:
         body = self._json()
-        if (user := self._user()) is None:
-            raise _HttpError(401, "Authentication required to create a repo")
+        user = self._need_write_token("create a repository")
         name, ns, rtype = str(body.get("name") or ""), body.get("organization") or user, body.get("type") or "model"
         if "/" in name:
             ns, name = name.split("/", 1)
         if rtype not in PREFIX or not _NAME.fullmatch(name) or not _NAME.fullmatch(str(ns)):
             raise _HttpError(400, f"invalid repo name or type: {ns}/{name} ({rtype})")
         if ns != user:
-            raise _HttpError(403, f"You don't have the rights to create a repo under the namespace {ns}")
+            raise _HttpError(403, f'You don\'t have the rights to create a {rtype} under the namespace "{ns}"')
         vis = body.get("visibility")
         private = vis in ("private", "protected") if vis is not None else bool(body.get("private"))
         rid = f"{ns}/{name}"
@@ -196,13 +174,13 @@ class _Handler(BaseHTTPRequestHandler):
     def _delete(self) -> None:
         body = self._json()
         rtype, rid = body.get("type") or "model", f"{body.get('organization') or self._user()}/{body.get('name')}"
-        self._repo(rtype, rid, write=True)
+        self._repo(rtype, rid, write="delete a repository")
         with self.store.lock:
             shutil.rmtree(self.store.dir(rtype, rid))
         self._send_json(200, {})
 
     def _settings(self, rtype: str, rid: str) -> None:
-        self._repo(rtype, rid, write=True)
+        self._repo(rtype, rid, write="change repository settings")
         body = self._json()
         private = body["visibility"] in ("private", "protected") if "visibility" in body else body.get("private")
         with self.store.lock:
@@ -212,7 +190,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._send_json(200, {})
 
     def _branch(self, rtype: str, rid: str, rev: str) -> None:
-        self._repo(rtype, rid, write=True)
+        self._repo(rtype, rid, write="create a branch")
         body = self._json()
         if not _NAME.fullmatch(rev):
             raise _HttpError(400, f"invalid branch name {rev!r}")
@@ -235,8 +213,8 @@ class _Handler(BaseHTTPRequestHandler):
             siblings.append(sib)
         iso = lambda t: time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(t))  # noqa: E731
         self._send_json(200, {"id": rid, "author": rid.split("/")[0], "sha": oid, "private": meta["private"],
-                              "gated": False, "disabled": False, "downloads": 0, "likes": 0, "tags": [],
-                              "createdAt": iso(meta["created"]), "siblings": siblings,
+                              "gated": False, "disabled": False, "downloads": 0, "likes": 0,
+                              "tags": [], "createdAt": iso(meta["created"]), "siblings": siblings,
                               "lastModified": iso(self.store.commit(rtype, rid, oid)["time"])})
 
     def _tree(self, rtype: str, rid: str, rev: str, path: str = "") -> None:
@@ -268,7 +246,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- uploads -------------------------------------------------------------------------------------------------
     def _preupload(self, rtype: str, rid: str, rev: str) -> None:
-        meta, body = self._repo(rtype, rid, write=True), self._json()
+        meta, body = self._repo(rtype, rid, write=UPLOAD), self._json()
         files = self.store.commit(rtype, rid, meta["refs"][rev])["files"] if rev in meta["refs"] else {}
         out = []
         for f in body.get("files", [])[:1000]:
@@ -279,7 +257,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._send_json(200, {"files": out})
 
     def _commit(self, rtype: str, rid: str, rev: str) -> None:
-        self._repo(rtype, rid, write=True)
+        self._repo(rtype, rid, write=UPLOAD)
         if self.query.get("create_pr", ["0"])[0].lower() not in ("0", "false"):
             raise _HttpError(400, "pull requests are not supported by the local hub")
         lines = [json.loads(x) for x in self._body(MAX_COMMIT_BODY).splitlines() if x.strip()]
@@ -320,7 +298,7 @@ class _Handler(BaseHTTPRequestHandler):
         return hmac.new(self.hub._secret, f"{oid}:{size}".encode(), hashlib.sha256).hexdigest()
 
     def _lfs_batch(self, rtype: str, rid: str) -> None:
-        self._repo(rtype, rid, write=True)
+        self._repo(rtype, rid, write=UPLOAD)
         body = self._json()
         if body.get("operation", "upload") != "upload":
             raise _HttpError(400, "only the upload operation is supported")
