@@ -9,7 +9,7 @@ import socket
 import httpx
 import pytest
 from huggingface_hub import CommitOperationAdd, HfApi, hf_hub_download
-from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError
+from huggingface_hub.errors import EntryNotFoundError, GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
 
 from hubkit.devkit.local_hub import LocalHub, hub_env
 
@@ -303,4 +303,39 @@ def test_cli_serve_passes_read_roles_through(monkeypatch, tmp_path):
     with LocalHub(tmp_path / "hub", tokens=seen) as hub:
         roles = {t: HfApi(endpoint=hub.url, token=t).whoami()["auth"]["accessToken"]["role"] for t in seen}
     assert roles == {"hf_ro": "read", "hf_rw": "write"}
+
+
+# -- gated repos --------------------------------------------------------------------------------------------------
+def test_gated_repo_shows_metadata_but_not_files(local_hub, hub_cache):
+    from transformers import AutoConfig
+
+    repo = "owner/lh-gated"
+    owner = HfApi(endpoint=local_hub.url, token=local_hub.owner_token)
+    owner.create_repo(repo, private=False)
+    owner.create_commit(repo, [CommitOperationAdd("config.json", b'{"model_type": "bert"}')], commit_message="c")
+    local_hub.hub.set_gated("model", repo)
+    other = HfApi(endpoint=local_hub.url, token=local_hub.other_token)
+    assert other.model_info(repo).gated == "manual" and HfApi().repo_exists(repo, token=False)
+    denied = f"Access to model {repo} is restricted and you are not in the authorized list. Visit {local_hub.url}/{repo}"
+    for token, status, text in ((local_hub.other_token, 403, denied), (False, 401, "Please log in.")):
+        with pytest.raises(GatedRepoError) as e:
+            hf_hub_download(repo, "config.json", token=token, cache_dir=hub_cache)
+        assert e.value.response.status_code == status and text in str(e.value)
+        for call in (lambda: HfApi().auth_check(repo, token=token), lambda: list(HfApi().list_repo_tree(repo, token=token)),
+                     lambda: HfApi().get_paths_info(repo, ["config.json"], token=token)):
+            with pytest.raises(GatedRepoError):
+                call()
+    with pytest.raises(OSError) as e:  # transformers wraps it, the Hub's error kept as the cause
+        AutoConfig.from_pretrained(repo, token=local_hub.other_token, cache_dir=hub_cache)
+    assert isinstance(e.value.__cause__, GatedRepoError)
+    owner.auth_check(repo)  # the owner is never gated
+    local_hub.hub.set_gated("model", repo, allowed=("other",))
+    other.auth_check(repo)
+    assert AutoConfig.from_pretrained(repo, token=local_hub.other_token, cache_dir=hub_cache).model_type == "bert"
+    stored = json.loads((local_hub.root / "repos" / "models" / "owner" / "lh-gated" / "repo.json").read_text())
+    assert stored["gated"] == "manual" and stored["allowed"] == ["other"]
+    local_hub.hub.set_gated("model", repo, gated=False)
+    assert HfApi().model_info(repo, token=False).gated is False
+    with pytest.raises(ValueError, match="does not exist on this hub: create it first"):
+        local_hub.hub.set_gated("model", "owner/nope")
 

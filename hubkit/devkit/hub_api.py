@@ -1,6 +1,6 @@
 """The loopback hub's HTTP API: one request handler, dispatched by the route table below.
 
-Repos, files, commits, LFS and README.md validation live here; who may do what (tokens, roles, visibility)
+Repos, files, commits, LFS and README.md validation live here; who may do what (tokens, roles, visibility, gating)
 and the routes that report it (whoami-v2, auth-check) live in `hub_auth`, mixed into the handler.
 """
 
@@ -131,8 +131,9 @@ class _Handler(_AccessRules, BaseHTTPRequestHandler):
     def base(self) -> str:
         return f"http://{self.headers.get('Host') or self.hub.netloc}"
 
-    def _files(self, rtype: str, rid: str, rev: str) -> tuple[dict, str, dict]:
-        meta = self._repo(rtype, rid)
+    def _files(self, rtype: str, rid: str, rev: str, content: bool = True) -> tuple[dict, str, dict]:
+        """(repo metadata, commit oid, {path: entry}) at `rev`; `content`: the caller serves files (gating applies)."""
+        meta = self._repo(rtype, rid, content=content)
         oid = self.store.resolve(rtype, rid, meta, rev)
         return meta, oid, self.store.commit(rtype, rid, oid)["files"]
 
@@ -203,7 +204,7 @@ class _Handler(_AccessRules, BaseHTTPRequestHandler):
         self._send_json(200, {})
 
     def _info(self, rtype: str, rid: str, rev: str = "main") -> None:
-        meta, oid, files = self._files(rtype, rid, rev)
+        meta, oid, files = self._files(rtype, rid, rev, content=False)  # a gated repo's metadata stays public
         siblings = []
         for p in sorted(files):
             e = _file_entry(p, files[p])
@@ -213,7 +214,7 @@ class _Handler(_AccessRules, BaseHTTPRequestHandler):
             siblings.append(sib)
         iso = lambda t: time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(t))  # noqa: E731
         self._send_json(200, {"id": rid, "author": rid.split("/")[0], "sha": oid, "private": meta["private"],
-                              "gated": False, "disabled": False, "downloads": 0, "likes": 0,
+                              "gated": meta.get("gated") or False, "disabled": False, "downloads": 0, "likes": 0,
                               "tags": [], "createdAt": iso(meta["created"]), "siblings": siblings,
                               "lastModified": iso(self.store.commit(rtype, rid, oid)["time"])})
 

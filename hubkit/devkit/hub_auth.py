@@ -1,9 +1,10 @@
-"""The loopback hub's access rules: who a token is, what its role lets it do, and which repos it sees.
+"""The loopback hub's access rules: who a token is, what its role lets it do, which repos it sees, and gating.
 
     from huggingface_hub import HfApi
     from hubkit.devkit.local_hub import LocalHub
     hub = LocalHub("/tmp/hub", tokens={"hf_w": "alice", "hf_r": "alice:read", "hf_b": "bob"}).start()
     HfApi(endpoint=hub.url, token="hf_w").create_repo("alice/base")
+    hub.set_gated("model", "alice/base", allowed=("bob",))   # bob may download; anyone else gets GatedRepo
     HfApi(endpoint=hub.url, token="hf_r").whoami()["auth"]["accessToken"]["role"]   # "read"
 
 A token's value is ``USER`` (a write token) or ``USER:read`` / ``USER:write``. The answers copy the Hub's, status
@@ -11,6 +12,8 @@ A token's value is ``USER`` (a write token) or ``USER:read`` / ``USER:write``. T
 401 without a code becomes a bare HfHubHTTPError rather than RepositoryNotFoundError:
 
 - a repo the user may not see (missing, or someone else's private one): 401 (anonymous) / 404, ``RepoNotFound``;
+- the files of a gated repo, for anyone but its owner and the users it allows: 401 (anonymous) / 403, ``GatedRepo``,
+  with the Hub's message; the repo's metadata stays readable and says ``"gated": "manual"``;
 - a write with a read token, or to someone else's repo: 403 without a code.
 
 Routes here: ``GET /api/whoami-v2`` and ``GET /api/{models|datasets|spaces}/{owner}/{name}/auth-check[/write]``.
@@ -20,7 +23,7 @@ from __future__ import annotations
 
 import enum
 
-from .hub_store import REPO_API, _HttpError
+from .hub_store import PREFIX, REPO_API, _HttpError
 
 AUTH_ROUTES = [
     ("GET", r"/api/whoami-v2", "_whoami"),
@@ -44,8 +47,17 @@ def parse_grant(value: str) -> tuple[str, Role]:
         raise ValueError(f"token value {value!r}: expected USER, USER:read or USER:write") from None
 
 
+def gate_message(rtype: str, rid: str, base: str, anonymous: bool) -> str:
+    """The Hub's GatedRepo text; `base` is the hub's URL (huggingface.co on the real Hub)."""
+    if anonymous:
+        return (f"Access to {rtype} {rid} is restricted. You must have access to it and be authenticated to access "
+                f"it. Please log in.")
+    return (f"Access to {rtype} {rid} is restricted and you are not in the authorized list. "
+            f"Visit {base}/{PREFIX[rtype]}{rid} to ask for access.")
+
+
 class _AccessRules:
-    """Mixin of the request handler (`hub_api._Handler`): identity, visibility and write checks."""
+    """Mixin of the request handler (`hub_api._Handler`): identity, visibility, gating and write checks."""
 
     def _identity(self) -> tuple[str, Role] | None:
         """(user, role) of the request's bearer token; None when there is none; 401 for an unknown token."""
@@ -67,12 +79,15 @@ class _AccessRules:
             raise _HttpError(403, f"you must use a write token to {action}")
         return who[0]
 
-    def _repo(self, rtype: str, rid: str, write: str | None = None) -> dict:
-        """The repo's metadata if this request may see it (`write`: the action, when it writes), else the Hub's
-        error."""
+    def _repo(self, rtype: str, rid: str, write: str | None = None, content: bool = False) -> dict:
+        """The repo's metadata if this request may see it (`content`: may read its files; `write`: the action, when
+        it writes), else the Hub's error."""
         user, meta = self._user(), self.store.load(rtype, rid)
         if meta is None or (meta["private"] and user != meta["owner"]):
             raise _HttpError(401 if user is None else 404, f"Repository Not Found for {rid}", "RepoNotFound")
+        if content and meta.get("gated") and user != meta["owner"] and user not in meta.get("allowed", ()):
+            raise _HttpError(401 if user is None else 403, gate_message(rtype, rid, self.base, user is None),
+                             "GatedRepo")
         if write is not None:
             if self._need_write_token(write) != meta["owner"]:
                 raise _HttpError(403, f"You don't have write access to {rtype} {rid}")
@@ -90,7 +105,7 @@ class _AccessRules:
 
     def _auth_check(self, rtype: str, rid: str, write: str = "") -> None:
         """200 with an empty body when the token may read (``/write``: write) the repo's content."""
-        self._repo(rtype, rid)
+        self._repo(rtype, rid, content=True)
         if write:
             user, meta = self._user(), self.store.load(rtype, rid)
             if user is None or user != meta["owner"]:

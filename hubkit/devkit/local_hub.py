@@ -7,14 +7,17 @@ files, list trees, download (with HTTP ranges) and stream datasets. State persis
 
     tokens.json                               {token: "user" | "user:read"} (used when no `tokens` mapping is given)
     objects/<git blob sha1>, lfs/<sha256>     regular file contents, LFS objects
-    repos/<type>s/<ns>/<name>/repo.json       {"owner", "private", "created", "refs": {branch: commit oid}}
+    repos/<type>s/<ns>/<name>/repo.json       {"owner", "private", "created", "refs": {branch: commit oid},
+                                               "gated": "manual" (absent: not gated), "allowed": [users]}
     repos/<type>s/<ns>/<name>/commits/<oid>.json   {"parent", "message", "time", "files": {path: [kind, oid, size]}}
 
-A user owns the namespace of their name. Private repos are invisible to others, read tokens cannot write, and README.md metadata is checked as the Hub checks it
+A user owns the namespace of their name. Private repos are invisible to others, gated repos show their metadata but
+not their files, read tokens cannot write, and README.md metadata is checked as the Hub checks it
 (`hubkit.cards.metadata`); the errors copy the Hub's (`hub_auth` lists them).
 
-    with LocalHub("/tmp/hub", tokens={"hf_me": "me", "hf_ro": "me:read"}) as hub:
-        HfApi(endpoint=hub.url, token="hf_ro").create_repo("me/base")   # 403: a read token cannot write
+    with LocalHub("/tmp/hub", tokens={"hf_me": "me", "hf_ro": "me:read", "hf_al": "alice"}) as hub:
+        HfApi(endpoint=hub.url, token="hf_me").create_repo("me/base")
+        hub.set_gated("model", "me/base", allowed=("alice",))   # alice may download; anyone else: GatedRepo
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from pathlib import Path
 
 from .hub_api import _Handler
 from .hub_auth import parse_grant
-from .hub_store import _atomic_write, _Store
+from .hub_store import PREFIX, _atomic_write, _Store
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = allow_reuse_address = True
@@ -70,6 +73,19 @@ class LocalHub:
         if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
             raise ValueError(f"{path}: expected a JSON object mapping token -> username (or username:read)")
         return data
+
+    def set_gated(self, repo_type: str, repo_id: str, gated: bool = True, allowed: tuple[str, ...] = ()) -> None:
+        """Gate an existing repo (``"gated": "manual"``) and set who besides its owner may read its files; persisted
+        in its repo.json. ``gated=False`` ungates it."""
+        if repo_type not in PREFIX:
+            raise ValueError(f"repo_type must be one of {sorted(PREFIX)}, got {repo_type!r}")
+        with self._store.lock:
+            meta = self._store.load(repo_type, repo_id)
+            if meta is None:
+                raise ValueError(f"{repo_type} repo {repo_id} does not exist on this hub: create it first")
+            meta["gated"] = "manual" if gated else False
+            meta["allowed"] = sorted(set(allowed))
+            self._store.save(repo_type, repo_id, meta)
 
     @property
     def netloc(self) -> str:
