@@ -339,3 +339,13 @@ def test_gated_repo_shows_metadata_but_not_files(local_hub, hub_cache):
     with pytest.raises(ValueError, match="does not exist on this hub: create it first"):
         local_hub.hub.set_gated("model", "owner/nope")
 
+
+# -- model info --------------------------------------------------------------------------------------------------
+def test_model_info_sizes_only_with_files_metadata(local_hub, model_repo):
+    repo, _ = model_repo
+    api = HfApi(endpoint=local_hub.url, token=local_hub.owner_token)
+    sizes = {s.rfilename: s.size for s in api.model_info(repo, files_metadata=True).siblings}
+    assert sizes["model.safetensors"] == len(WEIGHTS) and sizes["config.json"] == len(CONFIG)
+    lfs = {s.rfilename: s.lfs for s in api.model_info(repo, files_metadata=True).siblings}
+    assert lfs["model.safetensors"].sha256 == hashlib.sha256(WEIGHTS).hexdigest() and lfs["config.json"] is None
+    assert {s.size for s in api.model_info(repo).siblings} == {None}  # as on the Hub: sizes only when asked

@@ -205,11 +205,15 @@ class _Handler(_AccessRules, BaseHTTPRequestHandler):
 
     def _info(self, rtype: str, rid: str, rev: str = "main") -> None:
         meta, oid, files = self._files(rtype, rid, rev, content=False)  # a gated repo's metadata stays public
+        # File sizes and oids only when asked (`files_metadata=True` sends blobs=true), as the Hub does: a client that
+        # forgets to ask must not pass here and fail there.
+        blobs = self.query.get("blobs", ["false"])[0].lower() in ("1", "true")
         siblings = []
         for p in sorted(files):
-            e = _file_entry(p, files[p])
-            sib = {"rfilename": p, "size": e["size"], "blobId": e["oid"]}
-            if "lfs" in e:
+            sib, e = {"rfilename": p}, _file_entry(p, files[p])
+            if blobs:
+                sib.update(size=e["size"], blobId=e["oid"])
+            if blobs and "lfs" in e:
                 sib["lfs"] = {"sha256": e["lfs"]["oid"], "size": e["size"], "pointerSize": e["lfs"]["pointerSize"]}
             siblings.append(sib)
         iso = lambda t: time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(t))  # noqa: E731
