@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import enum
 
-from .hub_store import PREFIX, REPO_API, _HttpError
+from .hub_store import _NAME, PREFIX, REPO_API, _HttpError
 
 AUTH_ROUTES = [
     ("GET", r"/api/whoami-v2", "_whoami"),
@@ -41,10 +41,9 @@ class Role(str, enum.Enum):
 def parse_grant(value: str) -> tuple[str, Role]:
     """``"alice"`` -> (alice, write); ``"alice:read"`` -> (alice, read). ValueError says the expected form."""
     user, _, role = value.partition(":")
-    try:
+    if _NAME.fullmatch(user) and role in ("", *(r.value for r in Role)):
         return user, Role(role or Role.WRITE.value)
-    except ValueError:
-        raise ValueError(f"token value {value!r}: expected USER, USER:read or USER:write") from None
+    raise ValueError(f"token value {value!r}: expected USER, USER:read or USER:write (USER: letters, digits, -_.)")
 
 
 def gate_message(rtype: str, rid: str, base: str, anonymous: bool) -> str:

@@ -8,7 +8,7 @@ files, list trees, download (with HTTP ranges) and stream datasets. State persis
     tokens.json                               {token: "user" | "user:read"} (used when no `tokens` mapping is given)
     objects/<git blob sha1>, lfs/<sha256>     regular file contents, LFS objects
     repos/<type>s/<ns>/<name>/repo.json       {"owner", "private", "created", "refs": {branch: commit oid},
-                                               "gated": "manual" (absent: not gated), "allowed": [users]}
+                                               "gated": "manual" | false (absent: false), "allowed": [users]}
     repos/<type>s/<ns>/<name>/commits/<oid>.json   {"parent", "message", "time", "files": {path: [kind, oid, size]}}
 
 A user owns the namespace of their name. Private repos are invisible to others, gated repos show their metadata but
