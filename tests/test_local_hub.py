@@ -1,4 +1,4 @@
-"""The loopback Hub answers the real huggingface_hub client (the routes of hubkit.devkit.hub_api)."""
+"""The loopback Hub answers the real huggingface_hub client (the routes of hubkit.devkit.hub_api and hub_auth)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import socket
 import httpx
 import pytest
 from huggingface_hub import CommitOperationAdd, HfApi, hf_hub_download
-from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError
+from huggingface_hub.errors import EntryNotFoundError, GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
 
 from hubkit.devkit.local_hub import LocalHub, hub_env
 
@@ -196,3 +196,159 @@ def test_hub_env_and_default_tokens_file(tmp_path):
     hub = LocalHub(tmp_path / "r")
     assert list(hub.tokens.values()) == ["local"]
     assert json.loads((tmp_path / "r" / "tokens.json").read_text()) == hub.tokens
+
+
+# -- README.md metadata, checked as the Hub checks it ------------------------------------------------------------------
+def test_commit_with_invalid_card_metadata_is_refused(local_hub):
+    api = HfApi(endpoint=local_hub.url, token=local_hub.owner_token)
+    api.create_repo("owner/lh-card", private=True)
+    bad = b"---\nlicense: not-a-licence\n---\n# Card\n"
+    with pytest.raises(ValueError, match=r'Invalid metadata in README.md.\n- "license" "not-a-licence" is not a Hub'):
+        api.create_commit("owner/lh-card", [CommitOperationAdd("README.md", bad)], commit_message="bad card")
+    assert "README.md" not in api.list_repo_files("owner/lh-card")  # refused before anything was committed
+    good = b"---\nlicense: cc-by-4.0\npipeline_tag: image-text-to-text\ntags: [medical]\n---\n# Card\n"
+    api.create_commit("owner/lh-card", [CommitOperationAdd("README.md", good)], commit_message="good card")
+    assert "README.md" in api.list_repo_files("owner/lh-card")
+    with pytest.warns(UserWarning, match="empty or missing yaml metadata"):
+        api.create_commit("owner/lh-card", [CommitOperationAdd("README.md", b"# No metadata\n")],
+                          commit_message="no metadata")
+    r = _get(local_hub, "/api/validate-yaml", None, "POST", json={"content": bad.decode(), "repoType": "dataset"})
+    assert r.status_code == 400 and r.json()["warnings"] == [] and "not-a-licence" in r.json()["errors"][0]["message"]
+    assert _get(local_hub, "/api/validate-yaml", None, "POST", json={"content": 3}).status_code == 400
+
+
+# -- token roles, whoami-v2, auth-check ------------------------------------------------------------------------------
+@pytest.fixture
+def role_hub(tmp_path):
+    """A hub with alice (write token "w", read token "r") and bob ("b"); alice/pub is public, alice/priv private."""
+    with LocalHub(tmp_path / "roles", tokens={"w": "alice", "r": "alice:read", "b": "bob:write"}) as hub:
+        api = HfApi(endpoint=hub.url, token="w")
+        for name, private in (("pub", False), ("priv", True)):
+            api.create_repo(f"alice/{name}", private=private)
+            api.create_commit(f"alice/{name}", [CommitOperationAdd("config.json", CONFIG)], commit_message="c")
+        yield hub
+
+
+def test_whoami_reports_the_token_role(role_hub):
+    for token, role in (("w", "write"), ("r", "read")):
+        me = HfApi(endpoint=role_hub.url, token=token).whoami()
+        assert me["type"] == "user" and me["name"] == "alice" and me["orgs"] == []
+        assert me["auth"]["type"] == "access_token" and me["auth"]["accessToken"]["role"] == role
+        assert me["auth"]["accessToken"]["displayName"]
+    for bad in ("alice:admin", ":read", ""):
+        with pytest.raises(ValueError, match="expected USER, USER:read or USER:write"):
+            LocalHub(role_hub.root, tokens={"x": bad})
+
+
+def test_read_token_reads_but_every_write_is_403(role_hub, tmp_path):
+    ro = HfApi(endpoint=role_hub.url, token="r")
+    assert ro.repo_info("alice/priv").private is True  # its owner's private repo: readable
+    path = hf_hub_download("alice/priv", "config.json", token="r", endpoint=role_hub.url, cache_dir=tmp_path)
+    assert open(path, "rb").read() == CONFIG
+    writes = [
+        lambda: ro.create_repo("alice/new"),
+        lambda: ro.create_commit("alice/pub", [CommitOperationAdd("x.txt", b"x")], commit_message="x"),
+        lambda: ro.update_repo_settings("alice/pub", private=True),
+        lambda: ro.create_branch("alice/pub", branch="dev"),
+        lambda: ro.delete_repo("alice/pub"),
+    ]
+    for write in writes:
+        with pytest.raises(HfHubHTTPError) as e:
+            write()
+        assert e.value.response.status_code == 403 and "X-Error-Code" not in e.value.response.headers
+        assert "you must use a write token to " in e.value.response.headers["X-Error-Message"]
+    body = {"operation": "upload", "objects": [{"oid": "0" * 64, "size": 1}]}
+    assert _lfs(role_hub, "alice/pub", "r", body).status_code == 403
+    # as on the Hub, create_repo(exist_ok=True) falls back to repo_info on a 403: no error for an existing repo
+    assert str(ro.create_repo("alice/pub", exist_ok=True)).endswith("/alice/pub")
+    assert HfApi(endpoint=role_hub.url, token="w").repo_info("alice/pub").private is False  # nothing changed
+
+
+def _lfs(hub, repo, token, body):
+    return httpx.post(f"{hub.url}/{repo}.git/info/lfs/objects/batch", json=body,
+                      headers={"authorization": f"Bearer {token}"})
+
+
+def test_auth_check(role_hub):
+    def check(repo, token, write=False):
+        HfApi(endpoint=role_hub.url).auth_check(repo, token=token, write=write)
+
+    check("alice/pub", "w", write=True)
+    check("alice/priv", "w", write=True)
+    check("alice/priv", "r")
+    check("alice/pub", "b")
+    check("alice/pub", False)
+    for repo, token in (("alice/priv", "r"), ("alice/pub", "b"), ("alice/pub", False)):
+        with pytest.raises(HfHubHTTPError) as e:  # no write: a plain 403, not "not found"
+            check(repo, token, write=True)
+        assert type(e.value) is HfHubHTTPError and e.value.response.status_code == 403
+    for repo, token in (("alice/priv", "b"), ("alice/priv", False), ("alice/missing", "w")):
+        for write in (False, True):
+            with pytest.raises(RepositoryNotFoundError):
+                check(repo, token, write)
+    r = httpx.get(f"{role_hub.url}/api/models/alice/pub/auth-check/write", headers={"authorization": "Bearer w"})
+    assert r.status_code == 200 and r.content == b""
+
+
+def test_cli_serve_passes_read_roles_through(monkeypatch, tmp_path):
+    from click.testing import CliRunner
+
+    import hubkit.devkit.local_hub as lh
+    from hubkit.cli import cli
+
+    seen = {}
+    monkeypatch.setattr(lh, "serve", lambda root, host, port, tokens: seen.update(tokens))
+    result = CliRunner().invoke(cli, ["hub", "serve", "--root", str(tmp_path), "--token", "hf_ro=me:read",
+                                      "--token", "hf_rw=me"])
+    assert result.exit_code == 0, result.output
+    with LocalHub(tmp_path / "hub", tokens=seen) as hub:
+        roles = {t: HfApi(endpoint=hub.url, token=t).whoami()["auth"]["accessToken"]["role"] for t in seen}
+    assert roles == {"hf_ro": "read", "hf_rw": "write"}
+
+
+# -- gated repos --------------------------------------------------------------------------------------------------
+def test_gated_repo_shows_metadata_but_not_files(local_hub, hub_cache):
+    from transformers import AutoConfig
+
+    repo = "owner/lh-gated"
+    owner = HfApi(endpoint=local_hub.url, token=local_hub.owner_token)
+    owner.create_repo(repo, private=False)
+    owner.create_commit(repo, [CommitOperationAdd("config.json", b'{"model_type": "bert"}')], commit_message="c")
+    local_hub.hub.set_gated("model", repo)
+    other = HfApi(endpoint=local_hub.url, token=local_hub.other_token)
+    assert other.model_info(repo).gated == "manual" and HfApi().repo_exists(repo, token=False)
+    denied = (f"Access to model {repo} is restricted and you are not in the authorized list. "
+              f"Visit {local_hub.url}/{repo} to ask for access.")
+    for token, status, text in ((local_hub.other_token, 403, denied), (False, 401, "Please log in.")):
+        with pytest.raises(GatedRepoError) as e:
+            hf_hub_download(repo, "config.json", token=token, cache_dir=hub_cache)
+        assert e.value.response.status_code == status and text in str(e.value)
+        api = HfApi(token=token)
+        for call in (lambda: api.auth_check(repo), lambda: list(api.list_repo_tree(repo)),
+                     lambda: api.get_paths_info(repo, ["config.json"])):
+            with pytest.raises(GatedRepoError):
+                call()
+    with pytest.raises(OSError) as e:  # transformers wraps it, the Hub's error kept as the cause
+        AutoConfig.from_pretrained(repo, token=local_hub.other_token, cache_dir=hub_cache)
+    assert isinstance(e.value.__cause__, GatedRepoError)
+    owner.auth_check(repo)  # the owner is never gated
+    local_hub.hub.set_gated("model", repo, allowed=("other",))
+    other.auth_check(repo)
+    assert AutoConfig.from_pretrained(repo, token=local_hub.other_token, cache_dir=hub_cache).model_type == "bert"
+    stored = json.loads((local_hub.root / "repos" / "models" / "owner" / "lh-gated" / "repo.json").read_text())
+    assert stored["gated"] == "manual" and stored["allowed"] == ["other"]
+    local_hub.hub.set_gated("model", repo, gated=False)
+    assert HfApi().model_info(repo, token=False).gated is False
+    with pytest.raises(ValueError, match="does not exist on this hub: create it first"):
+        local_hub.hub.set_gated("model", "owner/nope")
+
+
+# -- model info --------------------------------------------------------------------------------------------------
+def test_model_info_sizes_only_with_files_metadata(local_hub, model_repo):
+    repo, _ = model_repo
+    api = HfApi(endpoint=local_hub.url, token=local_hub.owner_token)
+    sizes = {s.rfilename: s.size for s in api.model_info(repo, files_metadata=True).siblings}
+    assert sizes["model.safetensors"] == len(WEIGHTS) and sizes["config.json"] == len(CONFIG)
+    lfs = {s.rfilename: s.lfs for s in api.model_info(repo, files_metadata=True).siblings}
+    assert lfs["model.safetensors"].sha256 == hashlib.sha256(WEIGHTS).hexdigest() and lfs["config.json"] is None
+    assert {s.size for s in api.model_info(repo).siblings} == {None}  # as on the Hub: sizes only when asked

@@ -1,4 +1,8 @@
-"""The loopback hub's HTTP API: one request handler, dispatched by the route table below."""
+"""The loopback hub's HTTP API: one request handler, dispatched by the route table below.
+
+Repos, files, commits, LFS and README.md validation live here; who may do what (tokens, roles, visibility, gating)
+and the routes that report it (whoami-v2, auth-check) live in `hub_auth`, mixed into the handler.
+"""
 
 from __future__ import annotations
 
@@ -15,16 +19,16 @@ import time
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from .hub_auth import AUTH_ROUTES, _AccessRules
 from .hub_store import (_NAME, _SHA256, LFS_SUFFIXES, LFS_THRESHOLD, MAX_COMMIT_BODY, MAX_JSON_BODY, MAX_LFS_OBJECT,
-                        PREFIX, TYPES, _check_path, _dir_entry, _file_entry, _git_sha1, _HttpError, _pointer)
+                        PREFIX, REPO_API, REPO_PAGE, TYPES, _check_path, _dir_entry, _file_entry, _git_sha1, _HttpError,
+                        _pointer)
 
 log = logging.getLogger("hubkit.devkit.local_hub")
 
-_REPO = r"(?P<rid>[^/]+/[^/]+)"
-_T = r"/api/(?P<t>models|datasets|spaces)/" + _REPO
-_P = r"/(?:(?P<t>datasets|spaces)/)?" + _REPO
-ROUTES = [(m, re.compile(rx), name) for m, rx, name in [
-    ("GET", r"/api/whoami-v2", "_whoami"),
+_T, _P = REPO_API, REPO_PAGE
+UPLOAD = "upload to a repository"  # the action a read token is refused, in the Hub's words
+ROUTES = [(m, re.compile(rx), name) for m, rx, name in AUTH_ROUTES + [
     ("POST", r"/api/repos/create", "_create"),
     ("DELETE", r"/api/repos/delete", "_delete"),
     ("POST", r"/api/validate-yaml", "_validate_yaml"),
@@ -41,7 +45,7 @@ ROUTES = [(m, re.compile(rx), name) for m, rx, name in [
 ]]
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(_AccessRules, BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     timeout = 120  # idle keep-alive connections are dropped after this many seconds
     server: "_Server"  # noqa: F821  (hubkit.devkit.local_hub._Server)
@@ -77,9 +81,11 @@ class _Handler(BaseHTTPRequestHandler):
             if not isinstance(e, _HttpError):
                 log.exception("local hub: internal error on %s %s", self.command, url.path)
                 e = _HttpError(500, "internal error")
-            if not self._consumed and self.headers.get("Content-Length", "0") != "0":
-                self.close_connection = True  # request body left unread: do not reuse the connection
             hdr = {"X-Error-Message": e.message, **({"X-Error-Code": e.code} if e.code else {}), **(e.headers or {})}
+            if not self._consumed and self.headers.get("Content-Length", "0") != "0":
+                # Request body left unread: the connection cannot be reused, and the client must be told so, or it
+                # sends its next request on a socket this side is closing.
+                self.close_connection, hdr["Connection"] = True, "close"
             self._send_json(e.status, {"error": e.message, **(e.extra or {})}, hdr)
 
     do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = _dispatch
@@ -125,51 +131,37 @@ class _Handler(BaseHTTPRequestHandler):
     def base(self) -> str:
         return f"http://{self.headers.get('Host') or self.hub.netloc}"
 
-    def _user(self) -> str | None:
-        if not (auth := self.headers.get("Authorization")):
-            return None
-        user = self.hub.tokens.get(auth[7:].strip() if auth[:7].lower() == "bearer " else "")
-        if user is None:
-            raise _HttpError(401, "Invalid credentials in Authorization header")
-        return user
-
-    def _repo(self, rtype: str, rid: str, write: bool = False) -> dict:
-        user, meta = self._user(), self.store.load(rtype, rid)
-        if meta is None or (meta["private"] and user != meta["owner"]):
-            raise _HttpError(401 if user is None else 404, f"Repository Not Found for {rid}", "RepoNotFound")
-        if write and user is None:
-            raise _HttpError(401, "Authentication required to write")
-        if write and user != meta["owner"]:
-            raise _HttpError(403, f"You don't have write access to {rid}")
-        return meta
-
-    def _files(self, rtype: str, rid: str, rev: str) -> tuple[dict, str, dict]:
-        meta = self._repo(rtype, rid)
+    def _files(self, rtype: str, rid: str, rev: str, content: bool = True) -> tuple[dict, str, dict]:
+        """(repo metadata, commit oid, {path: entry}) at `rev`; `content`: the caller serves files (gating applies)."""
+        meta = self._repo(rtype, rid, content=content)
         oid = self.store.resolve(rtype, rid, meta, rev)
         return meta, oid, self.store.commit(rtype, rid, oid)["files"]
 
     # -- account and repo routes -------------------------------------------------------------------------------
-    def _whoami(self) -> None:
-        if (user := self._user()) is None:
-            raise _HttpError(401, "Invalid user token")
-        self._send_json(200, {"type": "user", "name": user, "fullname": user, "orgs": [],
-                              "auth": {"type": "access_token", "accessToken": {"role": "write"}}})
-
     def _validate_yaml(self) -> None:
-        self._json()
-        self._send_json(200, {"errors": [], "warnings": []})
+        """The Hub's README.md check: JSON {errors, warnings} [{message}], 400 when there is an error (huggingface_hub
+        parses the body whatever the status, then raises ValueError on the 400)."""
+        from hubkit.cards.metadata import card_problems, card_warnings
+
+        body = self._json()
+        content, rtype = body.get("content"), body.get("repoType") or "model"
+        if not isinstance(content, str) or rtype not in PREFIX:
+            problems, warnings = [f"send {{content: str, repoType: {'|'.join(PREFIX)}}}"], []
+        else:
+            problems, warnings = card_problems(content, rtype), card_warnings(content, rtype)
+        self._send_json(400 if problems else 200, {"errors": [{"message": p} for p in problems],
+                                                   "warnings": [{"message": w} for w in warnings]})
 
     def _create(self) -> None:
         body = self._json()
-        if (user := self._user()) is None:
-            raise _HttpError(401, "Authentication required to create a repo")
+        user = self._need_write_token("create a repository")
         name, ns, rtype = str(body.get("name") or ""), body.get("organization") or user, body.get("type") or "model"
         if "/" in name:
             ns, name = name.split("/", 1)
         if rtype not in PREFIX or not _NAME.fullmatch(name) or not _NAME.fullmatch(str(ns)):
             raise _HttpError(400, f"invalid repo name or type: {ns}/{name} ({rtype})")
         if ns != user:
-            raise _HttpError(403, f"You don't have the rights to create a repo under the namespace {ns}")
+            raise _HttpError(403, f'You don\'t have the rights to create a {rtype} under the namespace "{ns}"')
         vis = body.get("visibility")
         private = vis in ("private", "protected") if vis is not None else bool(body.get("private"))
         rid = f"{ns}/{name}"
@@ -183,13 +175,13 @@ class _Handler(BaseHTTPRequestHandler):
     def _delete(self) -> None:
         body = self._json()
         rtype, rid = body.get("type") or "model", f"{body.get('organization') or self._user()}/{body.get('name')}"
-        self._repo(rtype, rid, write=True)
+        self._repo(rtype, rid, write="delete a repository")
         with self.store.lock:
             shutil.rmtree(self.store.dir(rtype, rid))
         self._send_json(200, {})
 
     def _settings(self, rtype: str, rid: str) -> None:
-        self._repo(rtype, rid, write=True)
+        self._repo(rtype, rid, write="change repository settings")
         body = self._json()
         private = body["visibility"] in ("private", "protected") if "visibility" in body else body.get("private")
         with self.store.lock:
@@ -199,7 +191,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._send_json(200, {})
 
     def _branch(self, rtype: str, rid: str, rev: str) -> None:
-        self._repo(rtype, rid, write=True)
+        self._repo(rtype, rid, write="create a branch")
         body = self._json()
         if not _NAME.fullmatch(rev):
             raise _HttpError(400, f"invalid branch name {rev!r}")
@@ -212,18 +204,22 @@ class _Handler(BaseHTTPRequestHandler):
         self._send_json(200, {})
 
     def _info(self, rtype: str, rid: str, rev: str = "main") -> None:
-        meta, oid, files = self._files(rtype, rid, rev)
+        meta, oid, files = self._files(rtype, rid, rev, content=False)  # a gated repo's metadata stays public
+        # File sizes and oids only when asked (`files_metadata=True` sends blobs=true), as the Hub does: a client that
+        # forgets to ask must not pass here and fail there.
+        blobs = self.query.get("blobs", ["false"])[0].lower() in ("1", "true")
         siblings = []
         for p in sorted(files):
-            e = _file_entry(p, files[p])
-            sib = {"rfilename": p, "size": e["size"], "blobId": e["oid"]}
-            if "lfs" in e:
+            sib, e = {"rfilename": p}, _file_entry(p, files[p])
+            if blobs:
+                sib.update(size=e["size"], blobId=e["oid"])
+            if blobs and "lfs" in e:
                 sib["lfs"] = {"sha256": e["lfs"]["oid"], "size": e["size"], "pointerSize": e["lfs"]["pointerSize"]}
             siblings.append(sib)
         iso = lambda t: time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(t))  # noqa: E731
         self._send_json(200, {"id": rid, "author": rid.split("/")[0], "sha": oid, "private": meta["private"],
-                              "gated": False, "disabled": False, "downloads": 0, "likes": 0, "tags": [],
-                              "createdAt": iso(meta["created"]), "siblings": siblings,
+                              "gated": meta.get("gated") or False, "disabled": False, "downloads": 0, "likes": 0,
+                              "tags": [], "createdAt": iso(meta["created"]), "siblings": siblings,
                               "lastModified": iso(self.store.commit(rtype, rid, oid)["time"])})
 
     def _tree(self, rtype: str, rid: str, rev: str, path: str = "") -> None:
@@ -255,7 +251,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- uploads -------------------------------------------------------------------------------------------------
     def _preupload(self, rtype: str, rid: str, rev: str) -> None:
-        meta, body = self._repo(rtype, rid, write=True), self._json()
+        meta, body = self._repo(rtype, rid, write=UPLOAD), self._json()
         files = self.store.commit(rtype, rid, meta["refs"][rev])["files"] if rev in meta["refs"] else {}
         out = []
         for f in body.get("files", [])[:1000]:
@@ -266,7 +262,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._send_json(200, {"files": out})
 
     def _commit(self, rtype: str, rid: str, rev: str) -> None:
-        self._repo(rtype, rid, write=True)
+        self._repo(rtype, rid, write=UPLOAD)
         if self.query.get("create_pr", ["0"])[0].lower() not in ("0", "false"):
             raise _HttpError(400, "pull requests are not supported by the local hub")
         lines = [json.loads(x) for x in self._body(MAX_COMMIT_BODY).splitlines() if x.strip()]
@@ -307,7 +303,7 @@ class _Handler(BaseHTTPRequestHandler):
         return hmac.new(self.hub._secret, f"{oid}:{size}".encode(), hashlib.sha256).hexdigest()
 
     def _lfs_batch(self, rtype: str, rid: str) -> None:
-        self._repo(rtype, rid, write=True)
+        self._repo(rtype, rid, write=UPLOAD)
         body = self._json()
         if body.get("operation", "upload") != "upload":
             raise _HttpError(400, "only the upload operation is supported")

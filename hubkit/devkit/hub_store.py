@@ -13,6 +13,10 @@ from pathlib import Path
 
 TYPES = {"models": "model", "datasets": "dataset", "spaces": "space"}
 PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
+# How URLs name a repo: /api/{models|datasets|spaces}/{ns}/{name} in the API, /[datasets/|spaces/]{ns}/{name} for
+# files (resolve, LFS)
+REPO_API = r"/api/(?P<t>models|datasets|spaces)/(?P<rid>[^/]+/[^/]+)"
+REPO_PAGE = r"/(?:(?P<t>datasets|spaces)/)?(?P<rid>[^/]+/[^/]+)"
 LFS_SUFFIXES = (".parquet", ".safetensors", ".bin", ".arrow", ".png", ".jpg", ".pt", ".pth", ".gguf", ".npy", ".zip")
 LFS_THRESHOLD = 10 * 1024 * 1024  # bigger files go through LFS whatever their name
 MAX_JSON_BODY, MAX_COMMIT_BODY, MAX_LFS_OBJECT = 64 << 20, 512 << 20, 50 << 30

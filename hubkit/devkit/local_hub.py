@@ -5,13 +5,19 @@ answers just enough of the Hub HTTP API (the route table in `hub_api`) for the *
 ``datasets`` clients, run with ``HF_HUB_DISABLE_XET=1`` (see `hub_env`), to create repos, commit regular and git-LFS
 files, list trees, download (with HTTP ranges) and stream datasets. State persists on disk under ``root``::
 
-    tokens.json                               {token: username} (used when no `tokens` mapping is given)
+    tokens.json                               {token: "user" | "user:read"} (used when no `tokens` mapping is given)
     objects/<git blob sha1>, lfs/<sha256>     regular file contents, LFS objects
-    repos/<type>s/<ns>/<name>/repo.json       {"owner", "private", "created", "refs": {branch: commit oid}}
+    repos/<type>s/<ns>/<name>/repo.json       {"owner", "private", "created", "refs": {branch: commit oid},
+                                               "gated": "manual" | false (absent: false), "allowed": [users]}
     repos/<type>s/<ns>/<name>/commits/<oid>.json   {"parent", "message", "time", "files": {path: [kind, oid, size]}}
 
-A user owns the namespace of their name. Private repos are invisible to others (401 without a token, 404 with
-another user's token, both ``X-Error-Code: RepoNotFound``); writing to another user's repo answers 403.
+A user owns the namespace of their name. Private repos are invisible to others, gated repos show their metadata but
+not their files, read tokens cannot write, and README.md metadata is checked as the Hub checks it
+(`hubkit.cards.metadata`); the errors copy the Hub's (`hub_auth` lists them).
+
+    with LocalHub("/tmp/hub", tokens={"hf_me": "me", "hf_ro": "me:read", "hf_al": "alice"}) as hub:
+        HfApi(endpoint=hub.url, token="hf_me").create_repo("me/base")
+        hub.set_gated("model", "me/base", allowed=("alice",))   # alice may download; anyone else: GatedRepo
 """
 
 from __future__ import annotations
@@ -25,7 +31,8 @@ from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 from .hub_api import _Handler
-from .hub_store import _atomic_write, _Store
+from .hub_auth import parse_grant
+from .hub_store import PREFIX, _atomic_write, _Store
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = allow_reuse_address = True
@@ -38,9 +45,10 @@ class _Server(ThreadingHTTPServer):
 class LocalHub:
     """A Hub-compatible server on ``host:port`` (port 0 = a free one) persisting its repos under ``root``.
 
-    ``tokens`` maps token -> username; default ``<root>/tokens.json`` (created with one random token for user
-    ``local`` when missing). Use ``with LocalHub(root) as hub:`` or ``start()``/``stop()``; ``hub.url`` is the
-    HF_ENDPOINT to give clients. Keep the loopback host: no TLS, plain-text tokens.
+    ``tokens`` maps token -> ``"user"`` (a write token) or ``"user:read"`` (read-only); default
+    ``<root>/tokens.json`` (created with one random token for user ``local`` when missing). Use
+    ``with LocalHub(root) as hub:`` or ``start()``/``stop()``; ``hub.url`` is the HF_ENDPOINT to give clients. Keep
+    the loopback host: no TLS, plain-text tokens.
     """
 
     def __init__(self, root: str | os.PathLike, host: str = "127.0.0.1", port: int = 0,
@@ -48,6 +56,7 @@ class LocalHub:
         self.root, self.host, self.port = Path(root), host, port
         self.root.mkdir(parents=True, exist_ok=True)
         self.tokens = dict(tokens) if tokens is not None else self._load_tokens()
+        self._grants = {tok: parse_grant(value) for tok, value in self.tokens.items()}  # token -> (user, Role)
         self._secret, self._store = secrets.token_bytes(32), _Store(self.root)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -62,8 +71,21 @@ class LocalHub:
             path.chmod(0o600)
         data = json.loads(path.read_text())
         if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
-            raise ValueError(f"{path}: expected a JSON object mapping token -> username")
+            raise ValueError(f"{path}: expected a JSON object mapping token -> username (or username:read)")
         return data
+
+    def set_gated(self, repo_type: str, repo_id: str, gated: bool = True, allowed: tuple[str, ...] = ()) -> None:
+        """Gate an existing repo (``"gated": "manual"``) and set who besides its owner may read its files; persisted
+        in its repo.json. ``gated=False`` ungates it."""
+        if repo_type not in PREFIX:
+            raise ValueError(f"repo_type must be one of {sorted(PREFIX)}, got {repo_type!r}")
+        with self._store.lock:
+            meta = self._store.load(repo_type, repo_id)
+            if meta is None:
+                raise ValueError(f"{repo_type} repo {repo_id} does not exist on this hub: create it first")
+            meta["gated"] = "manual" if gated else False
+            meta["allowed"] = sorted(set(allowed))
+            self._store.save(repo_type, repo_id, meta)
 
     @property
     def netloc(self) -> str:
@@ -114,8 +136,9 @@ def serve(root: str | os.PathLike, host: str = "127.0.0.1", port: int = 0,
     """Run a `LocalHub` in the foreground until interrupted (Ctrl-C); for ``hubkit hub serve``."""
     hub = LocalHub(root, host, port, tokens).start()
     where = "the tokens passed in" if tokens is not None else str(hub.root / "tokens.json")
+    users = sorted({f"{user} ({role.value})" for user, role in hub._grants.values()})
     print(f"local hub (development stand-in, not a production hub) serving {hub.root} at {hub.url}\n"
-          f"users: {', '.join(sorted(set(hub.tokens.values())))}; tokens: see {where}\n"
+          f"users: {', '.join(users)}; tokens: see {where}\n"
           f"client env: HF_ENDPOINT={hub.url} HF_HUB_DISABLE_XET=1 HF_TOKEN=<token>", flush=True)
     try:
         while hub._thread is not None and hub._thread.is_alive():
