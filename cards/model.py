@@ -226,8 +226,9 @@ def write_model_card(run_dir: str | Path, eval_dir: str | Path | None = None, re
     if push:
         if not repo_id:
             raise ValueError("pushing the card requires a repo id (--push OWNER/NAME)")
-        from hubkit.hub import upload_folder
+        from hubkit.cards.metadata import check_card
+        from hubkit.hub import push_files
 
-        upload_folder(run, repo_id, repo_type="model", commit_message="Update model card (hubkit card)",
-                      allow_patterns=["README.md", f"{ASSETS}/*"], private=private)
+        push_files(run, repo_id, "model", "Update model card (hubkit card)", allow_patterns=["README.md", f"{ASSETS}/*"],
+                   private=private, validate=lambda text: check_card(text, "model"))
     return path

@@ -65,6 +65,7 @@ def push(path: str | os.PathLike, repo_id: str, private: bool = True, token: str
 def push_dataset_folder(folder: str | os.PathLike, repo_id: str, private: bool = True, token: str | None = None):
     """Push a `hubkit build-dataset` output folder in one commit; returns `PushResult`."""
     from hubkit.cards.dataset import CHART_FILE, render_dataset_card
+    from hubkit.cards.metadata import check_card
     from hubkit.hub import push_dataset
     from hubkit.manifest import MANIFEST_FILE, read_manifest
 
@@ -72,11 +73,13 @@ def push_dataset_folder(folder: str | os.PathLike, repo_id: str, private: bool =
     manifest = read_manifest(folder) if folder.is_dir() else None
     card_text = render_dataset_card(manifest, repo_id) if manifest is not None else None
     extra = [folder / name for name in (MANIFEST_FILE, CHART_FILE) if (folder / name).is_file()]
-    return push_dataset(folder, repo_id, private=private, token=token, card_text=card_text, extra_files=extra)
+    return push_dataset(folder, repo_id, private=private, token=token, card_text=card_text, extra_files=extra,
+                        validate=lambda text: check_card(text, "dataset"))
 
 
 def push_run_folder(run_dir: str | os.PathLike, repo_id: str, private: bool = True, token: str | None = None):
     """Push a run folder's distributable files in one commit, with a card (rendered now if it has none)."""
+    from hubkit.cards.metadata import check_card
     from hubkit.cards.model import write_model_card
     from hubkit.hub import push_files
 
@@ -85,4 +88,5 @@ def push_run_folder(run_dir: str | os.PathLike, repo_id: str, private: bool = Tr
     if not readme.is_file() or "hubkit card" not in readme.read_text(encoding="utf-8", errors="replace"):
         write_model_card(run, None, repo_id)  # PEFT's boilerplate README is not a card
     return push_files(run, repo_id, "model", "hubkit push: adapter, processor, config and card",
-                      allow_patterns=RUN_FILES, private=private, token=token)
+                      allow_patterns=RUN_FILES, private=private, token=token,
+                      validate=lambda text: check_card(text, "model"))

@@ -78,6 +78,23 @@ def test_bad_base_model_is_one_line(built, tmp_path, local_hub, base, expect):
     assert code == 1 and expect in _one_line_error(text)
 
 
+def test_gated_base_model_names_the_page_where_terms_are_accepted(built, tmp_path, local_hub):
+    from huggingface_hub import HfApi
+
+    from hubkit.devkit.base_models import write_tiny_base
+
+    repo = "other/gated-base"
+    api = HfApi(token=local_hub.other_token)
+    api.create_repo(repo, exist_ok=True)
+    api.upload_folder(folder_path=write_tiny_base(tmp_path / "b"), repo_id=repo, allow_patterns=["*.json"])
+    local_hub.hub.set_gated("model", repo, gated=True, allowed=())
+    code, text = _invoke(["train", "--dataset", str(built), "--base-model", repo, "--config", "tiny-cpu",
+                          "--output", str(tmp_path / "run"), "--max-steps", "2"])
+    line = _one_line_error(text)
+    assert code == 1 and f"base model {repo} is gated: accept its terms at" in line and f"/{repo}" in line
+    assert not (tmp_path / "run").exists()
+
+
 def test_bad_yaml_and_unknown_recipe_are_one_line(built, tmp_path):
     bad = tmp_path / "broken.yaml"
     bad.write_text("learning_rate: [1\n")

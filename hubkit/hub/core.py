@@ -11,6 +11,7 @@ import httpx
 from huggingface_hub import HfApi, constants, get_token
 from huggingface_hub.errors import (
     EntryNotFoundError,
+    GatedRepoError,
     HfHubHTTPError,
     LocalEntryNotFoundError,
     OfflineModeIsEnabled,
@@ -68,6 +69,10 @@ def hub_errors(repo_id: str, repo_type: str, action: str) -> Iterator[None]:
         yield
     except HubError:
         raise
+    except GatedRepoError as e:  # before RepositoryNotFoundError, its parent
+        page = f"{endpoint}/{'datasets/' if repo_type == 'dataset' else ''}{repo_id}"
+        raise HubError(f"{action}: {what} is gated: accept its terms at {page} with the account of this token, then "
+                       f"run again.") from e
     except (RepositoryNotFoundError, DatasetNotFoundError) as e:
         raise HubError(f"{action}: {what} not found at {endpoint}, or not visible with this token "
                        f"(private repos need their owner's token: {_AUTH_HINT}).") from e
