@@ -8,6 +8,8 @@
 #   bash bench/gpu_session.sh vattn        # (c) with sdpa in the vision tower only, then (a)
 #   bash bench/gpu_session.sh unsloth      # (b) alone; `hubkit`: (c) alone (a second run on a warm machine)
 #   bash bench/gpu_session.sh inference    # bench/inference.py: seed generate vs constrained (+ streamed)
+#   bash bench/gpu_session.sh product      # bench/pipeline.py: the consumer's pipeline, new vs previous hubkit
+#                                          # (carried as .old/site), engine, seed; then `hubkit evaluate` both
 # Logs and JSONL results go to $OUT (the device tool brings them back).
 set -uo pipefail
 PHASE=${1:?phase}
@@ -34,6 +36,21 @@ case "$PHASE" in
                 --steps 13 --warmup 3 --timeout 330 ;;
   inference)  python3 bench/inference.py --model-dir .gpu/mg --batch-sizes 1,32 --seed-batch-sizes 1 --repeats 2 \
                 --stream-batches 3 --out "$OUT/inference.jsonl" ;;
+  product)   P=.gpu/pb
+              python3 bench/pipeline.py --work $P --out "$OUT/product.jsonl" --phases prepare product engine seed \
+                --label new 2>&1 | tee "$OUT/product.log" | grep '^{'
+              PYTHONPATH=$PWD/.old/site:$PYTHONPATH python3 bench/pipeline.py --work $P --out "$OUT/product.jsonl" \
+                --phases product --label previous 2>&1 | tee -a "$OUT/product.log" | grep '^{'
+              python3 -m hubkit.cli -q build-dataset $P/cohort --output $P/ds --picker geometry \
+                --validation-fraction 0.5 --num-proc 14 >> "$OUT/product.log" 2>&1
+              for code in previous new; do
+                PP=$PYTHONPATH; [ $code = previous ] && PP=$PWD/.old/site:$PYTHONPATH
+                start=$SECONDS
+                PYTHONPATH=$PP python3 -m hubkit.cli evaluate --model $P/run --dataset $P/ds --output $P/eval_$code \
+                  >> "$OUT/product.log" 2>&1
+                echo "$code evaluate wall $((SECONDS - start)) s" | tee -a "$OUT/product.log"
+                cp $P/eval_$code/eval_config.json "$OUT/eval_$code.json"
+              done ;;
   batches)    python3 bench/train_throughput.py --work $W --out "$OUT/train.jsonl" --only plain --batches 2 4 \
                 --steps 13 --warmup 3 --timeout 280 ;;
 esac
