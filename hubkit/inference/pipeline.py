@@ -88,6 +88,37 @@ def _collate(items: list[dict]) -> dict:
     return {"studies": [s for it in items for s in it["studies"]], "notes": [n for it in items for n in it["notes"]]}
 
 
+def _preprocess(inputs: Any, slice_size: int | None = None, series_descriptions: Any = None) -> dict:
+    study, notes = study_from_input(inputs, slice_size=slice_size, descriptions=series_descriptions)
+    return {"studies": [study], "notes": [notes]}
+
+
+def _encode(processor, dtype: Any, items: list[dict]) -> dict:
+    """A batch for the decoder: the studies, their notes and the processor's tensors (pixel values in `dtype`)."""
+    from .studies import prepare_inputs
+
+    batch = _collate(items)
+    encoded = prepare_inputs(processor, batch["studies"])
+    if "pixel_values" in encoded and dtype is not None and dtype.is_floating_point:
+        # the decoder casts them so anyway; doing it here halves what crosses from a worker process
+        encoded["pixel_values"] = encoded["pixel_values"].to(dtype)
+    for s in batch["studies"]:
+        s.images = []  # encoded now; the images need not travel back from a worker
+    return {**batch, "encoded": encoded}
+
+
+def _worker_state(processor, dtype_name: str, params: dict) -> dict:
+    """What each worker process of a pipeline holds (built once per process; see `batching.WorkerPool`)."""
+    import torch
+
+    return {"processor": processor, "dtype": getattr(torch, dtype_name, None), "params": params}
+
+
+def _worker_batch(state: dict, chunk: list) -> tuple[list, dict]:
+    items = [_preprocess(x, **state["params"]) for x in chunk]
+    return items, _encode(state["processor"], state["dtype"], items)
+
+
 # ------------------------------------------------------------------------------------------------ classes (lazy)
 _CLASSES: tuple | None = None
 
@@ -98,13 +129,13 @@ def _classes():
     if _CLASSES is not None:
         return _CLASSES
     import functools
+    import weakref
 
     from transformers import AutoModelForImageTextToText, AutoProcessor, Pipeline
 
     from .answer_plan import answer_plan
-    from .batching import prefetched_batches
+    from .batching import WorkerPool, prefetched_batches
     from .decoding import constrained_decode
-    from .studies import prepare_inputs
 
     class LumbarAdapterModel(AutoModelForImageTextToText):
         """`from_pretrained(adapter_or_model)` = `hubkit.pipeline.load_model` (base + adapter via PEFT)."""
@@ -169,9 +200,7 @@ def _classes():
             return super().__call__(inputs, *args, **kwargs)
 
         def preprocess(self, inputs, slice_size: int | None = None, series_descriptions: Any = None):
-            study, notes = study_from_input(inputs, slice_size=slice_size or self.slice_size,
-                                            descriptions=series_descriptions)
-            return {"studies": [study], "notes": [notes]}
+            return _preprocess(inputs, slice_size or self.slice_size, series_descriptions)
 
         def _forward(self, model_inputs, method: str = "auto", draft: Any = "N"):
             studies = model_inputs["studies"]
@@ -182,14 +211,20 @@ def _classes():
             return {"results": [(p, s.views, n) for p, s, n in zip(preds, studies, model_inputs["notes"])]}
 
         def _encode(self, items: list[dict]) -> dict:
-            batch = _collate(items)
-            encoded = prepare_inputs(self.processor, batch["studies"])
-            if "pixel_values" in encoded and self.model.dtype.is_floating_point:
-                # the decoder casts them so anyway; doing it here halves what crosses from a worker process
-                encoded["pixel_values"] = encoded["pixel_values"].to(self.model.dtype)
-            for s in batch["studies"]:
-                s.images = []  # encoded now; the images need not travel back from a worker
-            return {**batch, "encoded": encoded}
+            return _encode(self.processor, self.model.dtype, items)
+
+        def _pool(self, workers: int, params: dict) -> WorkerPool:
+            """This pipeline's worker processes, started on first use and kept for its later calls."""
+            key = (workers, repr(sorted(params.items())))
+            current = getattr(self, "_worker_pool", None)
+            if current is None or current[0] != key:
+                if current is not None:
+                    current[1].close()
+                pool = WorkerPool(workers, _worker_state,
+                                  (self.processor, str(self.model.dtype).replace("torch.", ""), params), _worker_batch)
+                weakref.finalize(self, pool.close)
+                self._worker_pool = current = (key, pool)
+            return current[1]
 
         def postprocess(self, model_outputs):
             res = model_outputs["results"]
@@ -204,9 +239,12 @@ def _classes():
 
             # The next batches are read and run through the processor (in worker processes, or on a thread) while
             # this one is on the device.
-            load = functools.partial(self.preprocess, **preprocess_params)
+            params = {"slice_size": preprocess_params.get("slice_size") or self.slice_size,
+                      "series_descriptions": preprocess_params.get("series_descriptions")}
+            pool = self._pool(num_workers, params) if num_workers else None
+            load = functools.partial(_preprocess, **params)
             batches = (encoded for _, encoded in prefetched_batches(inputs, batch_size, load, self._encode,
-                                                                    workers=num_workers or 0))
+                                                                    pool=pool))
             model_iterator = PipelineIterator(batches, self.forward, forward_params, loader_batch_size=batch_size)
             return PipelineIterator(model_iterator, self.postprocess, postprocess_params)
 
