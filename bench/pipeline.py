@@ -123,16 +123,22 @@ def product(work: Path, label: str, batch_sizes: list[int], repeats: int) -> Non
               "seconds": round(dt, 2), "studies_per_s": round(len(folders) / dt, 3)})
 
 
-def _slices(work: Path, n: int):
-    """The studies' slices as the pipeline reads them (geometry picker, the run's slice size), in memory."""
+def _read(folder: str):
     from hubkit.dataset_builder.study import load_study
     from hubkit.inference.studies import StudyInput
 
-    out = []
-    for f in _folders(work)[:n]:
-        s = load_study(f, picker="geometry", slice_size=448)
-        out.append(StudyInput(s.images, s.views, study_id=s.study_id))
-    return out
+    s = load_study(folder, picker="geometry", slice_size=448)
+    return StudyInput(s.images, s.views, study_id=s.study_id)
+
+
+def _slices(work: Path, n: int):
+    """The studies' slices as the pipeline reads them (geometry picker, the run's slice size), in memory: read by
+    forked processes before anything touches the GPU."""
+    import multiprocessing
+    import os
+
+    with multiprocessing.get_context("fork").Pool(max(1, (os.cpu_count() or 2) - 1)) as pool:
+        return pool.map(_read, _folders(work)[:n])
 
 
 def engine(work: Path, batch_size: int) -> None:

@@ -32,15 +32,23 @@ def find_series(study_dir: Path, descriptions: Mapping[str, str] | None = None, 
                 by_uid: bool = True) -> tuple[dict[str, Series], list[tuple[str, str]]]:
     """The series of a study folder, whatever its layout -> ({series id: Series}, skipped (file, reason)).
 
-    `by_uid`: every file under the folder (nested or flat) has its header read and files are grouped by
-    SeriesInstanceUID; a series' id is its folder's name when that folder holds exactly that series, else its UID.
-    Without `by_uid` (the RSNA layout with its CSV, whose series ids name folders) each sub-folder is a series and
-    headers are read only when the picker needs them.
+    `by_uid`: files are grouped by SeriesInstanceUID; a series' id is its folder's name when that folder holds
+    exactly that series, else its UID. In the common layout (one flat sub-folder per series, as scanners and RSNA
+    export) the first and last file of each folder are read: when they share a UID and no UID spans two folders,
+    each folder is a series and its other headers are read only when the picker needs them; any other layout
+    (nested, flat, mixed) has every header read. Without `by_uid` (the RSNA layout with its CSV, whose series ids
+    name folders) each sub-folder is a series.
     """
     skipped: list[tuple[str, str]] = []
     series: dict[str, Series] = {}
     folders = sorted(p for p in study_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
     loose = [p for p in study_dir.iterdir() if p.is_file() and not p.name.startswith(".")]
+    if by_uid and not loose and folders:
+        known = _series_per_folder(folders)
+        if known is not None:
+            for sd, headers in known.items():
+                series[sd.name] = Series(sd, (descriptions or {}).get(sd.name), keep_pixels, headers=headers)
+            return series, skipped
     if not by_uid and not loose:
         for sd in folders:
             if sd.is_symlink():
@@ -76,6 +84,29 @@ def find_series(study_dir: Path, descriptions: Mapping[str, str] | None = None, 
         series[sid] = Series(parent if own_folder else study_dir, desc, keep_pixels, files=list(headers),
                              series_id=sid, headers=headers)
     return series, skipped
+
+
+def _series_per_folder(folders: list[Path]) -> dict[Path, dict[Path, SliceHeader]] | None:
+    """{folder: its first and last headers} when each folder looks like one whole series (flat, first and last
+    file share a SeriesInstanceUID, no UID in two folders); None when the layout needs every header read."""
+    seen: set[str] = set()
+    out: dict[Path, dict[Path, SliceHeader]] = {}
+    for sd in folders:
+        if sd.is_symlink():
+            return None
+        files = sorted(f for f in sd.iterdir() if not f.name.startswith("."))
+        if not files or any(not f.is_file() or f.is_symlink() for f in files):
+            return None
+        try:
+            ends = {f: read_header(f) for f in (files[0], files[-1])}
+        except DicomError:
+            return None
+        uids = {h.series_uid for h in ends.values()}
+        if len(uids) != 1 or "" in uids or uids & seen:
+            return None
+        seen |= uids
+        out[sd] = ends
+    return out
 
 
 def load_study(study_dir: str | Path, descriptions: Mapping[str, str] | None = None,

@@ -251,3 +251,18 @@ def test_free_generate_parse_failure_falls_back_to_normal(tiny_run):
     out = free_generate(model, processor, [make_study(1, 3)], max_new_tokens=8)
     assert out[0].parse_failed and all(v == "N" for v in flat(out[0], "labels"))
     assert parse_answer('{"L1L2": 1}') == (out[0].labels, True)
+
+
+def test_studies_encoded_apart_and_merged_equal_one_batch(trained):
+    """What the pipeline's worker processes do (one study each, merged after) gives the batch's exact tensors."""
+    import torch
+
+    from hubkit.inference.studies import merge_encoded, prepare_inputs
+
+    _, processor = trained
+    studies = [make_study(n, 950 + n) for n in (2, 3, 1)]  # different lengths: left padding
+    whole = prepare_inputs(processor, studies)
+    merged = merge_encoded([prepare_inputs(processor, [s]) for s in studies], processor.tokenizer.pad_token_id)
+    assert set(merged) == set(whole)
+    for k in whole:
+        assert merged[k].dtype == whole[k].dtype and torch.equal(merged[k], whole[k]), k

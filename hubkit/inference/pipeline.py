@@ -134,8 +134,9 @@ def _classes():
     from transformers import AutoModelForImageTextToText, AutoProcessor, Pipeline
 
     from .answer_plan import answer_plan
-    from .batching import WorkerPool, prefetched_batches
+    from .batching import WorkerPool, chunked, prefetched_batches
     from .decoding import constrained_decode
+    from .studies import merge_encoded
 
     class LumbarAdapterModel(AutoModelForImageTextToText):
         """`from_pretrained(adapter_or_model)` = `hubkit.pipeline.load_model` (base + adapter via PEFT)."""
@@ -213,6 +214,12 @@ def _classes():
         def _encode(self, items: list[dict]) -> dict:
             return _encode(self.processor, self.model.dtype, items)
 
+        def _merge(self, singles: list[dict]) -> dict:
+            pad = self.processor.tokenizer.pad_token_id or 0
+            return {"studies": [s for b in singles for s in b["studies"]],
+                    "notes": [n for b in singles for n in b["notes"]],
+                    "encoded": merge_encoded([b["encoded"] for b in singles], pad)}
+
         def _pool(self, workers: int, params: dict) -> WorkerPool:
             """This pipeline's worker processes, started on first use and kept for its later calls."""
             key = (workers, repr(sorted(params.items())))
@@ -241,10 +248,13 @@ def _classes():
             # this one is on the device.
             params = {"slice_size": preprocess_params.get("slice_size") or self.slice_size,
                       "series_descriptions": preprocess_params.get("series_descriptions")}
-            pool = self._pool(num_workers, params) if num_workers else None
-            load = functools.partial(_preprocess, **params)
-            batches = (encoded for _, encoded in prefetched_batches(inputs, batch_size, load, self._encode,
-                                                                    pool=pool))
+            if num_workers:  # each study read and encoded by whichever worker is free; batches merged here
+                pool = self._pool(num_workers, params)
+                singles = (encoded for _, encoded in pool.batches(chunked(inputs, 1), depth=2 * batch_size))
+                batches = (self._merge(group) for group in chunked(singles, batch_size))
+            else:
+                load = functools.partial(_preprocess, **params)
+                batches = (encoded for _, encoded in prefetched_batches(inputs, batch_size, load, self._encode))
             model_iterator = PipelineIterator(batches, self.forward, forward_params, loader_batch_size=batch_size)
             return PipelineIterator(model_iterator, self.postprocess, postprocess_params)
 

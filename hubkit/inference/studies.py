@@ -77,6 +77,28 @@ def prepare_inputs(processor, studies: Sequence[StudyInput | dict]):
                      return_tensors="pt")
 
 
+# Tensors a processor gives per token position (padded on the left in a batch), and their padding values.
+_PER_TOKEN = {"input_ids": None, "attention_mask": 0, "token_type_ids": 0}
+
+
+def merge_encoded(encodings: Sequence[Any], pad_id: int):
+    """One batch from `prepare_inputs` of single studies: what `prepare_inputs` of them all gives (left padding of
+    the token tensors, images concatenated in order), so studies can be encoded apart, e.g. in worker processes."""
+    import torch
+    from transformers import BatchFeature
+
+    width = max(int(e["input_ids"].shape[1]) for e in encodings)
+    out = {}
+    for key in encodings[0]:
+        parts = [e[key] for e in encodings]
+        if key in _PER_TOKEN:
+            fill = pad_id if _PER_TOKEN[key] is None else _PER_TOKEN[key]
+            parts = [torch.cat([torch.full((p.shape[0], width - p.shape[1]), fill, dtype=p.dtype), p], 1)
+                     for p in parts]
+        out[key] = torch.cat(parts, 0)
+    return BatchFeature(out)
+
+
 def core_model(model):
     """The module to call: a PEFT wrapper's underlying model (LoRA layers are injected into it in place)."""
     return model.get_base_model() if hasattr(model, "get_base_model") else model
