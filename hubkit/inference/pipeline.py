@@ -156,7 +156,7 @@ def _classes():
         """Grades the 25 RSNA lumbar fields of a study with schema-constrained decoding.
 
         Call parameters: `batch_size`; `num_workers` (processes that read DICOM studies and run the processor
-        for the next batches while the device works; default: a few on CUDA, none on CPU); `method` ("auto":
+        for the next batches while the device works; default 0: one background thread); `method` ("auto":
         speculative for a single study, stepwise for batches, both exact; "stepwise"; "speculative"); `draft` (the
         speculative draft: one code or 25); `slice_size` (side of the slices read from DICOM; default: the run's,
         from its dataset manifest); `series_descriptions` (the RSNA series-descriptions CSV, or {series_id:
@@ -278,11 +278,11 @@ def _classes():
 
 
 def _default_workers(device) -> int:
-    """Worker processes for reading studies: on CUDA, a few (the CPU is free while the GPU decodes); on CPU, none
-    (the model needs the cores itself)."""
-    if getattr(device, "type", str(device)) != "cuda":
-        return 0
-    return max(1, min(8, (os.cpu_count() or 2) - 2))
+    """Worker processes for reading studies by default: none, so the next batch is read on one background thread.
+    `num_workers=N` puts N processes on it instead; on CPU they would fight the model for the cores, and on a GPU
+    machine our one measurement of them stalled (BENCHMARKS.md 3c), so they are not the default until measured."""
+    del device
+    return 0
 
 
 def _is_hf_dataset(x: Any) -> bool:
