@@ -188,7 +188,7 @@ def train(dataset, base_model, output, config_path, push_repo, backend, oversamp
     if num_gpus > 1 and "WORLD_SIZE" not in os.environ:  # relaunch this command under torchrun, one rank per GPU
         import subprocess
 
-        from hubkit.training.distributed import launch_command
+        from hubkit.distributed import launch_command
 
         cmd = _run(launch_command, num_gpus, sys.argv[sys.argv.index("train") + 1:])
         click.echo("launching: " + " ".join(cmd[2:]), err=True)
