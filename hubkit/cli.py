@@ -42,6 +42,7 @@ def cli() -> None:
       hubkit build-dataset /tmp/cohort --output /tmp/ds --push me/lumbar-ds
       hubkit train --dataset me/lumbar-ds --base-model google/medgemma-1.5-4b-it --output runs/a --push me/lumbar
       hubkit evaluate --model runs/a --dataset me/lumbar-ds --output runs/a/eval --compare-base
+      hubkit calibrate runs/a --eval runs/a/eval
       hubkit card runs/a --eval runs/a/eval --push me/lumbar
     """
 
@@ -210,7 +211,9 @@ def train(dataset, base_model, output, config_path, push_repo, backend, oversamp
 @click.option("--compare-base", is_flag=True, help="Also evaluate the untrained base model, side by side.")
 @click.option("--batch-size", default=8, show_default=True, help="Studies per forward pass.")
 @click.option("--max-studies", type=int, default=None, help="Evaluate at most this many studies.")
-def evaluate(model, dataset, split, output, compare_base, batch_size, max_studies) -> None:
+@click.option("--no-calibration", is_flag=True,
+              help="Do not apply the model's calibration.json (the raw official score is reported either way).")
+def evaluate(model, dataset, split, output, compare_base, batch_size, max_studies, no_calibration) -> None:
     """Score a model on a split: Kaggle-format predictions, metrics (kappa, official RSNA score), confusion matrices.
 
     \b
@@ -220,13 +223,46 @@ def evaluate(model, dataset, split, output, compare_base, batch_size, max_studie
     from hubkit.evaluation import evaluate_model
 
     res = _run(evaluate_model, model, dataset, split=split, output=output, compare_base=compare_base,
-               batch_size=batch_size, max_studies=max_studies)
+               batch_size=batch_size, max_studies=max_studies, calibrate=not no_calibration)
     for name in ("finetuned", "base"):
         r = res.get(name)
         if r:
-            click.echo(f"{name:>9}: kappa {r.get('kappa') or 0:.3f}  RSNA score {r.get('rsna_score') or float('nan'):.4f}"
+            score = f"RSNA score {_num(r.get('rsna_score'))}"
+            if r.get("calibrated"):
+                score = f"RSNA score {_num(r.get('rsna_score_raw'))} raw -> {_num(r.get('rsna_score'))} calibrated"
+            click.echo(f"{name:>9}: kappa {r.get('kappa') or 0:.3f}  {score}"
                        f"  parse failures {r.get('parse_failure_rate', 0):.1%}")
     click.echo(f"results in {res['output']}")
+
+
+def _num(x) -> str:
+    return "n/a" if x is None else f"{x:.4f}"
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
+@click.option("--eval", "eval_dir", required=True, type=click.Path(file_okay=False, exists=True),
+              help="Folder written by `hubkit evaluate` on the validation split (its predictions.jsonl).")
+@click.option("--push", "push_repo", default=None, metavar="OWNER/NAME",
+              help="Also upload calibration.json to this model repo.")
+def calibrate(run_dir, eval_dir, push_repo) -> None:
+    """Fit the probabilities' calibration (a temperature per condition group, a severe-spinal scale) on validation
+    predictions to minimise the official RSNA score; writes RUN_DIR/calibration.json, which the pipeline, evaluate
+    and predict then apply.
+
+    \b
+    Example:
+      hubkit evaluate --model runs/a --dataset me/lumbar-ds --split validation --output runs/a/eval
+      hubkit calibrate runs/a --eval runs/a/eval --push me/medgemma-lumbar
+    """
+    from hubkit.evaluation.calibration import calibrate_run
+
+    cal = _run(calibrate_run, run_dir, eval_dir, push=push_repo)
+    temps = ", ".join(f"{g} {t:.3g}" for g, t in cal.temperatures.items())
+    click.echo(f"fitted on {cal.split or 'an unnamed split'} ({cal.n_studies} studies): official RSNA score "
+               f"{_num(cal.score_raw)} raw -> {_num(cal.score_calibrated)} calibrated "
+               f"(temperatures {temps}; severe-spinal scale {cal.severe_spinal_scale:.3g})")
+    click.echo(f"wrote {Path(run_dir) / 'calibration.json'}" + (f" and pushed it to {push_repo}" if push_repo else ""))
 
 
 @cli.command()

@@ -34,6 +34,7 @@ DISTRIBUTABLE_FILES = [
     "adapter_model.safetensors", "adapter_config.json", "hubkit_config.json", "training_log.jsonl",
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
     "chat_template.json", "processor_config.json", "preprocessor_config.json",
+    "calibration.json",  # fitted after training by `hubkit calibrate` (its --push uploads it); part of the run
 ]
 
 
