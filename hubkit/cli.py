@@ -44,6 +44,7 @@ def cli() -> None:
       hubkit evaluate --model runs/a --dataset me/lumbar-ds --output runs/a/eval --compare-base
       hubkit calibrate runs/a --eval runs/a/eval
       hubkit card runs/a --eval runs/a/eval --push me/lumbar
+      hubkit predict /data/rsna --model me/lumbar --output submission.csv
     """
 
 
@@ -263,6 +264,49 @@ def calibrate(run_dir, eval_dir, push_repo) -> None:
                f"{_num(cal.score_raw)} raw -> {_num(cal.score_calibrated)} calibrated "
                f"(temperatures {temps}; severe-spinal scale {cal.severe_spinal_scale:.3g})")
     click.echo(f"wrote {Path(run_dir) / 'calibration.json'}" + (f" and pushed it to {push_repo}" if push_repo else ""))
+
+
+@cli.command()
+@click.argument("data_dir", type=click.Path(file_okay=False, exists=True))
+@click.option("--model", required=True, help="Run folder or Hub model repo of the adapter.")
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False),
+              help="Submission CSV to write (an interrupted one is continued).")
+@click.option("--batch-size", default=8, show_default=True, help="Studies per forward pass.")
+@click.option("--no-calibration", is_flag=True, help="Do not apply the model's calibration.json.")
+@click.option("--series-descriptions", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="Series-descriptions CSV (default: test_series_descriptions.csv beside test_images/).")
+@click.option("--num-workers", type=int, default=None, help="Processes reading DICOM ahead of the device.")
+@click.option("--num-gpus", type=int, default=1, show_default=True,
+              help="GPUs of this host to split the studies over (torchrun; one process per GPU, one CSV).")
+def predict(data_dir, model, output, batch_size, no_calibration, series_descriptions, num_workers, num_gpus) -> None:
+    """Competition test folder (test_images/<study>/<series>/*.dcm) -> submission CSV (25 rows per study).
+
+    \b
+    Example:
+      hubkit predict /data/rsna --model me/medgemma-lumbar --output submission.csv --batch-size 8
+      hubkit predict /data/rsna --model runs/a --output sub.csv --num-gpus 2
+          (= torchrun --standalone --nproc-per-node 2 -m hubkit.cli predict ...)
+    """
+    import os
+    import sys
+
+    if num_gpus > 1 and "WORLD_SIZE" not in os.environ:  # relaunch this command under torchrun, one rank per GPU
+        import subprocess
+
+        from hubkit.distributed import launch_command
+
+        cmd = _run(launch_command, num_gpus, sys.argv[sys.argv.index("predict") + 1:], verb="predict")
+        click.echo("launching: " + " ".join(cmd[2:]), err=True)
+        raise SystemExit(subprocess.call(cmd))
+    from hubkit.inference.predict import predict_folder
+
+    report = _run(predict_folder, data_dir, model, output, batch_size=batch_size, calibrate=not no_calibration,
+                  series_descriptions=series_descriptions, num_workers=num_workers,
+                  on_warning=lambda m: click.echo(f"warning: {m}", err=True))
+    if report.main:
+        click.echo(f"wrote {report.output}: {report.studies} studies ({report.predicted} predicted now, "
+                   f"{report.reused} from an earlier run, {len(report.failed)} unreadable: priors)"
+                   f"{', calibrated' if report.calibrated else ''}")
 
 
 @cli.command()
