@@ -170,11 +170,13 @@ def _push_folder(path, repo: str | None, message: str) -> None:
               help="auto: Unsloth on CUDA when installed, else TRL + PEFT.")
 @click.option("--oversample", default=None, metavar="moderate=2,severe=4",
               help="Repeat studies by their worst grade, on the stream.")
+@click.option("--loss-weights", default=None, metavar="moderate=2,severe=4",
+              help="Weigh the answer tokens of Moderate/Severe grades like the metric (TRL backend).")
 @click.option("--max-steps", type=int, default=None, help="Optimiser steps (default: from epochs).")
 @click.option("--resume", is_flag=True, help="Continue from the last checkpoint in the run folder.")
 @click.option("--num-gpus", type=int, default=1, show_default=True,
               help="GPUs of this host to train on (DDP through torchrun; one process per GPU).")
-def train(dataset, base_model, output, config_path, push_repo, backend, oversample, max_steps, resume,
+def train(dataset, base_model, output, config_path, push_repo, backend, oversample, loss_weights, max_steps, resume,
           num_gpus) -> None:
     """QLoRA/LoRA fine-tune from the streamed dataset; writes adapter + processor + hubkit_config.json.
 
@@ -199,7 +201,8 @@ def train(dataset, base_model, output, config_path, push_repo, backend, oversamp
     from hubkit.config import TrainConfig
 
     cfg = _run(TrainConfig.from_yaml, config_path) if config_path else TrainConfig()
-    cfg = _run(cfg.with_overrides, backend=backend, oversample=oversample, max_steps=max_steps)
+    cfg = _run(cfg.with_overrides, backend=backend, oversample=oversample, loss_weights=loss_weights,
+               max_steps=max_steps)
     run = _run(run_training, dataset, base_model, output, cfg, resume=resume, push=push_repo)
     click.echo(f"run folder: {run}" + (f" (pushed to {push_repo})" if push_repo else ""))
 
