@@ -84,8 +84,8 @@ def job(seed: int, loss: str, paths: dict[str, str], work: str, steps: int, thre
         "train_s": round(train_s, 1), "wall_s": round(time.perf_counter() - t0, 1),
         "validation": {"n": cal.n_studies, "kappa": val["kappa"], "rsna_raw": val["rsna_score_raw"],
                        "rsna_calibrated": cal.score_calibrated},
-        "held_out": {"n": held_res["eval_config"]["n_studies"], "kappa": held["kappa"], "rsna_raw": held["rsna_score_raw"],
-                     "rsna_calibrated": held["rsna_score"]},
+        "held_out": {"n": held_res["eval_config"]["n_studies"], "kappa": held["kappa"],
+                     "rsna_raw": held["rsna_score_raw"], "rsna_calibrated": held["rsna_score"]},
         "calibration": {**cal.temperatures, "severe_spinal_scale": cal.severe_spinal_scale},
     }
 
@@ -140,8 +140,8 @@ def main(argv: list[str] | None = None) -> int:
                 f.write(json.dumps(line) + "\n")
             v, h = line["validation"], line["held_out"]
             print(f"seed {seed} {loss:>10}: validation {v['rsna_raw']:.4f} -> {v['rsna_calibrated']:.4f}, held-out "
-                  f"{h['rsna_raw']:.4f} -> {h['rsna_calibrated']:.4f} (kappa {h['kappa'] or 0:.3f}), {line['wall_s']} s",
-                  flush=True)
+                  f"{h['rsna_raw']:.4f} -> {h['rsna_calibrated']:.4f} (kappa {h['kappa'] or 0:.3f}), "
+                  f"{line['wall_s']} s", flush=True)
     return 1 if failures else 0
 
 

@@ -147,7 +147,8 @@ def test_calibration_shows_raw_and_calibrated_scores_only_when_present(tmp_path)
     assert "## Calibration" not in plain and "calibrated" not in plain
     (run / "calibration.json").write_text(json.dumps({
         "schema_version": 1, "t_spinal": 1.2, "t_foraminal": 0.9, "t_subarticular": 1.1, "severe_spinal_scale": 1.3,
-        "split": "validation", "dataset": "me/lumbar-ds", "n_studies": 30, "score_raw": 0.61, "score_calibrated": 0.55}))
+        "split": "validation", "dataset": "me/lumbar-ds", "n_studies": 30, "score_raw": 0.61,
+        "score_calibrated": 0.55}))
     only_fit = render_model_card(run, ev, "me/m")  # an evaluation made before calibrating: its single row stays
     assert "| `validation` of `me/lumbar-ds` (fitted here) | 30 | 0.610 | 0.550 |" in only_fit
     assert "(evaluated)" not in only_fit and "| Official RSNA 2024 score (weighted log-loss" in only_fit

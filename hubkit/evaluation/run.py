@@ -8,12 +8,12 @@ Output folder (fixed names; the model card reads them):
 
     eval_config.json                   what was evaluated: model, base, dataset, split, studies, decoding, device,
                                        versions, timing per variant, and this file list
-    results_finetuned.json             `evaluate.save`: every metric of `hubkit.evaluation.metrics.compute_all` (kappa, qwk,
-                                       ..., rsna_score, confusion matrices) + a few metadata keys; `_`-prefixed
-                                       keys are evaluate's (timestamp, versions). With the run's calibration.json
-                                       applied (the default), `rsna_score` and `rsna_<group>` are calibrated and
-                                       `rsna_score_raw` / `rsna_<group>_raw` are the model's own; `calibrated`
-                                       says which
+    results_finetuned.json             `evaluate.save`: every metric of `hubkit.evaluation.metrics.compute_all`
+                                       (kappa, qwk, ..., rsna_score, confusion matrices) + a few metadata keys;
+                                       `_`-prefixed keys are evaluate's (timestamp, versions). With the run's
+                                       calibration.json applied (the default), `rsna_score` and `rsna_<group>` are
+                                       calibrated and `rsna_score_raw` / `rsna_<group>_raw` the model's own;
+                                       `calibrated` says which, `calibration` holds the parameters
     predictions.csv                    Kaggle submission format (row_id, normal_mild, moderate, severe), fine-tuned,
                                        calibrated when the run has calibration.json
     predictions.jsonl                  one line per study: study_id, json, labels, probs (raw: what `hubkit
@@ -153,7 +153,8 @@ def evaluate_model(model: str | os.PathLike, dataset: str | os.PathLike, split: 
         "decoding": {"method": method, "constrained": True,
                      "probabilities": "softmax over the N/M/S tokens at each answer field"},
         "compare_base": compare_base, **env,
-        "calibration": calibration.to_dict() if calibration is not None else None, "slices": _slices(dataset), "timing": timing, "files": {"eval_config": EVAL_CONFIG, **files},
+        "calibration": calibration.to_dict() if calibration is not None else None,
+        "slices": _slices(dataset), "timing": timing, "files": {"eval_config": EVAL_CONFIG, **files},
         "versions": versions(("hubkit", "torch", "transformers", "peft", "datasets", "evaluate", "bitsandbytes")),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
