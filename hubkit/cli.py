@@ -307,9 +307,10 @@ def predict(data_dir, model, output, batch_size, no_calibration, series_descript
                   series_descriptions=series_descriptions, num_workers=num_workers,
                   on_warning=lambda m: click.echo(f"warning: {m}", err=True))
     if report.main:
+        again = "; all were there already: delete the file to predict again" if report.reused == report.studies else ""
         click.echo(f"wrote {report.output}: {report.studies} studies ({report.predicted} predicted now, "
                    f"{report.reused} from an earlier run, {len(report.failed)} unreadable: priors)"
-                   f"{', calibrated' if report.calibrated else ''}")
+                   f"{', calibrated' if report.calibrated else ''}{again}")
 
 
 @cli.command()
