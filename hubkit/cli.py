@@ -279,9 +279,12 @@ def calibrate(run_dir, eval_dir, push_repo) -> None:
 @click.option("--series-descriptions", type=click.Path(dir_okay=False, exists=True), default=None,
               help="Series-descriptions CSV (default: test_series_descriptions.csv beside test_images/).")
 @click.option("--num-workers", type=int, default=None, help="Processes reading DICOM ahead of the device.")
+@click.option("--slice-size", type=int, default=None,
+              help="Side of the slices read from DICOM (default: the run's, from its dataset manifest).")
 @click.option("--num-gpus", type=int, default=1, show_default=True,
               help="GPUs of this host to split the studies over (torchrun; one process per GPU, one CSV).")
-def predict(data_dir, model, output, batch_size, no_calibration, series_descriptions, num_workers, num_gpus) -> None:
+def predict(data_dir, model, output, batch_size, no_calibration, series_descriptions, num_workers, slice_size,
+            num_gpus) -> None:
     """Competition test folder (test_images/<study>/<series>/*.dcm) -> submission CSV (25 rows per study).
 
     \b
@@ -304,7 +307,7 @@ def predict(data_dir, model, output, batch_size, no_calibration, series_descript
     from hubkit.inference.predict import predict_folder
 
     report = _run(predict_folder, data_dir, model, output, batch_size=batch_size, calibrate=not no_calibration,
-                  series_descriptions=series_descriptions, num_workers=num_workers,
+                  series_descriptions=series_descriptions, num_workers=num_workers, slice_size=slice_size,
                   on_warning=lambda m: click.echo(f"warning: {m}", err=True))
     if report.main:
         again = "; all were there already: delete the file to predict again" if report.reused == report.studies else ""

@@ -159,3 +159,9 @@ def test_bad_folders_and_outputs_fail_in_one_line(tmp_path, one_go):
         predict_folder(data, calibrated_tiny_run(), other, progress=False)
     with pytest.raises(ValueError, match="--batch-size must be >= 1"):
         predict_folder(data, calibrated_tiny_run(), tmp_path / "b.csv", batch_size=0)
+    _, base = trained_tiny_run()  # a model with no dataset manifest: no slice size to read DICOM at
+    with pytest.raises(ValueError, match="pass --slice-size N"):
+        predict_folder(data, base, tmp_path / "c.csv", progress=False)
+    with pytest.raises(ValueError, match="not a model folder"):
+        predict_folder(data, tmp_path / "no-such-run", tmp_path / "d.csv", progress=False)
+    assert not any(p.name.startswith((".c.csv", "c.csv", ".d.csv", "d.csv")) for p in tmp_path.iterdir())

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import warnings
@@ -142,6 +143,18 @@ def predict_folder(data_dir: str | os.PathLike, model: str | os.PathLike, output
 
 def _predict(studies, out, note, w, model, batch_size, calibrate, series_descriptions, slice_size, method, device,
              num_workers, progress, on_warning) -> PredictReport:
+    from tqdm.auto import tqdm
+
+    from .batching import prefetched_batches
+    from .loading import run_manifest
+    from .pipeline import _default_workers
+
+    pin_device(w)
+    pipe = _pipeline(model, device, w)  # before any file is touched: a model that does not load leaves no trace
+    size = slice_size or pipe.slice_size
+    if not size:  # else every study would fail to read, and get the priors
+        raise ValueError(f"{model}: the run does not say at which size its training slices were stored (no dataset "
+                         "manifest in hubkit_config.json); pass --slice-size N, the dataset's --slice-size")
     done = _written(out, studies, note, w)
     _barrier(w)  # every rank has read what earlier runs wrote before any rank writes
     batches = [studies[i:i + batch_size] for i in range(0, len(studies), batch_size)]
@@ -150,21 +163,9 @@ def _predict(studies, out, note, w, model, batch_size, calibrate, series_descrip
     target = _part(out, w.rank) if w.distributed else out
     _truncate_to_complete(target)
 
-    pin_device(w)
-    pipe = _pipeline(model, device, w)
-    size = slice_size or pipe.slice_size
-    from .loading import run_manifest
-    from .pipeline import _default_workers
-
     priors = class_priors(run_manifest(pipe.model._hubkit_source))
     workers = _default_workers(pipe.device) if num_workers is None else num_workers
     warn = on_warning or (lambda m: warnings.warn(m, UnreadableStudyWarning, stacklevel=3))
-    import functools
-
-    from tqdm.auto import tqdm
-
-    from .batching import prefetched_batches
-
     read = functools.partial(_read_batch, slice_size=size, descriptions=series_descriptions)
     failed, predicted = [], 0
     bar = tqdm(total=sum(map(len, mine)), desc="predict", unit="study", disable=not (progress and w.main))
@@ -186,7 +187,7 @@ def _predict(studies, out, note, w, model, batch_size, calibrate, series_descrip
             bar.update(len(loaded))
     _barrier(w)  # every part file is complete
     if w.main:
-        _merge(out, studies, w)
+        _merge(out, studies)
     return PredictReport(str(out), len(studies), predicted, len(done), tuple(failed),
                          bool(calibrate and pipe.calibration is not None), w.main)
 
@@ -301,7 +302,7 @@ def _barrier(w: World) -> None:
         dist.barrier()
 
 
-def _merge(out: Path, studies: list[Path], w: World) -> None:
+def _merge(out: Path, studies: list[Path]) -> None:
     """Rank 0: the output rewritten in study order from itself and the part files, atomically; parts removed."""
     found: dict[str, list[list[str]]] = {}
     for f in [out, *_parts(out)]:
