@@ -128,6 +128,21 @@ def test_pipeline_applies_it_by_default_and_calibrate_false_turns_it_off():
 
 
 @pytest.mark.usefixtures("one_thread")
+@pytest.mark.filterwarnings("ignore::hubkit.inference.pipeline.MissingViewsWarning")
+def test_calibration_json_travels_with_the_adapter_through_the_hub(local_hub):
+    from hubkit.hub import upload_folder
+    from hubkit.inference.pipeline import load_pipeline
+    from hubkit.training.recipe import DISTRIBUTABLE_FILES
+
+    assert "calibration.json" in DISTRIBUTABLE_FILES  # pushed with the run folder
+    upload_folder(calibrated_tiny_run(), "owner/lumbar-calibrated", token=local_hub.owner_token,
+                  allow_patterns=DISTRIBUTABLE_FILES)
+    study = make_study(2, 52)
+    out = load_pipeline("owner/lumbar-calibrated")({"images": study.images, "views": study.views})
+    assert out["calibrated"]
+
+
+@pytest.mark.usefixtures("one_thread")
 def test_evaluate_calibrate_and_evaluate_again(tmp_path, local_hub):
     from huggingface_hub import HfApi
 
