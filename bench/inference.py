@@ -148,7 +148,7 @@ def main(argv=None) -> int:
     for b in sizes:
         pv = prepare_inputs(processor, studies[:b])["pixel_values"].to(device, dtype)
 
-        def vision():
+        def vision(pv=pv):
             with torch.inference_mode():
                 model.get_image_features(pv)
             return None, {}

@@ -32,6 +32,9 @@ METRIC_ROWS = (
     ("rsna_proxy", "Seed's RSNA proxy (hard predictions, lower is better)", "{:.3f}"),
     ("parse_failure_rate", "Parse failure rate", "{:.1%}"),
 )
+# With calibration applied, the official score's row splits in two.
+RAW_SCORE_ROW = "Official RSNA 2024 score, raw probabilities (lower is better)"
+CALIBRATED_SCORE_ROW = "Official RSNA 2024 score, calibrated (`calibration.json`)"
 # model-index entries: (key, metric type, metric name)
 INDEX_METRICS = (("kappa", "cohen_kappa", "Cohen's kappa"), ("qwk", "quadratic_weighted_kappa", "QWK"),
                  ("weighted_accuracy", "weighted_accuracy", "Weighted accuracy"),
@@ -156,16 +159,49 @@ def build_card_context(run_dir: str | Path, eval_dir: str | Path | None = None,
     if ft is not None:
         ctx["eval_split"] = ft.get("split", "validation")
         ctx["eval_studies"] = ft.get("n_studies", ft.get("rsna_n_studies", "–"))
-        ctx["metric_rows"] = [{"name": name, "finetuned": _fmt(ft.get(k), f), "base": _fmt((base or {}).get(k), f)}
-                              for k, name, f in METRIC_ROWS if ft.get(k) is not None]
+        ctx["metric_rows"] = _metric_rows(ft, base)
         ctx["condition_rows"] = [{"name": CONDITION_TITLES[c], "finetuned": _fmt(ft.get(f"kappa_{c}"), "{:.2f}"),
                                   "base": _fmt((base or {}).get(f"kappa_{c}"), "{:.2f}")} for c in CONDITIONS]
         ctx["confusion_images"] = [{"alt": f"Confusion matrix ({_which(p)})", "path": f"{ASSETS}/{p.name}"}
                                    for p in _confusion_pngs(Path(eval_dir))]
+    ctx.update(_calibration_context(_read_json(run / "calibration.json"), ft))
     ctx["card_data"] = _card_data(ctx, base_model, ds, ft, cfg)
     ctx["license_note"] = None if (cfg.get("base_model_card") or {}).get("license") else (
         "the base model's card declares no licence, so this card cannot state one")
     return ctx
+
+
+def _metric_rows(ft: dict, base: dict | None) -> list[dict]:
+    """The metrics table; with calibration applied, the official score shows twice: raw and calibrated."""
+    rows = []
+    for k, name, f in METRIC_ROWS:
+        if ft.get(k) is None:
+            continue
+        if k == "rsna_score" and ft.get("calibrated") and ft.get("rsna_score_raw") is not None:
+            raw_base = (base or {}).get("rsna_score_raw", (base or {}).get("rsna_score"))
+            rows.append({"name": RAW_SCORE_ROW, "finetuned": _fmt(ft["rsna_score_raw"], f), "base": _fmt(raw_base, f)})
+            rows.append({"name": CALIBRATED_SCORE_ROW, "finetuned": _fmt(ft[k], f), "base": "–"})
+            continue
+        rows.append({"name": name, "finetuned": _fmt(ft.get(k), f), "base": _fmt((base or {}).get(k), f)})
+    return rows
+
+
+def _calibration_context(cal: dict | None, ft: dict | None) -> dict[str, Any]:
+    """The calibration section: its parameters and the official score raw / calibrated where it was fitted and on
+    the evaluated split (when that evaluation applied it). Nothing when the run has no calibration.json."""
+    if not cal or cal.get("score_raw") is None:
+        return {"calibration": None}
+    temps = ", ".join(f"{g} {cal[f't_{g}']:.3g}" for g in ("spinal", "foraminal", "subarticular") if f"t_{g}" in cal)
+    split = cal.get("split") or "validation"
+    fitted_on = f"`{split}`" + (f" of `{cal['dataset']}`" if cal.get("dataset") else "")
+    rows = [{"set": f"{fitted_on} (fitted here)", "studies": cal.get("n_studies", "–"),
+             "raw": _fmt(cal.get("score_raw"), "{:.3f}"), "calibrated": _fmt(cal.get("score_calibrated"), "{:.3f}")}]
+    if ft is not None and ft.get("calibrated") and ft.get("rsna_score_raw") is not None:
+        evaluated = f"`{ft.get('split', 'validation')}`" + (f" of `{ft['dataset_id']}`" if ft.get("dataset_id") else "")
+        rows.append({"set": f"{evaluated} (evaluated)", "studies": ft.get("n_studies", "–"),
+                     "raw": _fmt(ft["rsna_score_raw"], "{:.3f}"), "calibrated": _fmt(ft.get("rsna_score"), "{:.3f}")})
+    return {"calibration": {"temperatures": temps, "scale": f"{cal.get('severe_spinal_scale', 1.0):.3g}",
+                            "fitted_on": fitted_on, "n_studies": cal.get("n_studies"), "rows": rows}}
 
 
 def _confusion_pngs(eval_dir: Path) -> list[Path]:

@@ -1,81 +1,24 @@
 """hubkit command line: thin adapters, one library call per verb; heavy imports happen inside each command.
 
 Every failure is one line on stderr and exit 1 (2 for usage errors); `--debug` or HUBKIT_DEBUG=1 shows the
-traceback instead. Ctrl-C exits 130 and says what was kept. `--quiet` silences progress bars and notes.
+traceback instead. Ctrl-C exits 130 and says what was kept. `--quiet` silences progress bars and notes. That
+machinery lives in `hubkit.cli_group`; this module holds the verbs.
 """
 
 from __future__ import annotations
 
-import logging
 import os
-import sys
 
 import click
 
 from hubkit._imports import DISTRIBUTION
+from hubkit.cli_group import Group, kept as _kept, progress as _progress, quiet as _quiet  # noqa: I001
+from hubkit.cli_group import relaunch_here as _relaunch, run as _run
 from hubkit.config import BuildConfig
 from hubkit.schema import Picker
 
-KEPT = "hubkit.kept"  # ctx.meta key: what survives an interruption of the running verb, said on Ctrl-C
 
-
-def _one_line(e: BaseException) -> str:
-    """An exception as one line: its message's first line; the type too when it is not one of ours to expect."""
-    text = " ".join(str(e).strip().split("\n")[0].split()) or type(e).__name__
-    expected = (ValueError, OSError, ImportError, LookupError)
-    return text if isinstance(e, expected) or type(e).__module__.startswith("hubkit") else (
-        f"{type(e).__name__}: {text} (--debug or HUBKIT_DEBUG=1 shows the traceback)")
-
-
-class _Cli(click.Group):
-    """The hubkit group: turns any exception of a verb into one line and an exit code."""
-
-    def invoke(self, ctx: click.Context):
-        try:
-            return super().invoke(ctx)
-        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
-            raise  # click's own: usage errors exit 2 with their message
-        except KeyboardInterrupt:
-            kept = ctx.meta.get(KEPT)
-            click.echo(f"interrupted{': ' + kept if kept else ''}", err=True)
-            ctx.exit(130)
-        except Exception as e:  # noqa: BLE001 - the edge of the program: one line, not a traceback
-            if ctx.meta.get("hubkit.debug"):
-                raise
-            click.echo(f"Error: {_one_line(e)}", err=True)
-            ctx.exit(1)
-
-
-def _run(fn, *args, **kwargs):
-    """The verb's one library call (errors are turned into one line by the group)."""
-    return fn(*args, **kwargs)
-
-
-def _progress() -> bool:
-    """Progress bars wanted (not --quiet)."""
-    return not click.get_current_context().find_root().params.get("quiet")
-
-
-def _kept(what: str) -> None:
-    """Record what an interruption of the running verb leaves behind (said on Ctrl-C)."""
-    click.get_current_context().meta[KEPT] = what
-
-
-def _quiet(on: bool) -> None:
-    """Progress bars and INFO notes on (default) or off, for every library hubkit drives."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    root = logging.getLogger("hubkit")
-    root.handlers[:] = [handler]
-    root.setLevel(logging.WARNING if on else logging.INFO)
-    root.propagate = False
-    if on:
-        for var in ("HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS", "TQDM_DISABLE"):
-            os.environ[var] = "1"
-        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-
-
-@click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name=DISTRIBUTION)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or notes; errors and results only.")
 @click.option("--debug", is_flag=True, envvar="HUBKIT_DEBUG", help="Show tracebacks (also HUBKIT_DEBUG=1).")
@@ -89,7 +32,9 @@ def cli(ctx: click.Context, quiet: bool, debug: bool) -> None:
       hubkit build-dataset /tmp/cohort --output /tmp/ds --push me/lumbar-ds
       hubkit train --dataset me/lumbar-ds --base-model google/medgemma-1.5-4b-it --output runs/a --push me/lumbar
       hubkit evaluate --model runs/a --dataset me/lumbar-ds --output runs/a/eval --compare-base
+      hubkit calibrate runs/a --eval runs/a/eval
       hubkit card runs/a --eval runs/a/eval --push me/lumbar
+      hubkit predict /data/rsna --model me/lumbar --output submission.csv
     """
     ctx.meta["hubkit.debug"] = debug
     _quiet(quiet)
@@ -235,11 +180,13 @@ def _push_folder(path, repo: str | None, message: str) -> None:
               help="auto: Unsloth on CUDA when installed, else TRL + PEFT.")
 @click.option("--oversample", default=None, metavar="moderate=2,severe=4",
               help="Repeat studies by their worst grade, on the stream.")
+@click.option("--loss-weights", default=None, metavar="moderate=2,severe=4",
+              help="Weigh the answer tokens of Moderate/Severe grades like the metric (TRL backend).")
 @click.option("--max-steps", type=int, default=None, help="Optimiser steps (default: from epochs).")
 @click.option("--resume", is_flag=True, help="Continue from the last checkpoint in the run folder.")
 @click.option("--num-gpus", type=int, default=1, show_default=True,
               help="GPUs of this host to train on (DDP through torchrun; one process per GPU).")
-def train(dataset, base_model, output, config_path, push_repo, backend, oversample, max_steps, resume,
+def train(dataset, base_model, output, config_path, push_repo, backend, oversample, loss_weights, max_steps, resume,
           num_gpus) -> None:
     """QLoRA/LoRA fine-tune from the streamed dataset; writes adapter + processor + hubkit_config.json.
 
@@ -250,14 +197,12 @@ def train(dataset, base_model, output, config_path, push_repo, backend, oversamp
       hubkit train ... --num-gpus 2      (= torchrun --standalone --nproc-per-node 2 -m hubkit.cli train ...)
     """
     if num_gpus > 1 and "WORLD_SIZE" not in os.environ:  # this command again under torchrun, one rank per GPU
-        from hubkit.training.distributed import relaunch
-
-        raise SystemExit(relaunch(num_gpus, sys.argv[sys.argv.index("train") + 1:]))
+        _relaunch("train", num_gpus)
     from hubkit.config import TrainConfig
     from hubkit.training import train as run_training
 
     cfg = TrainConfig.from_yaml(config_path) if config_path else TrainConfig()
-    cfg = cfg.with_overrides(backend=backend, oversample=oversample, max_steps=max_steps)
+    cfg = cfg.with_overrides(backend=backend, oversample=oversample, loss_weights=loss_weights, max_steps=max_steps)
     _kept(f"checkpoints stay in {output}/checkpoints: add --resume to continue")
     run = _run(run_training, dataset, base_model, output, cfg, resume=resume, push=push_repo)
     click.echo(f"run folder: {run}" + (f" (pushed to {push_repo})" if push_repo else ""))
@@ -271,7 +216,9 @@ def train(dataset, base_model, output, config_path, push_repo, backend, oversamp
 @click.option("--compare-base", is_flag=True, help="Also evaluate the untrained base model, side by side.")
 @click.option("--batch-size", default=8, show_default=True, help="Studies per forward pass.")
 @click.option("--max-studies", type=int, default=None, help="Evaluate at most this many studies.")
-def evaluate(model, dataset, split, output, compare_base, batch_size, max_studies) -> None:
+@click.option("--no-calibration", is_flag=True,
+              help="Do not apply the model's calibration.json (the raw official score is reported either way).")
+def evaluate(model, dataset, split, output, compare_base, batch_size, max_studies, no_calibration) -> None:
     """Score a model on a split: Kaggle-format predictions, metrics (kappa, official RSNA score), confusion matrices.
 
     \b
@@ -281,13 +228,84 @@ def evaluate(model, dataset, split, output, compare_base, batch_size, max_studie
     from hubkit.evaluation import evaluate_model
 
     res = _run(evaluate_model, model, dataset, split=split, output=output, compare_base=compare_base,
-               batch_size=batch_size, max_studies=max_studies, progress=_progress())
+               batch_size=batch_size, max_studies=max_studies, calibrate=not no_calibration, progress=_progress())
     for name in ("finetuned", "base"):
         r = res.get(name)
         if r:
-            click.echo(f"{name:>9}: kappa {r.get('kappa') or 0:.3f}  RSNA score {r.get('rsna_score') or float('nan'):.4f}"
+            score = f"RSNA score {_num(r.get('rsna_score'))}"
+            if r.get("calibrated"):
+                score = f"RSNA score {_num(r.get('rsna_score_raw'))} raw -> {_num(r.get('rsna_score'))} calibrated"
+            click.echo(f"{name:>9}: kappa {r.get('kappa') or 0:.3f}  {score}"
                        f"  parse failures {r.get('parse_failure_rate', 0):.1%}")
     click.echo(f"results in {res['output']}")
+
+
+def _num(x) -> str:
+    return "n/a" if x is None else f"{x:.4f}"
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
+@click.option("--eval", "eval_dir", required=True, type=click.Path(file_okay=False, exists=True),
+              help="Folder written by `hubkit evaluate` on the validation split (its predictions.jsonl).")
+@click.option("--push", "push_repo", default=None, metavar="OWNER/NAME",
+              help="Also upload calibration.json to this model repo.")
+def calibrate(run_dir, eval_dir, push_repo) -> None:
+    """Fit the probabilities' calibration (a temperature per condition group, a severe-spinal scale) on validation
+    predictions to minimise the official RSNA score; writes RUN_DIR/calibration.json, which the pipeline, evaluate
+    and predict then apply.
+
+    \b
+    Example:
+      hubkit evaluate --model runs/a --dataset me/lumbar-ds --split validation --output runs/a/eval
+      hubkit calibrate runs/a --eval runs/a/eval --push me/medgemma-lumbar
+    """
+    from hubkit.evaluation.calibration import calibrate_run
+
+    cal = _run(calibrate_run, run_dir, eval_dir, push=push_repo)
+    temps = ", ".join(f"{g} {t:.3g}" for g, t in cal.temperatures.items())
+    click.echo(f"fitted on {cal.split or 'an unnamed split'} ({cal.n_studies} studies): official RSNA score "
+               f"{_num(cal.score_raw)} raw -> {_num(cal.score_calibrated)} calibrated "
+               f"(temperatures {temps}; severe-spinal scale {cal.severe_spinal_scale:.3g})")
+    click.echo(f"wrote {os.path.join(run_dir, 'calibration.json')}" + (f" and pushed it to {push_repo}" if push_repo else ""))
+
+
+@cli.command()
+@click.argument("data_dir", type=click.Path(file_okay=False, exists=True))
+@click.option("--model", required=True, help="Run folder or Hub model repo of the adapter.")
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False),
+              help="Submission CSV to write (an interrupted one is continued).")
+@click.option("--batch-size", default=8, show_default=True, help="Studies per forward pass.")
+@click.option("--no-calibration", is_flag=True, help="Do not apply the model's calibration.json.")
+@click.option("--series-descriptions", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="Series-descriptions CSV (default: test_series_descriptions.csv beside test_images/).")
+@click.option("--num-workers", type=int, default=None, help="Processes reading DICOM ahead of the device.")
+@click.option("--slice-size", type=int, default=None,
+              help="Side of the slices read from DICOM (default: the run's, from its dataset manifest).")
+@click.option("--num-gpus", type=int, default=1, show_default=True,
+              help="GPUs of this host to split the studies over (torchrun; one process per GPU, one CSV).")
+def predict(data_dir, model, output, batch_size, no_calibration, series_descriptions, num_workers, slice_size,
+            num_gpus) -> None:
+    """Competition test folder (test_images/<study>/<series>/*.dcm) -> submission CSV (25 rows per study).
+
+    \b
+    Example:
+      hubkit predict /data/rsna --model me/medgemma-lumbar --output submission.csv --batch-size 8
+      hubkit predict /data/rsna --model runs/a --output sub.csv --num-gpus 2
+          (= torchrun --standalone --nproc-per-node 2 -m hubkit.cli predict ...)
+    """
+    if num_gpus > 1 and "WORLD_SIZE" not in os.environ:  # this command again under torchrun, one rank per GPU
+        _relaunch("predict", num_gpus)
+    from hubkit.inference.predict import predict_folder
+
+    report = _run(predict_folder, data_dir, model, output, batch_size=batch_size, calibrate=not no_calibration,
+                  series_descriptions=series_descriptions, num_workers=num_workers, slice_size=slice_size,
+                  on_warning=lambda m: click.echo(f"warning: {m}", err=True))
+    if report.main:
+        again = "; all were there already: delete the file to predict again" if report.reused == report.studies else ""
+        click.echo(f"wrote {report.output}: {report.studies} studies ({report.predicted} predicted now, "
+                   f"{report.reused} from an earlier run, {len(report.failed)} unreadable: priors)"
+                   f"{', calibrated' if report.calibrated else ''}{again}")
 
 
 @cli.command()

@@ -121,6 +121,24 @@ class BuildConfig:
 
 
 BACKENDS = ("auto", "unsloth", "trl")
+_GRADE_NAMES = {"normal": 0, "normal_mild": 0, "n": 0, "moderate": 1, "m": 1, "severe": 2, "s": 2}
+
+
+def _grade_factors(text: str, field: str, integer: bool) -> dict[int, float]:
+    """Class index -> factor from "moderate=2,severe=4" (unnamed grades: 1); ValueError naming the field."""
+    factors: dict[int, float] = {i: 1 for i in range(len(CODES))}
+    kind = "integer factors >= 1" if integer else "numbers > 0"
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = part.partition("=")
+        try:
+            number = int(value) if integer else float(value)
+        except ValueError:
+            number = None
+        bad_number = number is None or not math.isfinite(number) or number <= 0 or (integer and number < 1)
+        if not sep or key.strip().lower() not in _GRADE_NAMES or bad_number:
+            raise ValueError(f"{field}: cannot read {part!r}; expected e.g. 'moderate=2,severe=4' ({kind})")
+        factors[_GRADE_NAMES[key.strip().lower()]] = number
+    return factors
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,6 +199,11 @@ class TrainConfig:
     # Repeat each training study by its worst grade, e.g. "moderate=2,severe=4" (the seed's planned fix for the
     # rare Moderate/Severe foraminal grades); "" = no oversampling.
     oversample: str = ""
+    # Weight in the training loss of the answer tokens that carry a Moderate / Severe grade, e.g.
+    # "moderate=2,severe=4", as the official metric weighs those rows (every other supervised token weighs 1 and the
+    # loss is normalised by the weight sum): the loss then ranks mistakes as the score does. "" = the plain
+    # token-mean loss. TRL backend only (Unsloth computes its own fused loss).
+    loss_weights: str = ""
     # Jitter training images, never flipped (hubkit.training.augment): "full" = small affine + contrast/brightness/gamma/noise,
     # "intensity" = without the affine, "none". true/false mean "full"/"none". Off in the seed recipe; on for small
     # cohorts, where a model otherwise memorises studies.
@@ -249,7 +272,11 @@ class TrainConfig:
             )
         if not self.finetune_vision_layers and not self.finetune_language_layers:
             raise ValueError("at least one of finetune_vision_layers / finetune_language_layers must be true")
-        self.oversample_factors()  # validates the string
+        self.oversample_factors()  # validates the strings
+        self.loss_weight_factors()
+        if self.loss_weights and self.backend == "unsloth":
+            raise ValueError("loss_weights works on the TRL backend only (Unsloth computes its own fused loss): pass "
+                             "--backend trl, or drop loss_weights")
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "TrainConfig":
@@ -274,16 +301,14 @@ class TrainConfig:
 
     def oversample_factors(self) -> dict[int, int]:
         """Class index -> repetition factor, from `oversample` ("moderate=2,severe=4" -> {0: 1, 1: 2, 2: 4})."""
-        names = {"normal": 0, "normal_mild": 0, "n": 0, "moderate": 1, "m": 1, "severe": 2, "s": 2}
-        factors = {i: 1 for i in range(len(CODES))}
-        for part in filter(None, (p.strip() for p in self.oversample.split(","))):
-            key, sep, value = part.partition("=")
-            if not sep or key.strip().lower() not in names or not value.strip().isdigit() or int(value) < 1:
-                raise ValueError(
-                    f"oversample: cannot read {part!r}; expected e.g. 'moderate=2,severe=4' (integer factors >= 1)"
-                )
-            factors[names[key.strip().lower()]] = int(value)
-        return factors
+        return {k: int(v) for k, v in _grade_factors(self.oversample, "oversample", integer=True).items()}
+
+    def loss_weight_factors(self) -> dict[int, float] | None:
+        """Class index -> loss weight of the grade's answer token, from `loss_weights` ("moderate=2,severe=4" ->
+        {0: 1.0, 1: 2.0, 2: 4.0}); None when unweighted ("")."""
+        if not self.loss_weights.strip():
+            return None
+        return {k: float(v) for k, v in _grade_factors(self.loss_weights, "loss_weights", integer=False).items()}
 
     def steps_for(self, train_rows: int, world_size: int = 1) -> int:
         """Optimiser steps for `num_train_epochs` over `train_rows` (already oversampled) rows on `world_size` ranks."""

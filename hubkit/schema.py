@@ -26,6 +26,11 @@ CONDITION_TITLES: dict[str, str] = {
     "ls": "Left Subarticular Stenosis",
     "rs": "Right Subarticular Stenosis",
 }
+# The official metric's condition groups (the first of these words in a row id): left and right sides pool into one
+# group each, so each group weighs as much in the score as the spinal canal's five rows.
+GROUPS: tuple[str, ...] = ("spinal", "foraminal", "subarticular")
+CONDITION_GROUP: dict[str, str] = {"canal": "spinal", "lf": "foraminal", "rf": "foraminal", "ls": "subarticular",
+                                   "rs": "subarticular"}
 # Answer keys (compact) -> RSNA `level` text / column suffix.
 LEVELS: tuple[str, ...] = ("L1L2", "L2L3", "L3L4", "L4L5", "L5S1")
 LEVEL_TITLES: dict[str, str] = {lv: f"{lv[:2]}/{lv[2:]}" for lv in LEVELS}  # "L1/L2"

@@ -144,3 +144,26 @@ def test_card_install_line_and_snippet_without_hubkit(tmp_path):
     model, processor = load_model(copy), AutoProcessor.from_pretrained(copy)
     seed = free_generate(model, processor, [{"images": images, "views": list(VIEWS)}], max_new_tokens=200)[0]
     assert printed == [seed.text]
+
+
+def test_calibration_shows_raw_and_calibrated_scores_only_when_present(tmp_path):
+    run, ev = _run_dir(tmp_path)
+    plain = render_model_card(run, ev, "me/m")
+    assert "## Calibration" not in plain and "calibrated" not in plain
+    (run / "calibration.json").write_text(json.dumps({
+        "schema_version": 1, "t_spinal": 1.2, "t_foraminal": 0.9, "t_subarticular": 1.1, "severe_spinal_scale": 1.3,
+        "split": "validation", "dataset": "me/lumbar-ds", "n_studies": 30, "score_raw": 0.61,
+        "score_calibrated": 0.55}))
+    only_fit = render_model_card(run, ev, "me/m")  # an evaluation made before calibrating: its single row stays
+    assert "| `validation` of `me/lumbar-ds` (fitted here) | 30 | 0.610 | 0.550 |" in only_fit
+    assert "(evaluated)" not in only_fit and "| Official RSNA 2024 score (weighted log-loss" in only_fit
+    assert "(spinal 1.2, foraminal 0.9, subarticular 1.1) and a scale of 1.3" in only_fit
+    (ev / "results_finetuned.json").write_text(json.dumps({**FT, "calibrated": True, "rsna_score_raw": 0.31,
+                                                           "split": "test", "dataset_id": "me/held-out"}))
+    text = render_model_card(run, ev, "me/m")
+    assert "| Official RSNA 2024 score, raw probabilities (lower is better) | 1.200 | 0.310 |" in text
+    assert "| Official RSNA 2024 score, calibrated (`calibration.json`) | – | 0.234 |" in text
+    assert "| `test` of `me/held-out` (evaluated) | 12 | 0.310 | 0.234 |" in text
+    for name, body in _sections(text).items():
+        assert body.strip(), f"empty section {name!r}"
+    assert "\n\n\n" not in text

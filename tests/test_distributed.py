@@ -1,4 +1,5 @@
-"""hubkit train under torchrun (2 CPU processes, gloo): ranks read disjoint studies; only rank 0 writes the run."""
+"""hubkit.distributed (rank, relaunch), and hubkit train under torchrun (2 CPU processes, gloo): ranks read disjoint
+studies; only rank 0 writes the run."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from hubkit.training.distributed import World, launch_command, world
+from hubkit.distributed import World, launch_command, world
 
 REPO = Path(__file__).resolve().parents[1]
 

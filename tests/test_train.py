@@ -283,6 +283,17 @@ def test_config_overrides_and_validation():
     assert TrainConfig(oversample="moderate=2, severe=4").oversample_factors() == {0: 1, 1: 2, 2: 4}
 
 
+def test_loss_weights_parse_like_oversample_and_need_the_trl_backend():
+    assert TrainConfig().loss_weight_factors() is None  # "" = the plain loss
+    assert TrainConfig(loss_weights="moderate=2, severe=4").loss_weight_factors() == {0: 1.0, 1: 2.0, 2: 4.0}
+    assert TrainConfig(loss_weights="s=2.5").loss_weight_factors() == {0: 1.0, 1: 1.0, 2: 2.5}
+    for bad in ("moderate:2", "severe=0", "mild=2", "severe=inf"):
+        with pytest.raises(ValueError, match=f"loss_weights: cannot read '{bad}'"):
+            TrainConfig(loss_weights=bad)
+    with pytest.raises(ValueError, match="TRL backend only .*pass --backend trl"):
+        TrainConfig(backend="unsloth").with_overrides(loss_weights="severe=4")
+
+
 def test_augment_jitters_training_images_only(synth_ds):
     import datasets
     import numpy as np

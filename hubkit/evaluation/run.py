@@ -8,17 +8,23 @@ Output folder (fixed names; the model card reads them):
 
     eval_config.json                   what was evaluated: model, base, dataset, split, studies, decoding, device,
                                        versions, timing per variant, and this file list
-    results_finetuned.json             every metric of `hubkit.evaluation.metrics.compute_all` (kappa, qwk,
-                                       ..., rsna_score, confusion matrices) + a few metadata keys; `_`-prefixed
-                                       keys are provenance (timestamp, versions)
-    predictions.csv                    Kaggle submission format (row_id, normal_mild, moderate, severe), fine-tuned
-    predictions.jsonl                  one line per study: study_id, json, labels, probs, references, views
+    results_finetuned.json             every metric of `hubkit.evaluation.metrics.compute_all`
+                                       (kappa, qwk, ..., rsna_score, confusion matrices) + a few metadata keys;
+                                       `_`-prefixed keys are provenance (timestamp, versions). With the run's
+                                       calibration.json applied (the default), `rsna_score` and `rsna_<group>` are
+                                       calibrated and `rsna_score_raw` / `rsna_<group>_raw` the model's own;
+                                       `calibrated` says which, `calibration` holds the parameters
+    predictions.csv                    Kaggle submission format (row_id, normal_mild, moderate, severe), fine-tuned,
+                                       calibrated when the run has calibration.json
+    predictions.jsonl                  one line per study: study_id, json, labels, probs (raw: what `hubkit
+                                       calibrate` fits on), probs_calibrated (when applied), references, views
     figures/finetuned/confusion_matrix.png, confusion_matrix_{canal,lf,rf,ls,rs}.png
     with compare_base (the untrained base of the adapter, same processor, same decoding):
     results_base.json  predictions_base.csv  predictions_base.jsonl  figures/base/confusion_matrix*.png
 
 Predictions use schema-constrained decoding, so probabilities are the model's own per-field distributions (the
 official RSNA log loss is computed from them) and there are no parse failures (`parse_failure_rate` = 0).
+Calibration changes probabilities only: κ and the other label metrics use the decoder's labels either way.
 """
 
 from __future__ import annotations
@@ -37,7 +43,10 @@ from hubkit._imports import require_train, versions
 VARIANTS = ("finetuned", "base")
 EVAL_CONFIG = "eval_config.json"
 # Metadata stored next to the metrics in results_<variant>.json.
-_META_KEYS = ("variant", "model_id", "dataset_id", "split", "n_studies", "decoding", "studies_per_second")
+_META_KEYS = ("variant", "model_id", "dataset_id", "split", "n_studies", "decoding", "studies_per_second", "calibrated",
+              "calibration")
+# The official score's parts, also reported on the raw probabilities (suffix _raw) next to the calibrated ones.
+_RSNA_PARTS = ("rsna_score", "rsna_spinal", "rsna_foraminal", "rsna_subarticular", "rsna_any_severe_spinal")
 
 
 def result_files(variant: str) -> dict[str, str]:
@@ -74,7 +83,7 @@ def load_eval_split(dataset: str | os.PathLike, split: str = "validation", max_s
 def evaluate_model(model: str | os.PathLike, dataset: str | os.PathLike, split: str = "validation", *,
                    output: str | os.PathLike, compare_base: bool = False, batch_size: int = 8,
                    max_studies: int | None = None, method: str = "stepwise", device: Any = None,
-                   progress: bool = True) -> dict[str, Any]:
+                   progress: bool = True, calibrate: bool = True) -> dict[str, Any]:
     """Predict every study of a split, score it, and write the output folder described in the module docstring.
 
     Args:
@@ -88,9 +97,12 @@ def evaluate_model(model: str | os.PathLike, dataset: str | os.PathLike, split: 
         method: constrained decoding method, "stepwise" or "speculative" (same labels and probabilities).
         device: pipeline device (default: CUDA if available, else CPU).
         progress: show a tqdm progress bar per variant.
+        calibrate: apply the model's calibration.json (when it has one) to the fine-tuned probabilities; the raw
+            official score is reported too. The base model is never calibrated.
 
     Returns:
-        {"output": folder, "finetuned": metrics, "base": metrics or None, "eval_config": the eval_config.json dict}.
+        {"output": folder, "finetuned": metrics, "base": metrics or None, "eval_config": the eval_config.json dict};
+        metrics carry `rsna_score` (calibrated when `calibrated`), `rsna_score_raw` and `calibrated`.
 
     Raises:
         ValueError: bad dataset/split/columns, model or base not loadable, or compare_base for a full model.
@@ -114,8 +126,9 @@ def evaluate_model(model: str | os.PathLike, dataset: str | os.PathLike, split: 
     t0 = time.perf_counter()
     pipe = _load(load_pipeline, model_dir, device=device)
     timing = {"finetuned": {"load_s": round(time.perf_counter() - t0, 3)}}
+    calibration = pipe.calibration if calibrate else None
     metrics = {"finetuned": _run_variant("finetuned", pipe, ds, out, batch_size, method, progress,
-                                         {**common, "model_id": str(model)}, timing["finetuned"])}
+                                         {**common, "model_id": str(model)}, timing["finetuned"], calibration)}
     env = {"device": str(pipe.device), "dtype": str(getattr(pipe.model, "dtype", "")).replace("torch.", ""),
            "quantized_4bit": bool(getattr(pipe.model, "is_loaded_in_4bit", False)),
            "answer_plan": pipe.plan.kind}
@@ -139,7 +152,9 @@ def evaluate_model(model: str | os.PathLike, dataset: str | os.PathLike, split: 
         if "study_id" in ds.column_names else None, "max_studies": max_studies, "batch_size": batch_size,
         "decoding": {"method": method, "constrained": True,
                      "probabilities": "softmax over the N/M/S tokens at each answer field"},
-        "compare_base": compare_base, **env, "slices": _slices(dataset), "timing": timing, "files": {"eval_config": EVAL_CONFIG, **files},
+        "compare_base": compare_base, **env,
+        "calibration": calibration.to_dict() if calibration is not None else None,
+        "slices": _slices(dataset), "timing": timing, "files": {"eval_config": EVAL_CONFIG, **files},
         "versions": versions(("hubkit", "torch", "transformers", "peft", "datasets", "evaluate", "bitsandbytes")),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
@@ -148,43 +163,58 @@ def evaluate_model(model: str | os.PathLike, dataset: str | os.PathLike, split: 
 
 
 def _run_variant(variant: str, pipe, ds, out: Path, batch_size: int, method: str, progress: bool,
-                 meta: dict, timing: dict) -> dict:
+                 meta: dict, timing: dict, calibration=None) -> dict:
     from tqdm.auto import tqdm
 
-    from hubkit.evaluation.metrics import compute_all, plot_confusion_matrices, study_rows, write_submission_csv
+    from hubkit.evaluation.metrics import (compute_all, load_metric, plot_confusion_matrices, study_rows,
+                                           write_submission_csv)
 
     files = result_files(variant)
     refs = ds.select_columns([c for c in ("study_id", *schema.LABEL_COLUMNS) if c in ds.column_names])
     t0 = time.perf_counter()
     outputs = []
-    stream = pipe(ds, batch_size=batch_size, method=method)
+    stream = pipe(ds, batch_size=batch_size, method=method, calibrate=False)  # raw: calibrated below, both kept
     for o in tqdm(stream, total=len(ds), desc=f"evaluate {variant}", unit="study", disable=not progress):
         outputs.append(o)
     elapsed = time.perf_counter() - t0
     timing.update(predict_s=round(elapsed, 3), studies_per_s=round(len(ds) / max(elapsed, 1e-9), 4))
 
-    rows, lines = [], []
+    rows, raw_rows, lines = [], [], []
     for i, (o, ref) in enumerate(zip(outputs, refs)):
         sid = str(ref.get("study_id") or o.get("study_id") or i)
         labels = {c: int(ref[c]) if ref[c] is not None else -1 for c in schema.LABEL_COLUMNS}
-        rows += study_rows(sid, labels, probs=o["probs"])
+        # the decoder's labels, whatever calibration does to the probabilities
+        preds = {schema.label_column(c, lv): schema.CODES.index(o["levels"][lv][c]["label"])
+                 for lv in schema.LEVELS for c in schema.CONDITIONS}
+        probs = calibration.apply(o["probs"]) if calibration is not None else o["probs"]
+        rows += study_rows(sid, labels, probs=probs, preds=preds)
+        raw_rows += study_rows(sid, labels, probs=o["probs"], preds=preds) if calibration is not None else []
         codes = schema.labels_to_codes(labels)
         lines.append(json.dumps({
             "study_id": sid, "json": o["json"],
             "labels": {lv: {c: o["levels"][lv][c]["label"] for c in schema.CONDITIONS} for lv in schema.LEVELS},
-            "probs": o["probs"],
+            "probs": o["probs"], **({"probs_calibrated": probs} if calibration is not None else {}),
             "references": codes, "views": o["views"], "schema_mass": o.get("schema_mass"),
         }, separators=(",", ":")))
     results = compute_all(rows, parse_failures=[False] * len(outputs))
+    if calibration is not None:
+        raw = load_metric("rsna_lumbar_metric").compute(
+            row_ids=[r["row_id"] for r in raw_rows], predictions=[r["probs"] for r in raw_rows],
+            references=[r["reference"] for r in raw_rows])
+    else:
+        raw = results
+    results.update({f"{k}_raw": raw[k] for k in _RSNA_PARTS})
     clash = set(results) & set(_META_KEYS)
     if clash:
         raise RuntimeError(f"metric keys clash with metadata keys: {sorted(clash)}")
     write_submission_csv(out / files["predictions_csv"], rows)
     (out / files["predictions_jsonl"]).write_text("\n".join(lines) + "\n")
     plot_confusion_matrices(results, out / files["figures"])
-    record = {**results, "variant": variant, **meta, "studies_per_second": timing["studies_per_s"]}
+    record = {**results, "variant": variant, **meta, "studies_per_second": timing["studies_per_s"],
+              "calibrated": calibration is not None,
+              "calibration": calibration.to_dict() if calibration is not None else None}
     _save(out / files["results"], record)
-    return results
+    return {**results, "calibrated": calibration is not None}
 
 
 def _save(path: Path, record: dict) -> None:

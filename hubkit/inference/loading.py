@@ -129,7 +129,8 @@ def bf16_weight_bytes(model: str) -> int | None:
 
 def load_model(model: str | os.PathLike, dtype: Any = "auto", load_in_4bit: bool | None = None,
                revision: str | None = None, token: str | None = None, **from_pretrained_kwargs: Any):
-    """Base + adapter (or a full model), ready for inference; `model._hubkit_source` = the folder it came from.
+    """Base + adapter (or a full model), ready for inference; `model._hubkit_source` = the folder it came from,
+    `model._hubkit_calibration` = its calibration.json (`hubkit.inference.calibration.Calibration`) or None.
 
     Raises:
         LumbarLoadError: folder/repo/base model not found or not loadable (the message says which).
@@ -182,6 +183,17 @@ def load_model(model: str | os.PathLike, dtype: Any = "auto", load_in_4bit: bool
     net._hubkit_source = str(src)
     net._hubkit_base = base
     net._hubkit_manifest = run_manifest(src)
+    net._hubkit_calibration = _calibration_of(src)
     net._hubkit_load_note = note
     return net
 
+
+
+def _calibration_of(src: Path):
+    """The folder's calibration.json (fitted by `hubkit calibrate`), or None; a broken one is a load error."""
+    from .calibration import read_calibration
+
+    try:
+        return read_calibration(src)
+    except ValueError as e:
+        raise LumbarLoadError(str(e)) from e

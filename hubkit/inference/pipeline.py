@@ -7,6 +7,7 @@
     out = clf({"images": [img1, img2], "views": ["Sagittal T2", "Axial T2 L4/L5"]})
     outs = clf([row1, row2, row3], batch_size=8)                            # dataset rows / several studies
     out["levels"]["L4L5"]["canal"]  # {"label": "M", "severity": "Moderate", "probs": {"N": .., "M": .., "S": ..}}
+    raw = clf("train_images/4003253", calibrate=False)  # probabilities without the run's calibration.json
 
 Loading (`hubkit.inference.loading`): the adapter's base + LoRA, the processor from the adapter folder.
 transformers' factory swaps an adapter path for its base and would load the processor from the base, so the task
@@ -62,10 +63,13 @@ class MissingViewsWarning(UserWarning):
     `missing_views`); filter it with `warnings.simplefilter("ignore", MissingViewsWarning)`."""
 
 
-def _format(pred, views: list[str], notes: list[str]) -> dict[str, Any]:
+def _format(pred, views: list[str], notes: list[str], calibration=None) -> dict[str, Any]:
     import warnings
 
     from hubkit import schema
+
+    # Calibration moves the probabilities only: the labels and the JSON stay the decoder's answer (its argmax).
+    probs = calibration.apply(pred.probs) if calibration is not None else pred.probs
 
     missing = [v for v in schema.VIEWS if v not in views]
     if missing:  # once per study: its grades rest on fewer slices than training's
@@ -77,11 +81,12 @@ def _format(pred, views: list[str], notes: list[str]) -> dict[str, Any]:
         levels[lv] = {}
         for c in schema.CONDITIONS:
             code = pred.labels[lv][c]
-            p = pred.probs[schema.label_column(c, lv)]
+            p = probs[schema.label_column(c, lv)]
             levels[lv][c] = {"label": code, "severity": schema.SEVERITY_NAMES[schema.CODES.index(code)],
                              "probs": dict(zip(schema.CODES, p))}
-    return {"study_id": pred.study_id, "levels": levels, "json": pred.json, "probs": pred.probs,
-            "views": list(views), "missing_views": missing, "notes": notes, "schema_mass": pred.schema_mass}
+    return {"study_id": pred.study_id, "levels": levels, "json": pred.json, "probs": probs,
+            "calibrated": calibration is not None, "views": list(views), "missing_views": missing, "notes": notes,
+            "schema_mass": pred.schema_mass}
 
 
 def _collate(items: list[dict]) -> dict:
@@ -160,7 +165,8 @@ def _classes():
         speculative for a single study, stepwise for batches, both exact; "stepwise"; "speculative"); `draft` (the
         speculative draft: one code or 25); `slice_size` (side of the slices read from DICOM; default: the run's,
         from its dataset manifest); `series_descriptions` (the RSNA series-descriptions CSV, or {series_id:
-        description}; default: the CSV beside a `*_images/` folder, if there is one).
+        description}; default: the CSV beside a `*_images/` folder, if there is one); `calibrate` (apply the model's
+        calibration.json to the probabilities, default True when it has one; labels and JSON are never changed).
         """
 
         _load_processor = False
@@ -179,10 +185,14 @@ def _classes():
             self.plan = answer_plan(self.processor.tokenizer)
             # The side the training slices were stored at: DICOM folders are read at it, as the builder did.
             self.slice_size = (getattr(model, "_hubkit_manifest", None) or {}).get("slice_size")
+            # Fitted by `hubkit calibrate` and shipped beside the adapter; applied unless a call says calibrate=False.
+            self.calibration = getattr(model, "_hubkit_calibration", None)
 
         def _sanitize_parameters(self, method=None, draft=None, slice_size=None, series_descriptions=None,
-                                 **kwargs):
-            pre, fwd = {}, {}
+                                 calibrate=None, **kwargs):
+            pre, fwd, post = {}, {}, {}
+            if calibrate is not None:
+                post["calibrate"] = bool(calibrate)
             if slice_size is not None:
                 pre["slice_size"] = int(slice_size)
             if series_descriptions is not None:
@@ -193,7 +203,7 @@ def _classes():
                 fwd["draft"] = draft
             if kwargs:
                 raise TypeError(f"lumbar-classify got unknown arguments {sorted(kwargs)}")
-            return pre, fwd, {}
+            return pre, fwd, post
 
         def __call__(self, inputs, *args, **kwargs):
             if _is_hf_dataset(inputs):  # map-style or streamed: rows in batches, results as an iterator
@@ -233,12 +243,12 @@ def _classes():
                 self._worker_pool = current = (key, pool)
             return current[1]
 
-        def postprocess(self, model_outputs):
+        def postprocess(self, model_outputs, calibrate: bool = True):
             res = model_outputs["results"]
             if isinstance(res, list):
                 res = res[0]
             pred, views, notes = res
-            return _format(pred, views, notes)
+            return _format(pred, views, notes, self.calibration if calibrate else None)
 
         def get_iterator(self, inputs, num_workers, batch_size, preprocess_params, forward_params,
                          postprocess_params):

@@ -2,7 +2,8 @@
 
 recipe (orchestration, run folder) · data (the streamed chat rows, token budget) · backends (Unsloth / TRL + PEFT
 models, collators, trainer) · collate (the cached TRL-equivalent collator) · augment (image jitter, left/right
-mirroring) · distributed (ranks, torchrun relaunch). Nothing here is imported by `hubkit.inference`.
+mirroring) · weighting (the loss weighted like the metric) · distributed (DDP notes; ranks and the relaunch are
+`hubkit.distributed`). Nothing here is imported by `hubkit.inference`.
 """
 
 from hubkit.training.recipe import train

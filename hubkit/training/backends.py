@@ -184,15 +184,26 @@ def make_trainer(backend: str, model, processor, cfg, sft_kwargs: dict, train_ds
     from trl import SFTConfig, SFTTrainer
     from trl.trainer import utils as trl_utils
 
+    from hubkit.training import weighting
+
     # TRL 1.15 computes the loss with a fused LM head whose kernel needs triton + CUDA; without it the kernel is
     # None and training dies with "'NoneType' object has no attribute 'apply'". Keep TRL's
     # fused loss only where it works (trl backend on CUDA with triton); elsewhere use the model's own loss, which
     # is what transformers' Trainer.compute_loss does (labels already mask the prompt). Unsloth's patched model
     # computes its own fused cross-entropy, so it also takes the plain path.
     fused = backend == "trl" and torch.cuda.is_available() and trl_utils._ChunkedLogProbFunction is not None
+    # The loss weighted like the metric (TrainConfig.loss_weights) is computed here from the answer's logits.
+    factors = cfg.loss_weight_factors()
+    if factors is not None and backend == "unsloth":
+        raise ValueError("loss_weights works on the TRL backend only (Unsloth computes its own fused loss): pass "
+                         "--backend trl")
+    layout = weighting.grade_layout(processor.tokenizer) if factors is not None else None
 
     class HubkitSFTTrainer(SFTTrainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if layout is not None:
+                return weighting.trainer_loss(self, model, inputs, return_outputs, num_items_in_batch, layout,
+                                              factors)
             if fused:
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             from transformers import Trainer

@@ -78,8 +78,11 @@ def train(dataset: str, base_model: str, output: str | Path, config: TrainConfig
         backend = "trl"
         backend_note = (f"{rank.size} processes: Unsloth's multi-GPU path is not used; falling back to TRL + PEFT"
                         " + bitsandbytes (DDP). Pass --backend unsloth to try Unsloth under DDP anyway.")
-        if rank.main:
-            distributed.log.warning(backend_note)
+    elif backend == "unsloth" and config.backend == "auto" and config.loss_weights:
+        backend = "trl"  # Unsloth's fused loss cannot take per-token weights
+        backend_note = "loss_weights: training on TRL + PEFT (Unsloth computes its own fused loss, unweighted)"
+    if backend_note and rank.main:
+        distributed.log.warning(backend_note)
     distributed.pin_device(rank)
     if backend == "unsloth":
         tb.import_unsloth_first()  # before trl/transformers/peft are imported below

@@ -6,6 +6,9 @@ imports) loaded by file path, fully offline:
   the seed's hard-label RSNA proxy, parse-failure rate).
 - `rsna_lumbar_metric.py`: the official RSNA 2024 score from probabilities.
 
+The submission writer is the consumer's (`hubkit.inference.submission`, re-exported here): `hubkit predict` and
+`hubkit evaluate` write the same format through it.
+
 Typical use by the evaluate command::
 
     rows = [r for s in studies for r in study_rows(s.id, s.labels, probs=s.probs, preds=s.preds)]
@@ -16,7 +19,6 @@ Typical use by the evaluate command::
 
 from __future__ import annotations
 
-import csv
 import os
 from importlib.resources import files
 from pathlib import Path
@@ -24,10 +26,10 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from hubkit.schema import CODES, CONDITION_TITLES, LABEL_COLUMNS, SUBMISSION_COLUMNS, parse_column
+from hubkit.inference.submission import SUBMISSION_EPS, normalise_probs, write_submission_csv
+from hubkit.schema import CODES, CONDITION_TITLES, LABEL_COLUMNS, parse_column
 
 METRIC_NAMES: tuple[str, ...] = ("lumbar_classification", "rsna_lumbar_metric")
-SUBMISSION_EPS = 1e-15  # same clip as the scorer
 
 __all__ = [
     "METRIC_NAMES",
@@ -36,6 +38,7 @@ __all__ = [
     "study_rows",
     "compute_all",
     "write_submission_csv",
+    "SUBMISSION_EPS",
     "plot_confusion_matrices",
 ]
 
@@ -54,13 +57,6 @@ def load_metric(name: str, **kwargs: Any):
 
     kwargs.setdefault("keep_in_memory", True)
     return evaluate.load(metric_path(name), **kwargs)
-
-
-def _normalise(p: Sequence[float], column: str) -> list[float]:
-    arr = np.asarray(p, dtype=np.float64).reshape(-1)
-    if arr.shape != (3,) or not np.all(np.isfinite(arr)) or np.any(arr < 0) or arr.sum() <= 0:
-        raise ValueError(f"{column}: probabilities must be 3 finite values >= 0 with a positive sum, got {p!r}")
-    return (arr / arr.sum()).tolist()
 
 
 def study_rows(
@@ -88,7 +84,7 @@ def study_rows(
         condition, level = parse_column(column)
         if (probs is not None and column not in probs) or (preds is not None and column not in preds):
             raise KeyError(f"study {study_id}: no prediction for {column}")
-        p = _normalise(probs[column], column) if probs is not None else None
+        p = normalise_probs(probs[column], column) if probs is not None else None
         if preds is not None:
             pred = int(preds[column])
             if pred not in range(len(CODES)):
@@ -137,36 +133,6 @@ def compute_all(rows: Sequence[Mapping[str, Any]], parse_failures: Sequence[bool
     if clash:
         raise RuntimeError(f"metric modules return overlapping keys: {sorted(clash)}")
     return {**cls, **rsna}
-
-
-def write_submission_csv(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]]) -> Path:
-    """Kaggle format `row_id,normal_mild,moderate,severe`: 25 rows per study, studies in first-seen order.
-
-    Each row needs `row_id` and `probs`; probabilities are normalised, clipped at 1e-15 and renormalised.
-    Raises ValueError unless every study has each of the 25 label columns exactly once.
-    """
-    by_study: dict[str, dict[str, list[float]]] = {}
-    for r in rows:
-        study, column = str(r["row_id"]).split("_", 1)
-        if column not in LABEL_COLUMNS:
-            raise ValueError(f"{r['row_id']!r}: {column!r} is not an RSNA label column")
-        cols = by_study.setdefault(study, {})
-        if column in cols:
-            raise ValueError(f"duplicate row {r['row_id']!r}")
-        p = np.clip(np.asarray(_normalise(r["probs"], r["row_id"])), SUBMISSION_EPS, 1.0)
-        cols[column] = (p / p.sum()).tolist()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["row_id", *SUBMISSION_COLUMNS])
-        for study, cols in by_study.items():
-            missing = [c for c in LABEL_COLUMNS if c not in cols]
-            if missing:
-                raise ValueError(f"study {study}: {len(missing)} of 25 rows missing, e.g. {missing[0]}")
-            for c in LABEL_COLUMNS:
-                w.writerow([f"{study}_{c}", *(repr(float(x)) for x in cols[c])])
-    return path
 
 
 def _fmt(x: Any) -> str:
