@@ -8,13 +8,18 @@ import time
 
 import pytest
 
-from hubkit.training.cpu import OthersMeter, cores, threads_for
+from hubkit.training.cpu import OthersMeter, cores, fair_threads, threads_for
 
 
 @pytest.mark.parametrize("n,others,want", [(2, None, 2), (2, 0.0, 2), (2, 0.1, 2), (2, 0.9, 1), (2, 2.0, 1),
                                            (16, 3.2, 13), (4, 0.7, 3)])
 def test_threads_for(n, others, want):
     assert threads_for(n, others) == want
+
+
+def test_fair_threads_never_exceed_what_the_process_was_given():
+    assert fair_threads(cap=1, sample_s=0.05) == 1  # OMP_NUM_THREADS=1 stays 1 on an idle many-core machine
+    assert 1 <= fair_threads(sample_s=0.05) <= cores()
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/stat")

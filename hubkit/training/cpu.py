@@ -6,7 +6,7 @@ behind a preempted sibling (BENCHMARKS.md 6). One thread per *free* core keeps e
 set before training and re-checked while it runs, since neighbours come and go.
 
     from hubkit.training.cpu import fair_threads
-    torch.set_num_threads(fair_threads())
+    torch.set_num_threads(fair_threads(cap=torch.get_num_threads()))
 """
 
 from __future__ import annotations
@@ -63,15 +63,21 @@ def threads_for(n_cores: int, others: float | None) -> int:
     return max(1, min(n_cores, n_cores - math.floor(others + 0.5)))
 
 
-def fair_threads(sample_s: float = 0.5) -> int:
-    """Threads to use now: sample what other processes use for `sample_s` seconds."""
+def fair_threads(cap: int | None = None, sample_s: float = 0.5) -> int:
+    """Threads to use now: sample what other processes use for `sample_s` seconds. Never more than `cap` (the
+    threads the process was given: OMP_NUM_THREADS or an explicit `torch.set_num_threads`), nor than its cores."""
     meter = OthersMeter()
     time.sleep(sample_s)
-    return threads_for(cores(), meter.read())
+    return threads_for(_usable(cap), meter.read())
 
 
-def balancer(every_s: float = 15.0):
-    """A `TrainerCallback` that re-sizes torch's CPU threads every `every_s` seconds to the cores left free."""
+def _usable(cap: int | None) -> int:
+    return max(1, min(cores(), cap)) if cap else cores()
+
+
+def balancer(cap: int | None = None, every_s: float = 15.0):
+    """A `TrainerCallback` that re-sizes torch's CPU threads every `every_s` seconds to the cores left free (at most
+    `cap`, as `fair_threads`)."""
     import torch
     from transformers import TrainerCallback
 
@@ -83,9 +89,9 @@ def balancer(every_s: float = 15.0):
             if time.monotonic() < self.next:
                 return
             self.next = time.monotonic() + every_s
-            want = threads_for(cores(), self.meter.read())
+            want = threads_for(_usable(cap), self.meter.read())
             if want != torch.get_num_threads():
-                log.info("cpu: %d thread(s) (other processes now use the rest of the %d cores)", want, cores())
+                log.info("cpu: %d thread(s) (other processes now use the rest of %d cores)", want, _usable(cap))
                 torch.set_num_threads(want)
 
     return ThreadBalancer()

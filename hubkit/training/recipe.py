@@ -109,8 +109,9 @@ def train(dataset: str, base_model: str, output: str | Path, config: TrainConfig
     if not torch.cuda.is_available() and not rank.distributed:  # share the CPU fairly with whatever else runs
         from hubkit.training import cpu
 
-        torch.set_num_threads(cpu.fair_threads())
-        callbacks = [cpu.balancer(), *(callbacks or [])]
+        given = torch.get_num_threads()  # OMP_NUM_THREADS or the caller's choice: a ceiling, never exceeded
+        torch.set_num_threads(cpu.fair_threads(cap=given))
+        callbacks = [cpu.balancer(cap=given), *(callbacks or [])]
     max_steps = config.max_steps or _derived_steps(streams, config, rank.size)
     if resume and _global_step(last) >= max_steps:
         raise ValueError(f"{run_dir} already trained {_global_step(last)} of {max_steps} steps: nothing to resume "
