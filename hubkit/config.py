@@ -202,7 +202,8 @@ class TrainConfig:
     # Weight in the training loss of the answer tokens that carry a Moderate / Severe grade, e.g.
     # "moderate=2,severe=4", as the official metric weighs those rows (every other supervised token weighs 1 and the
     # loss is normalised by the weight sum): the loss then ranks mistakes as the score does. "" = the plain
-    # token-mean loss. TRL backend only (Unsloth computes its own fused loss).
+    # token-mean loss (the default: on the tiny model it cost κ on every seed and, once calibrated, scored level with
+    # the plain loss, BENCHMARKS.md 7). TRL backend only (Unsloth computes its own fused loss).
     loss_weights: str = ""
     # Jitter training images, never flipped (hubkit.training.augment): "full" = small affine + contrast/brightness/gamma/noise,
     # "intensity" = without the affine, "none". true/false mean "full"/"none". Off in the seed recipe; on for small
