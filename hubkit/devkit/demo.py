@@ -4,8 +4,10 @@
 
 Starts a loopback Hub, writes a synthetic DICOM cohort, builds and pushes the dataset (private), writes and pushes a
 tiny random Gemma 3 base model, trains a LoRA adapter from the streamed Hub dataset and pushes it, evaluates it
-against the untrained base, renders and pushes the model card, then runs `pipeline("lumbar-classify", ...)` in a
-fresh Python process on a study folder the model has never seen. Each step is a real `hubkit` command.
+against the untrained base, fits and pushes the calibration of its probabilities for the official score, renders
+and pushes the model card, runs `pipeline("lumbar-classify", ...)` in a fresh Python process on a study folder the
+model has never seen, and writes a competition submission CSV for the unseen studies (`hubkit predict`). Each step
+is a real `hubkit` command.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ from transformers import pipeline
 clf = pipeline("lumbar-classify", model=sys.argv[1])
 out = clf(sys.argv[2])
 print(json.dumps({"study_id": out["study_id"], "views": out["views"], "json": out["json"]}, indent=1))
-print("probabilities at L4L5:", json.dumps(out["levels"]["L4L5"]))
+print("probabilities at L4L5" + (" (calibrated)" if out["calibrated"] else "") + ":",
+      json.dumps(out["levels"]["L4L5"]))
 """
 
 
@@ -69,27 +72,32 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
     try:
         print(f"loopback hub at {hub.url} (user '{USER}'), everything under {out}")
-        _step(f"1/8 synthetic RSNA-layout DICOM cohort ({args.studies} studies) + 2 unseen studies")
+        _step(f"1/10 synthetic RSNA-layout DICOM cohort ({args.studies} studies) + 2 unseen studies")
         _run(hubkit + ["synth", str(out / "cohort"), "--studies", str(args.studies), "--seed", "0", "--num-proc", procs],
              env)
         _run(hubkit + ["synth", str(out / "unseen"), "--studies", "2", "--seed", "12345"], env)
-        _step("2/8 build the dataset and push it (private)")
+        _step("2/10 build the dataset and push it (private)")
         _run(hubkit + ["build-dataset", str(out / "cohort"), "--output", str(out / "dataset"), "--num-proc", procs,
                        "--push", DATASET_REPO], env)
-        _step("3/8 a tiny random Gemma 3 base model, pushed as the base")
+        _step("3/10 a tiny random Gemma 3 base model, pushed as the base")
         _run(hubkit + ["base", "tiny", str(out / "base"), "--push", BASE_REPO], env)
-        _step("4/8 QLoRA/LoRA fine-tune from the streamed Hub dataset, push the adapter")
+        _step("4/10 QLoRA/LoRA fine-tune from the streamed Hub dataset, push the adapter")
         _run(hubkit + ["train", "--dataset", DATASET_REPO, "--base-model", BASE_REPO, "--output",
                        str(out / "run"), "--config", config, "--push", MODEL_REPO], env)
-        _step("5/8 evaluate on the validation split, fine-tuned vs base")
+        _step("5/10 evaluate on the validation split, fine-tuned vs base")
         _run(hubkit + ["evaluate", "--model", MODEL_REPO, "--dataset", DATASET_REPO, "--output",
                        str(out / "run" / "eval"), "--compare-base"], env)
-        _step("6/8 model card from the run and evaluation files, pushed")
+        _step("6/10 calibrate the probabilities for the official score on the validation predictions, push it")
+        _run(hubkit + ["calibrate", str(out / "run"), "--eval", str(out / "run" / "eval"), "--push", MODEL_REPO], env)
+        _step("7/10 model card from the run and evaluation files, pushed")
         _run(hubkit + ["card", str(out / "run"), "--eval", str(out / "run" / "eval"), "--push", MODEL_REPO], env)
-        _step("7/8 a consumer: pipeline('lumbar-classify') in a fresh process on an unseen study folder")
+        _step("8/10 a consumer: pipeline('lumbar-classify') in a fresh process on an unseen study folder")
         unseen = sorted((out / "unseen" / "train_images").iterdir())[0]
         _run([sys.executable, "-c", PIPELINE_SNIPPET, MODEL_REPO, str(unseen)], env)
-        _step("8/8 results")
+        _step("9/10 a competition submission for the unseen studies (hubkit predict)")
+        _run(hubkit + ["predict", str(out / "unseen" / "train_images"), "--model", MODEL_REPO, "--output",
+                       str(out / "submission.csv")], env)
+        _step("10/10 results")
         _summary(out, hub.url, time.perf_counter() - t_start)
     finally:
         hub.stop()
@@ -107,12 +115,18 @@ def _summary(out: Path, url: str, seconds: float) -> None:
     for key, name in rows:
         vals = [results.get(v, {}).get(key) for v in ("base", "finetuned")]
         print(f"{name:44} " + " ".join(f"{'-' if v is None else f'{v:.3f}':>{w}}" for v, w in zip(vals, (10, 11))))
+    cal = out / "run" / "calibration.json"
+    c = json.loads(cal.read_text()) if cal.is_file() else {}
+    if c.get("score_calibrated") is not None:
+        print(f"{'official score, calibrated on validation (in-sample)':44} {'':>10} {c['score_calibrated']:>11.3f}")
     print(f"""
 Where everything is:
   cohort (DICOM)      {out / 'cohort'}
   dataset + card      {out / 'dataset'}   (hub: {url}/datasets/{DATASET_REPO})
   training run        {out / 'run'}       (adapter, hubkit_config.json, training_log.jsonl, logs/ for TensorBoard)
   evaluation          {eval_dir}
+  calibration         {cal}
+  submission          {out / 'submission.csv'}   (hubkit predict on the unseen studies)
   model card          {out / 'run' / 'README.md'}   (hub: {url}/{MODEL_REPO})
   local hub storage   {out / 'hub'}
 Done in {seconds / 60:.1f} min.""")
