@@ -118,7 +118,7 @@ def _summary(out: Path, url: str, seconds: float) -> None:
     cal = out / "run" / "calibration.json"
     c = json.loads(cal.read_text()) if cal.is_file() else {}
     if c.get("score_calibrated") is not None:
-        print(f"{'official score, calibrated on validation (in-sample)':44} {'':>10} {c['score_calibrated']:>11.3f}")
+        print(f"{'official score, calibrated (in-sample)':44} {'':>10} {c['score_calibrated']:>11.3f}")
     print(f"""
 Where everything is:
   cohort (DICOM)      {out / 'cohort'}
