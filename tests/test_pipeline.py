@@ -185,7 +185,7 @@ def test_missing_views_warn_once_and_are_in_the_output(pipe):
 
 @pytest.mark.parametrize("free_gib,asked,bnb,want_4bit", [
     (80, None, True, False),  # room: bf16, merged
-    (9, None, True, True),  # 8 GiB of weights + headroom do not fit: 4-bit
+    (9, None, True, True),  # weight_bytes below + headroom do not fit: 4-bit
     (9, None, False, False),  # ... unless bitsandbytes is missing (then bf16 is tried, and said)
     (80, True, True, True),  # asked for
     (2, False, True, False),  # refused
