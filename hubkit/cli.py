@@ -13,7 +13,7 @@ import click
 
 from hubkit._imports import DISTRIBUTION
 from hubkit.cli_group import Group, kept as _kept, progress as _progress, quiet as _quiet  # noqa: I001
-from hubkit.cli_group import relaunch_here as _relaunch, run as _run
+from hubkit.cli_group import relaunch_here as _relaunch
 from hubkit.config import BuildConfig
 from hubkit.schema import Picker
 
@@ -55,8 +55,7 @@ def synth(out: str, studies: int, seed: int, num_proc: int) -> None:
     from hubkit.devkit.synth import synth_cohort
 
     _kept(f"the studies written so far stay in {out} (a new run rewrites them)")
-    path = _run(synth_cohort, out, studies, seed, num_proc=num_proc,
-                progress=_progress())
+    path = synth_cohort(out, studies, seed, num_proc=num_proc, progress=_progress())
     click.echo(f"wrote {studies} synthetic studies to {path}")
 
 
@@ -91,8 +90,7 @@ def build_dataset(data_dir, output, num_proc, picker, slice_size, validation_fra
                       validation_fraction=validation_fraction, seed=seed, num_proc=num_proc, max_studies=max_studies)
     out = Path(output)
     _kept(f"finished studies stay in {out.parent / ('.' + out.name + '.build')}: run the same command to resume")
-    report = _run(build, cfg, output, push=push_repo, private=not public,
-                  progress=_progress())
+    report = build(cfg, output, push=push_repo, private=not public, progress=_progress())
     for line in summary(report, out):
         click.echo(line, err=line.startswith(("warning", "csv", "studies", "files")))
     if report.get("pushed"):
@@ -116,7 +114,7 @@ def push(path: str, repo: str, public: bool) -> None:
     """
     from hubkit.publish import push as publish
 
-    res = _run(publish, path, repo, private=not public)
+    res = publish(path, repo, private=not public)
     state = "committed" if res.changed else "nothing changed, no new commit"
     click.echo(f"pushed {path} to {res.url} ({'public' if public else 'private'}; {state}: {res.commit[:12]})")
 
@@ -139,7 +137,7 @@ def base_tiny(out: str, seed: int, push_repo: str | None) -> None:
     """
     from hubkit.devkit.base_models import write_tiny_base
 
-    path = _run(write_tiny_base, out, seed=seed)
+    path = write_tiny_base(out, seed=seed)
     click.echo(f"wrote {path}")
     _push_folder(path, push_repo, "Tiny random Gemma 3 base (hubkit base tiny)")
 
@@ -157,14 +155,14 @@ def base_medgemma_arch(out: str, device: str, dtype: str) -> None:
     """
     from hubkit.devkit.base_models import write_medgemma_arch_base
 
-    click.echo(f"wrote {_run(write_medgemma_arch_base, out, dtype=dtype, device=device)}")
+    click.echo(f"wrote {write_medgemma_arch_base(out, dtype=dtype, device=device)}")
 
 
 def _push_folder(path, repo: str | None, message: str) -> None:
     if repo:
         from hubkit.hub import upload_folder
 
-        _run(upload_folder, path, repo, repo_type="model", commit_message=message)
+        upload_folder(path, repo, repo_type="model", commit_message=message)
         click.echo(f"pushed to {repo} (private)")
 
 
@@ -196,15 +194,14 @@ def train(dataset, base_model, output, config_path, push_repo, backend, oversamp
           --config configs/seed-a100-40g.yaml --output runs/seed --push me/medgemma-lumbar
       hubkit train ... --num-gpus 2      (= torchrun --standalone --nproc-per-node 2 -m hubkit.cli train ...)
     """
-    if num_gpus > 1 and "WORLD_SIZE" not in os.environ:  # this command again under torchrun, one rank per GPU
-        _relaunch("train", num_gpus)
+    _relaunch("train", num_gpus)
     from hubkit.config import TrainConfig
     from hubkit.training import train as run_training
 
     cfg = TrainConfig.from_yaml(config_path) if config_path else TrainConfig()
     cfg = cfg.with_overrides(backend=backend, oversample=oversample, loss_weights=loss_weights, max_steps=max_steps)
     _kept(f"checkpoints stay in {output}/checkpoints: add --resume to continue")
-    run = _run(run_training, dataset, base_model, output, cfg, resume=resume, push=push_repo)
+    run = run_training(dataset, base_model, output, cfg, resume=resume, push=push_repo)
     click.echo(f"run folder: {run}" + (f" (pushed to {push_repo})" if push_repo else ""))
 
 
@@ -227,8 +224,8 @@ def evaluate(model, dataset, split, output, compare_base, batch_size, max_studie
     """
     from hubkit.evaluation import evaluate_model
 
-    res = _run(evaluate_model, model, dataset, split=split, output=output, compare_base=compare_base,
-               batch_size=batch_size, max_studies=max_studies, calibrate=not no_calibration, progress=_progress())
+    res = evaluate_model(model, dataset, split=split, output=output, compare_base=compare_base, batch_size=batch_size,
+                         max_studies=max_studies, calibrate=not no_calibration, progress=_progress())
     for name in ("finetuned", "base"):
         r = res.get(name)
         if r:
@@ -262,12 +259,13 @@ def calibrate(run_dir, eval_dir, push_repo) -> None:
     """
     from hubkit.evaluation.calibration import calibrate_run
 
-    cal = _run(calibrate_run, run_dir, eval_dir, push=push_repo)
+    cal = calibrate_run(run_dir, eval_dir, push=push_repo)
     temps = ", ".join(f"{g} {t:.3g}" for g, t in cal.temperatures.items())
     click.echo(f"fitted on {cal.split or 'an unnamed split'} ({cal.n_studies} studies): official RSNA score "
                f"{_num(cal.score_raw)} raw -> {_num(cal.score_calibrated)} calibrated "
                f"(temperatures {temps}; severe-spinal scale {cal.severe_spinal_scale:.3g})")
-    click.echo(f"wrote {os.path.join(run_dir, 'calibration.json')}" + (f" and pushed it to {push_repo}" if push_repo else ""))
+    pushed = f" and pushed it to {push_repo}" if push_repo else ""
+    click.echo(f"wrote {os.path.join(run_dir, 'calibration.json')}{pushed}")
 
 
 @cli.command()
@@ -294,13 +292,12 @@ def predict(data_dir, model, output, batch_size, no_calibration, series_descript
       hubkit predict /data/rsna --model runs/a --output sub.csv --num-gpus 2
           (= torchrun --standalone --nproc-per-node 2 -m hubkit.cli predict ...)
     """
-    if num_gpus > 1 and "WORLD_SIZE" not in os.environ:  # this command again under torchrun, one rank per GPU
-        _relaunch("predict", num_gpus)
+    _relaunch("predict", num_gpus)
     from hubkit.inference.predict import predict_folder
 
-    report = _run(predict_folder, data_dir, model, output, batch_size=batch_size, calibrate=not no_calibration,
-                  series_descriptions=series_descriptions, num_workers=num_workers, slice_size=slice_size,
-                  on_warning=lambda m: click.echo(f"warning: {m}", err=True))
+    report = predict_folder(data_dir, model, output, batch_size=batch_size, calibrate=not no_calibration,
+                            series_descriptions=series_descriptions, num_workers=num_workers, slice_size=slice_size,
+                            on_warning=lambda m: click.echo(f"warning: {m}", err=True), progress=_progress())
     if report.main:
         again = "; all were there already: delete the file to predict again" if report.reused == report.studies else ""
         click.echo(f"wrote {report.output}: {report.studies} studies ({report.predicted} predicted now, "
@@ -314,7 +311,8 @@ def predict(data_dir, model, output, batch_size, no_calibration, series_descript
               help="Folder written by `hubkit evaluate` (metrics tables, confusion matrices).")
 @click.option("--push", "push_repo", default=None, metavar="OWNER/NAME",
               help="Upload only the card files (README.md + card_assets/) to this model repo, in one commit.")
-@click.option("--repo-id", default=None, metavar="OWNER/NAME", help="Repo id shown in the quick start (default: --push).")
+@click.option("--repo-id", default=None, metavar="OWNER/NAME",
+              help="Repo id shown in the quick start (default: --push).")
 @click.option("--public", is_flag=True, help="Create the repo public if it does not exist yet.")
 def card(run_dir, eval_dir, push_repo, repo_id, public) -> None:
     """Render the adapter's model card (README.md) from the run's files, optionally push it.
@@ -325,7 +323,7 @@ def card(run_dir, eval_dir, push_repo, repo_id, public) -> None:
     """
     from hubkit.cards.model import write_model_card
 
-    path = _run(write_model_card, run_dir, eval_dir, repo_id or push_repo, push=bool(push_repo), private=not public)
+    path = write_model_card(run_dir, eval_dir, repo_id or push_repo, push=bool(push_repo), private=not public)
     click.echo(f"wrote {path}" + (f" and pushed it to {push_repo}" if push_repo else ""))
 
 

@@ -43,11 +43,6 @@ class Group(click.Group):
             ctx.exit(1)
 
 
-def run(fn, *args, **kwargs):
-    """The verb's one library call (errors are turned into one line by the group)."""
-    return fn(*args, **kwargs)
-
-
 def progress() -> bool:
     """Progress bars wanted (not --quiet)."""
     return not click.get_current_context().find_root().params.get("quiet")
@@ -59,7 +54,10 @@ def kept(what: str) -> None:
 
 
 def relaunch_here(verb: str, num_gpus: int) -> None:
-    """Run this very command again under torchrun, one process per GPU, and exit with its code."""
+    """With `num_gpus` > 1 and not yet under a launcher: run this very command again under torchrun, one process per
+    GPU, and exit with its code. Otherwise return, and the verb runs here (a single process, or one rank)."""
+    if num_gpus <= 1 or "WORLD_SIZE" in os.environ:
+        return
     from hubkit.distributed import relaunch
 
     raise SystemExit(relaunch(num_gpus, sys.argv[sys.argv.index(verb) + 1:], verb=verb))

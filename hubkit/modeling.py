@@ -20,12 +20,6 @@ def nf4_config(compute_dtype: Any):
 REMOTE_CODE_REFUSED = "trust_remote_code=True is refused: hubkit never runs code shipped in a model repo"
 
 
-def refuse_remote_code(kwargs: dict[str, Any]) -> None:
-    """Pop `trust_remote_code` from `kwargs`; ValueError if it asked for remote code."""
-    if kwargs.pop("trust_remote_code", None):
-        raise ValueError(REMOTE_CODE_REFUSED)
-
-
 def base_card_facts(base_model: str) -> dict | None:
     """The licence and tags a base model's own card declares (local folder or Hub repo); None without a card.
 

@@ -33,9 +33,11 @@ from pathlib import Path
 import numpy as np
 
 from hubkit import schema
+from hubkit.evaluation.run import EVAL_CONFIG, result_files
 from hubkit.inference.calibration import COLUMN_GROUPS, Calibration, write_calibration
+from hubkit.inference.loading import ADAPTER_CONFIG, RUN_CONFIG
 
-EPS = 1e-15  # the scorer's clip
+EPS = 1e-15  # the scorer's clip (rsna_lumbar_metric.EPS: that module loads datasets and evaluate on import)
 # Each parameter stays in [1/4, 4]: wide enough for any model's over- or under-confidence, narrow enough that a
 # small validation split cannot push a parameter to an extreme that only fits its few studies.
 BOUNDS = (math.log(0.25), math.log(4.0))
@@ -152,7 +154,7 @@ def load_predictions(eval_dir: str | os.PathLike) -> tuple[list[str], np.ndarray
         FileNotFoundError: no predictions.jsonl in the folder.
         ValueError: a line lacks probabilities or references.
     """
-    path = Path(eval_dir) / "predictions.jsonl"
+    path = Path(eval_dir) / result_files("finetuned")["predictions_jsonl"]
     if not path.is_file():
         raise FileNotFoundError(f"{path}: not found; run `hubkit evaluate --split validation --output {eval_dir}` "
                                 "first")
@@ -186,10 +188,10 @@ def calibrate_run(run_dir: str | os.PathLike, eval_dir: str | os.PathLike, push:
     from hubkit.inference.calibration import CALIBRATION_FILE
 
     run = Path(run_dir)
-    if not (run / "adapter_config.json").is_file() and not (run / "hubkit_config.json").is_file():
-        raise FileNotFoundError(f"{run}: not a run folder (no adapter_config.json / hubkit_config.json)")
+    if not (run / ADAPTER_CONFIG).is_file() and not (run / RUN_CONFIG).is_file():
+        raise FileNotFoundError(f"{run}: not a run folder (no {ADAPTER_CONFIG} / {RUN_CONFIG})")
     _, probs, refs = load_predictions(eval_dir)
-    cfg_path = Path(eval_dir) / "eval_config.json"
+    cfg_path = Path(eval_dir) / EVAL_CONFIG
     cfg = json.loads(cfg_path.read_text()) if cfg_path.is_file() else {}
     split = cfg.get("split")
     if split == "train":

@@ -1,8 +1,8 @@
 """Loading what the pipeline runs: a run/adapter folder or Hub repo -> base model + LoRA, ready for inference.
 
-`adapter_config.json`'s `base_model_name_or_path` is loaded (4-bit nf4 on CUDA when bitsandbytes is installed, else
-the checkpoint dtype: bf16 or fp32), the adapter is applied with PEFT (which, unlike transformers' own adapter
-loader, restores `modules_to_save` weights) and merged unless the base is quantized.
+`adapter_config.json`'s `base_model_name_or_path` is loaded (on CUDA in bf16, or in 4-bit nf4 when asked for or
+when bf16 does not fit: `choose_4bit`; on CPU in the checkpoint's dtype), the adapter is applied with PEFT (which,
+unlike transformers' own adapter loader, restores `modules_to_save` weights) and merged unless the base is quantized.
 """
 
 from __future__ import annotations
@@ -32,15 +32,21 @@ class LumbarLoadError(Exception):
 
 
 def resolve_model_dir(model: str | os.PathLike, revision: str | None = None, token: str | None = None) -> Path:
-    """A local folder as is; anything else is a Hub repo id, downloaded (configs, weights, processor files)."""
-    p = Path(model).expanduser()
-    if p.is_dir():
-        return p
-    if p.exists() or str(model).startswith((".", "/", "~")) or str(model).count("/") != 1:
+    """A local folder as is; a Hub repo id is downloaded (configs, weights, processor files); `sources.locate` tells
+    which."""
+    from hubkit.sources import locate
+
+    try:
+        loc = locate(model, "model")
+    except FileNotFoundError:
+        loc = None
+    if loc is None or (loc.path is not None and not loc.path.is_dir()):
         raise LumbarLoadError(f"{model}: not a model folder (and not a Hub repo id of the form owner/name)")
+    if loc.path is not None:
+        return loc.path
     from hubkit.hub import download_snapshot
 
-    return download_snapshot(str(model), revision=revision, token=token, allow_patterns=_HUB_PATTERNS)
+    return download_snapshot(loc.repo_id, revision=revision, token=token, allow_patterns=_HUB_PATTERNS)
 
 
 def run_manifest(model_dir: str | os.PathLike) -> dict | None:
@@ -65,7 +71,10 @@ def base_model_of(model_dir: str | os.PathLike) -> str | None:
             raise LumbarLoadError(f"{model_dir}: a run folder without an adapter yet (training has not finished, "
                                   "or was interrupted: add --resume to the train command)")
         return None
-    base = json.loads(cfg.read_text()).get("base_model_name_or_path")
+    try:
+        base = json.loads(cfg.read_text()).get("base_model_name_or_path")
+    except ValueError as e:  # a ValueError would make transformers' pipeline() quietly try its next model class
+        raise LumbarLoadError(f"{cfg}: not valid JSON ({e})") from e
     if not base:
         raise LumbarLoadError(f"{cfg}: no base_model_name_or_path; cannot tell which base model the adapter needs")
     return base
@@ -186,7 +195,6 @@ def load_model(model: str | os.PathLike, dtype: Any = "auto", load_in_4bit: bool
     net._hubkit_calibration = _calibration_of(src)
     net._hubkit_load_note = note
     return net
-
 
 
 def _calibration_of(src: Path):

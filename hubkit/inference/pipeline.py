@@ -16,8 +16,8 @@ model class and the pipeline loads the processor itself. `model_kwargs={"load_in
 unquantized.
 
 Decoding is `hubkit.inference.decoding.constrained_decode` (schema-forced, batched, probabilities per field); a
-DICOM folder goes through the dataset builder's reader and slice picker (`load_study(..., mode="geometry")`), so the
-pipeline sees the same images as training.
+DICOM folder goes through the dataset builder's reader and slice picker (`load_study(..., picker=Picker.GEOMETRY)`),
+so the pipeline sees the same images as training.
 
 This module imports only the standard library at import time; the pipeline classes are built on first use.
 """
@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import os
 from typing import Any
-
-from hubkit.modeling import REMOTE_CODE_REFUSED
 
 from .inputs import study_from_input
 from .loading import LumbarLoadError, load_model, resolve_model_dir
@@ -44,7 +42,8 @@ def load_pipeline(model: str | os.PathLike, device: Any = None, batch_size: int 
         device: torch device for the pipeline (default: CUDA if available, else CPU).
         batch_size: default batch size of calls.
         dtype: model dtype ("auto" = the checkpoint's).
-        load_in_4bit: None = 4-bit nf4 on CUDA when bitsandbytes is installed; False = never; True = require it.
+        load_in_4bit: None = bf16 with the LoRA merged on CUDA, 4-bit nf4 only where bf16 does not fit
+            (`loading.choose_4bit`); False = never; True = require it.
         kwargs: more `transformers.pipeline` arguments (e.g. `processor=`).
     """
     register()
@@ -144,14 +143,13 @@ def _classes():
     from .studies import merge_encoded
 
     class LumbarAdapterModel(AutoModelForImageTextToText):
-        """`from_pretrained(adapter_or_model)` = `hubkit.pipeline.load_model` (base + adapter via PEFT)."""
+        """`from_pretrained(adapter_or_model)` = `loading.load_model` (base + adapter via PEFT; it refuses
+        trust_remote_code)."""
 
         @classmethod
         def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
             kwargs.pop("config", None)  # the factory passes the base's config; load_model reads it itself
             kwargs.pop("_from_pipeline", None)
-            if kwargs.pop("trust_remote_code", None):
-                raise LumbarLoadError(REMOTE_CODE_REFUSED)
             kwargs.pop("_commit_hash", None)
             return load_model(pretrained_model_name_or_path, dtype=kwargs.pop("dtype", "auto"),
                               load_in_4bit=kwargs.pop("load_in_4bit", None), revision=kwargs.pop("revision", None),
@@ -181,7 +179,7 @@ def _classes():
                 processor = _load_processor(model)
             super().__init__(model=model, processor=processor, **kwargs)
             if self._num_workers is None:
-                self._num_workers = _default_workers(self.device)
+                self._num_workers = DEFAULT_WORKERS
             self.plan = answer_plan(self.processor.tokenizer)
             # The side the training slices were stored at: DICOM folders are read at it, as the builder did.
             self.slice_size = (getattr(model, "_hubkit_manifest", None) or {}).get("slice_size")
@@ -226,9 +224,7 @@ def _classes():
 
         def _merge(self, singles: list[dict]) -> dict:
             pad = self.processor.tokenizer.pad_token_id or 0
-            return {"studies": [s for b in singles for s in b["studies"]],
-                    "notes": [n for b in singles for n in b["notes"]],
-                    "encoded": merge_encoded([b["encoded"] for b in singles], pad)}
+            return {**_collate(singles), "encoded": merge_encoded([b["encoded"] for b in singles], pad)}
 
         def _pool(self, workers: int, params: dict) -> WorkerPool:
             """This pipeline's worker processes, started on first use and kept for its later calls."""
@@ -287,12 +283,10 @@ def _classes():
     return _CLASSES
 
 
-def _default_workers(device) -> int:
-    """Worker processes for reading studies by default: none, so the next batch is read on one background thread.
-    `num_workers=N` puts N processes on it instead; on CPU they would fight the model for the cores, and on a GPU
-    machine our one measurement of them stalled (BENCHMARKS.md 3c), so they are not the default until measured."""
-    del device
-    return 0
+# Worker processes for reading studies by default: none, so the next batch is read on one background thread.
+# `num_workers=N` puts N processes on it instead; on CPU they would fight the model for the cores, and on a GPU
+# machine our one measurement of them stalled (BENCHMARKS.md 3c), so they are not the default until measured.
+DEFAULT_WORKERS = 0
 
 
 def _is_hf_dataset(x: Any) -> bool:

@@ -146,8 +146,7 @@ def _predict(studies, out, note, w, model, batch_size, calibrate, series_descrip
     from tqdm.auto import tqdm
 
     from .batching import WorkerPool, prefetched_batches
-    from .loading import run_manifest
-    from .pipeline import _default_workers
+    from .pipeline import DEFAULT_WORKERS
 
     pin_device(w)
     pipe = _pipeline(model, device, w)  # before any file is touched: a model that does not load leaves no trace
@@ -163,8 +162,8 @@ def _predict(studies, out, note, w, model, batch_size, calibrate, series_descrip
     target = _part(out, w.rank) if w.distributed else out
     _truncate_to_complete(target)
 
-    priors = class_priors(run_manifest(pipe.model._hubkit_source))
-    workers = _default_workers(pipe.device) if num_workers is None else num_workers
+    priors = class_priors(getattr(pipe.model, "_hubkit_manifest", None))  # read once, by load_model
+    workers = DEFAULT_WORKERS if num_workers is None else num_workers
     warn = on_warning or (lambda m: warnings.warn(m, UnreadableStudyWarning, stacklevel=3))
     read = functools.partial(_read_batch, slice_size=size, descriptions=series_descriptions)
     failed, predicted = [], 0
