@@ -25,7 +25,7 @@ install: $(STAMP) ## Create .venv with CPU torch and hubkit (editable) + test de
 test: install ## Run the offline CPU test suite
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-demo: install ## The whole workflow offline: synthetic DICOM -> local hub -> train -> evaluate -> card -> pipeline
+demo: install ## Offline: synthetic DICOM -> local hub -> train -> evaluate -> calibrate -> card -> pipeline -> predict
 	$(BIN)/python -m hubkit.devkit.demo --out $(DEMO_DIR)
 
 bench: install ## CPU benchmarks (results go in BENCHMARKS.md)

@@ -1,7 +1,8 @@
-"""Issue 19's evidence: does calibration fitted on validation lower the official score of a held-out cohort, and does
-the loss weighted like the metric beat the plain loss? Tiny model, synthetic cohort, several seeds, in parallel.
+"""BENCHMARKS.md 7's evidence: does calibration fitted on validation lower the official score of a held-out cohort,
+and does the loss weighted like the metric beat the plain loss? Tiny model, synthetic cohort, several seeds, in
+parallel.
 
-    python bench/calibration_sweep.py --seeds 0 1 2 --jobs 6 --threads 2     # a 16-core box; results: BENCHMARKS.md
+    python bench/calibration_sweep.py --seeds 0 1 2 --jobs 6 --threads 2     # a 16-core box; results: BENCHMARKS.md 7
     python bench/calibration_sweep.py --smoke                                # 12 studies, 20 steps: a few minutes
 
 Data, built once under --work (reused when present): a synthetic cohort (`hubkit synth`, --studies, seed 0) built

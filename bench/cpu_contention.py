@@ -1,8 +1,11 @@
-"""Issue 18.7's evidence: `hubkit train` on CPU (the demo's tiny recipe) alone, and beside one and two CPU-bound
-processes, with this code and with an earlier checkout (which ran a fixed torch thread count).
+"""BENCHMARKS.md 6's evidence: `hubkit train` on CPU (the demo's tiny recipe) alone, and beside one and two CPU-bound
+processes, with this code and with an earlier commit (which ran a fixed torch thread count).
 
-    python bench/cpu_contention.py --work /tmp/contention --before .old/site --repeats 3   # results: BENCHMARKS.md 6
-    python bench/cpu_contention.py --work /tmp/contention --steps 40 --repeats 1          # a quick look, this code only
+    python bench/cpu_contention.py --work /tmp/contention --before SITE --repeats 3   # results: BENCHMARKS.md 6
+    python bench/cpu_contention.py --work /tmp/contention --steps 40 --repeats 1     # a quick look, this code only
+
+SITE is an install of the older code that is not part of the repo: a folder with that commit's `hubkit` package at
+its top (e.g. `pip install --no-deps --target SITE` of commit 7857243, the "before" of BENCHMARKS.md 6).
 
 What is timed is what a user runs: `python -m hubkit.cli train --config configs/tiny-cpu.yaml --max-steps N` in its
 own process, on a dataset and a tiny base built by the same code's CLI. A neighbour is `python -c "while True: pass"`,
@@ -105,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", required=True, help="cohort, datasets, bases and runs")
     ap.add_argument("--before", default=None, metavar="SITE",
-                    help="a folder holding an earlier `hubkit` package (PYTHONPATH) to compare against")
+                    help="a folder holding an earlier `hubkit` package at its top (PYTHONPATH) to compare against")
     ap.add_argument("--neighbours", type=int, nargs="+", default=[0, 1, 2], help="busy processes beside training")
     ap.add_argument("--steps", type=int, default=120, help="optimiser steps per run")
     ap.add_argument("--studies", type=int, default=60, help="studies of the synthetic cohort")

@@ -8,12 +8,16 @@
 #   bash bench/gpu_session.sh vattn        # (c) with sdpa in the vision tower only, then (a)
 #   bash bench/gpu_session.sh unsloth      # (b) alone; `hubkit`: (c) alone (a second run on a warm machine)
 #   bash bench/gpu_session.sh inference    # bench/inference.py: seed generate vs constrained (+ streamed)
-#   bash bench/gpu_session.sh product      # bench/pipeline.py: the consumer's pipeline, new vs previous hubkit
-#                                          # (carried as .old/site), engine, seed; then `hubkit evaluate` both
+#   bash bench/gpu_session.sh product      # bench/pipeline.py: the consumer's pipeline, new vs previous hubkit,
+#                                          # engine, seed; then `hubkit evaluate` both (BENCHMARKS.md 3c)
+# PREVIOUS_SITE: the previous hubkit for `product`, an install of an older commit that is not part of the repo (a
+# folder with that commit's `hubkit` package at its top, e.g. a `pip install --no-deps --target` of commit 7857243,
+# the "previous" of BENCHMARKS.md 3c); carried with the checkout, by default at .old/site.
 # Logs and JSONL results go to $OUT (the device tool brings them back).
 set -uo pipefail
 PHASE=${1:?phase}
 OUT=${OUT:-/tmp/out}
+PREVIOUS_SITE=${PREVIOUS_SITE:-$PWD/.old/site}
 mkdir -p "$OUT"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 UNSLOTH_DISABLE_STATISTICS=1 PYTHONUNBUFFERED=1 \
        TOKENIZERS_PARALLELISM=false
@@ -47,7 +51,7 @@ case "$PHASE" in
               (cd /tmp && timeout 30 python3 -m hubkit.cli -q build-dataset $P/cohort --output $P/ds --picker geometry \
                 --validation-fraction 0.25 --num-proc 14) >> "$OUT/product.log" 2>&1
               for code in new previous; do
-                PP=$PYTHONPATH; [ $code = previous ] && PP=$PWD/.old/site:$PYTHONPATH
+                PP=$PYTHONPATH; [ $code = previous ] && PP=$PREVIOUS_SITE:$PYTHONPATH
                 start=$SECONDS
                 (cd /tmp && PYTHONPATH=$PP timeout 50 python3 -m hubkit.cli evaluate --model $P/run --dataset $P/ds \
                   --output $P/eval_$code) >> "$OUT/product.log" 2>&1

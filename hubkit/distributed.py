@@ -1,11 +1,21 @@
 """Several processes of one command on one host: who am I (rank), which GPU is mine, and the torchrun relaunch.
 
-Shared by the two verbs that can spread over GPUs, `hubkit train` (DDP, `hubkit.training.distributed`) and
+Shared by the two verbs that can spread over GPUs, `hubkit train` (DDP, `hubkit.training.recipe`) and
 `hubkit predict` (studies split across ranks, `hubkit.inference.predict`); it imports neither room, so inference
 never reaches training through it.
 
     hubkit predict test/ --model me/lumbar --output sub.csv --num-gpus 2
     torchrun --standalone --nproc-per-node 2 -m hubkit.cli predict test/ --model me/lumbar --output sub.csv
+
+Training on N GPUs of one host (one process per GPU, DDP; gloo on CPU) is the standard engine: torchrun /
+`accelerate launch` start the ranks and the transformers Trainer (through accelerate) wraps the model in
+DistributedDataParallel. Any of `hubkit train ... --num-gpus N`, `torchrun --standalone --nproc-per-node N -m
+hubkit.cli train ...` or `accelerate launch --num-processes N -m hubkit.cli train ...` start the same run. The
+training stream is sharded by `datasets` shards across ranks (each rank reads and decodes only its own shards, so no
+study is seen twice per epoch; a stream with fewer shards than ranks is split batch by batch instead); the
+per-device batch stays as configured, so one optimiser step consumes N x batch x accumulation studies and
+`max_steps` derived from epochs is divided by N. Only rank 0 writes the run folder and pushes; the Trainer saves
+checkpoints from rank 0 only.
 
     >>> from hubkit.distributed import World, launch_command
     >>> World(rank=1, size=2).main

@@ -3,7 +3,7 @@
 Example:
 
     from hubkit.devkit.base_models import write_tiny_base, write_medgemma_arch_base
-    tiny = write_tiny_base("runs/tiny-base")              # ~0.3 M params, 128 px images, 16 tokens per image
+    tiny = write_tiny_base("runs/tiny-base")              # tiny (BENCHMARKS.md 4b), 128 px images, 16 tokens/image
     write_medgemma_arch_base("runs/mg-arch", device="cuda")  # MedGemma 1.5 4B geometry, random weights (GPU only)
 
 Both folders load with `AutoModelForImageTextToText.from_pretrained` / `AutoProcessor.from_pretrained` (and with
@@ -327,8 +327,8 @@ def write_medgemma_arch_base(out_dir: str | Path, dtype: str = "bfloat16", devic
                              seed: int = 0) -> Path:
     """Write a random-init model with MedGemma 1.5 4B's exact config (≈ 4.30 B params, ≈ 8.6 GB in bf16).
 
-    For GPU benchmarks without downloading weights. Building needs ~9 GB of memory on `device` ("cuda" recommended;
-    "cpu" works on a machine with enough RAM). Returns the folder path.
+    For GPU benchmarks without downloading weights. Building holds the whole model (its bf16 size above) in memory
+    on `device` ("cuda" recommended; "cpu" works on a machine with enough RAM). Returns the folder path.
     """
     import torch
     from transformers import Gemma3ForConditionalGeneration

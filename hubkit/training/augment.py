@@ -66,7 +66,7 @@ class Augmenter:
 
     def _noise(self, shape: tuple[int, ...]) -> np.ndarray:
         """Unit Gaussian noise: a window at a random offset into one bank drawn once (drawing fresh normals for
-        every image was ~5x the cost of everything else here)."""
+        every image cost more than all the rest of the augmenter together)."""
         n = int(np.prod(shape))
         if len(self.bank) < 4 * n:
             self.bank = self.rng.standard_normal(max(2**20, 4 * n), dtype=np.float32)

@@ -193,10 +193,8 @@ def make_trainer(backend: str, model, processor, cfg, sft_kwargs: dict, train_ds
     # computes its own fused cross-entropy, so it also takes the plain path.
     fused = backend == "trl" and torch.cuda.is_available() and trl_utils._ChunkedLogProbFunction is not None
     # The loss weighted like the metric (TrainConfig.loss_weights) is computed here from the answer's logits.
+    # TrainConfig refuses backend="unsloth" with loss_weights and train() moves "auto" to TRL for them.
     factors = cfg.loss_weight_factors()
-    if factors is not None and backend == "unsloth":
-        raise ValueError("loss_weights works on the TRL backend only (Unsloth computes its own fused loss): pass "
-                         "--backend trl")
     layout = weighting.grade_layout(processor.tokenizer) if factors is not None else None
 
     class HubkitSFTTrainer(SFTTrainer):

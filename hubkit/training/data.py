@@ -15,6 +15,7 @@ from hubkit import chat, schema
 from hubkit.config import TrainConfig
 
 REQUIRED_COLUMNS = ("images", "views", "prompt", "target")
+SPLITS = ("train", "validation")  # what hubkit train reads; both must exist
 
 
 def open_streams(source: str, config: TrainConfig, vision_size: int | None = None) -> dict[str, Any]:
@@ -31,19 +32,22 @@ def open_streams(source: str, config: TrainConfig, vision_size: int | None = Non
     "manifest" (the dataset's `hubkit_dataset.json`, or None), "image_cache" (the `ImageCache`, or None)}.
     """
     from hubkit.manifest import read_manifest
-    from hubkit.sources import locate, open_split, split_names
+    from hubkit.sources import _check_splits, locate, open_split, split_names
 
     loc = locate(source, "dataset")
-    _check_splits(source, split_names(source))
+    _check_splits(source, SPLITS, split_names(source))
     factors = config.oversample_factors()
     oversampling = any(f != 1 for f in factors.values())
-    raw = {s: open_split(source, s, streaming=True, shards=config.stream_shards) for s in ("train", "validation")}
-    if loc.is_save_to_disk:
-        rows = {s: open_split(source, s).num_rows for s in ("train", "validation")}
+    raw = {s: open_split(source, s, streaming=True, shards=config.stream_shards) for s in SPLITS}
+    # A save_to_disk folder is also opened map-style (memory-mapped, once per split): its row counts, fingerprints
+    # and the light column reads below all come from these objects.
+    local = {s: open_split(source, s) for s in SPLITS} if loc.is_save_to_disk else None
+    if local is not None:
+        rows = {s: ds.num_rows for s, ds in local.items()}
     else:
         splits = raw["train"].info.splits or {}
-        rows = {s: (splits[s].num_examples if s in splits else None) for s in ("train", "validation")}
-    identity = _identity(loc, source)
+        rows = {s: (splits[s].num_examples if s in splits else None) for s in SPLITS}
+    identity = _identity(loc, source, local)
     for split, ds in raw.items():
         _check_columns(source, split, ds, oversampling)
     cache = None
@@ -54,7 +58,9 @@ def open_streams(source: str, config: TrainConfig, vision_size: int | None = Non
     train_rows = rows["train"]
 
     def light(cols):  # only these columns (memory-mapped, or Parquet column reads): no image decoding
-        return open_split(source, "train", streaming=not loc.is_save_to_disk, columns=cols)
+        if local is not None:
+            return local["train"].select_columns(list(cols))
+        return open_split(source, "train", streaming=True, columns=cols)
 
     if oversampling:  # rows after oversampling, from the label columns only
         train_rows = sum(factors.get(_worst(r), 1) for r in light(list(schema.LABEL_COLUMNS)))
@@ -81,13 +87,6 @@ def open_streams(source: str, config: TrainConfig, vision_size: int | None = Non
             "validation": _to_chat(validation, raw["validation"], vision_size, cache=cache),
             "train_rows": train_rows, "validation_rows": validation_rows, "identity": identity,
             "manifest": read_manifest(source, revision=identity.get("revision")), "image_cache": cache}
-
-
-def _check_splits(source: str, splits: list[str]) -> None:
-    missing = [s for s in ("train", "validation") if s not in splits]
-    if missing:
-        raise ValueError(f"dataset {source!r} has no {missing} split(s) (found {splits}); hubkit train needs train "
-                         "and validation")
 
 
 def _columns(ds) -> list[str]:
@@ -192,14 +191,12 @@ def _to_chat(ds, original, vision_size: int | None, augment=None, cache: ImageCa
     return ds.map(row, remove_columns=_columns(original))
 
 
-def _identity(loc, source: str) -> dict[str, Any]:
-    """What the run read: a local folder's fingerprint(s), or the Hub commit the stream read."""
-    if loc.is_save_to_disk:
-        import datasets
-
-        dd = datasets.load_from_disk(loc.arg)
+def _identity(loc, source: str, local: dict | None = None) -> dict[str, Any]:
+    """What the run read: a save_to_disk folder's split fingerprints (from `local`, its splits opened map-style),
+    another local folder's file listing digest, or the Hub commit the stream read."""
+    if local is not None:
         return {"kind": "save_to_disk", "path": str(loc.path.resolve()),
-                "fingerprint": {s: dd[s]._fingerprint for s in ("train", "validation")}}
+                "fingerprint": {s: ds._fingerprint for s, ds in local.items()}}
     if loc.path is not None:
         path = loc.path
         files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))

@@ -10,24 +10,27 @@ Example:
 
 Run folder: `adapter_model.safetensors` + `adapter_config.json` (PEFT; `base_model_name_or_path` = the base given),
 processor files, `hubkit_config.json` (config, versions, dataset identity, backend, steps, eval losses),
-`training_log.jsonl` (every Trainer log line: train loss, eval loss), `logs/` (TensorBoard), `checkpoints/`.
+`training_log.jsonl` (every Trainer log line: train loss, eval loss), `README.md` (the model card), `logs/`
+(TensorBoard), `checkpoints/`.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 import warnings
 from pathlib import Path
 
-from hubkit import preflight, publish
+from hubkit import distributed, preflight, publish
 from hubkit._imports import require_train
 from hubkit.config import TrainConfig
 from hubkit.training import backends as tb
-from hubkit.training import distributed
 from hubkit.training.data import count_tokens, open_streams, sequence_budget
 
 __all__ = ["train"]
+
+log = logging.getLogger("hubkit.train")
 
 
 def train(dataset: str, base_model: str, output: str | Path, config: TrainConfig, resume: bool = False,
@@ -68,9 +71,7 @@ def train(dataset: str, base_model: str, output: str | Path, config: TrainConfig
         raise ValueError(f"--resume: no checkpoint found under {ckpt_dir}")
     if not resume and last is not None:
         raise ValueError(f"{run_dir} already holds checkpoints; pass --resume to continue or choose a new --output")
-    if resume and config.max_steps and _global_step(last) >= config.max_steps:
-        raise ValueError(f"{run_dir} already trained {_global_step(last)} of {config.max_steps} steps: nothing to "
-                         f"resume (publish it with `hubkit push {run_dir} OWNER/NAME`)")
+    done = _global_step(last) if resume else 0
 
     backend = tb.resolve_backend(config.backend)
     backend_note = None
@@ -82,7 +83,7 @@ def train(dataset: str, base_model: str, output: str | Path, config: TrainConfig
         backend = "trl"  # Unsloth's fused loss cannot take per-token weights
         backend_note = "loss_weights: training on TRL + PEFT (Unsloth computes its own fused loss, unweighted)"
     if backend_note and rank.main:
-        distributed.log.warning(backend_note)
+        log.warning(backend_note)
     distributed.pin_device(rank)
     if backend == "unsloth":
         tb.import_unsloth_first()  # before trl/transformers/peft are imported below
@@ -93,6 +94,10 @@ def train(dataset: str, base_model: str, output: str | Path, config: TrainConfig
     # different quantity, recorded from the dataset's manifest).
     vision_size = base_config.vision_config.image_size
     streams = open_streams(dataset, config, vision_size=vision_size)
+    max_steps = config.max_steps or _derived_steps(streams, config, rank.size)
+    if resume and done >= max_steps:  # before any model is loaded
+        raise ValueError(f"{run_dir} already trained {done} of {max_steps} steps: nothing to resume "
+                         f"(publish it with `hubkit push {run_dir} OWNER/NAME`)")
     processor = AutoProcessor.from_pretrained(base_model)
     processor.image_processor.size = {"height": vision_size, "width": vision_size}
     max_length = sequence_budget(processor, config)
@@ -112,10 +117,6 @@ def train(dataset: str, base_model: str, output: str | Path, config: TrainConfig
         given = torch.get_num_threads()  # OMP_NUM_THREADS or the caller's choice: a ceiling, never exceeded
         torch.set_num_threads(cpu.fair_threads(cap=given))
         callbacks = [cpu.balancer(cap=given), *(callbacks or [])]
-    max_steps = config.max_steps or _derived_steps(streams, config, rank.size)
-    if resume and _global_step(last) >= max_steps:
-        raise ValueError(f"{run_dir} already trained {_global_step(last)} of {max_steps} steps: nothing to resume "
-                         f"(publish it with `hubkit push {run_dir} OWNER/NAME`)")
     cbs = _callbacks(run_dir, config, resume, rank.main) + list(callbacks or [])
     sft_kwargs = _sft_kwargs(config, ckpt_dir, max_steps, max_length, resume, rank.distributed)
     collator = tb.make_collator(backend, model, processor, config, max_length, lambda ex: count_tokens(processor, ex))

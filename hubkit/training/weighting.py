@@ -55,23 +55,28 @@ def grade_layout(tokenizer) -> tuple[tuple[int, ...], tuple[int, int, int]]:
     return tuple(offsets), code_ids  # type: ignore[return-value]
 
 
-def token_weights(labels, offsets: Sequence[int], code_ids: Sequence[int], factors: Mapping[int, float]):
+def token_weights(labels, offsets: Sequence[int], code_ids: Sequence[int], factors: Mapping[int, float],
+                  first=None):
     """Per-token weights [batch, seq] for `labels` (-100 = not supervised): 0 off the completion, 1 on it, and
-    factors[k] at a grade token whose label is grade k's code. Raises ValueError when a row's grade tokens are not
-    where the answer template puts them (the message says which row)."""
+    factors[k] at a grade token whose label is grade k's code. `first`: each row's first answer position, when the
+    caller has it already. Raises ValueError when a row's grade tokens are not where the answer template puts them
+    (the message says which row). Every batch is checked, with one device sync: a later batch can hold a truncated
+    or off-template answer too, which would otherwise be weighted wrongly without a word."""
     import torch
 
     supervised = labels != -100
     weights = supervised.to(torch.float32)
-    first = supervised.int().argmax(1)
+    if first is None:
+        first = supervised.int().argmax(1)
     pos = first[:, None] + torch.as_tensor(offsets, device=labels.device)[None, :]
-    if (pos >= labels.shape[1]).any():
-        raise ValueError("loss_weights: an answer is shorter than the 25-grade template (truncated?); check "
-                         "max_length")
-    grades = labels.gather(1, pos)
+    inside = pos < labels.shape[1]
+    grades = labels.gather(1, pos.clamp(max=labels.shape[1] - 1))  # clamped: read, then refused below if outside
     ids = torch.as_tensor(code_ids, device=labels.device)
-    known = (grades[..., None] == ids).any(-1)
+    known = (grades[..., None] == ids).any(-1) & inside
     if not known.all():
+        if not inside.all():
+            raise ValueError("loss_weights: an answer is shorter than the 25-grade template (truncated?); check "
+                             "max_length")
         row = int((~known).any(1).nonzero()[0])
         raise ValueError(f"loss_weights: row {row}'s answer does not have its grades where the answer template puts "
                          "them; train with loss_weights ''")
@@ -98,10 +103,12 @@ def trainer_loss(trainer, model, inputs: dict[str, Any], return_outputs: bool, n
     Trainer scales a token-mean loss under gradient accumulation (so equal weights give the plain loss)."""
     labels = inputs["labels"]
     rest = {k: v for k, v in inputs.items() if k != "labels"}
-    start = int((labels != -100).int().argmax(1).min())
+    first = (labels != -100).int().argmax(1)  # each row's first answer token
+    start = int(first.min())
     keep = labels.shape[1] - start + 1  # the position before the first answer token predicts it
+    # The weights (and their check's device sync) before the forward pass, so the sync does not wait for it.
+    weights = token_weights(labels, layout[0], layout[1], factors, first=first)
     outputs = model(**rest, use_cache=False, logits_to_keep=keep)
-    weights = token_weights(labels, layout[0], layout[1], factors)
     shifted = slice(labels.shape[1] - keep + 1, None)
     loss = weighted_token_loss(outputs.logits[:, :-1], labels[:, shifted], weights[:, shifted])
     if trainer.model_accepts_loss_kwargs and num_items_in_batch is not None:
