@@ -129,6 +129,18 @@ def _digests(folder, names):
     return {n: hashlib.sha256((folder / n).read_bytes()).hexdigest() for n in names}
 
 
+def test_dataset_repush_drops_stale_shards_and_an_unchanged_one_makes_no_commit(local_hub, tmp_path):
+    repo, dd = "owner/repushed", _make_dataset()
+    dd.save_to_disk(str(tmp_path / "both"))
+    first = hub.push_dataset(tmp_path / "both", repo, card_text=CARD)
+    assert first.changed and not hub.push_dataset(tmp_path / "both", repo, card_text=CARD).changed
+    DatasetDict(train=dd["train"]).save_to_disk(str(tmp_path / "train-only"))
+    again = hub.push_dataset(tmp_path / "train-only", repo, card_text=CARD)
+    files = HfApi(endpoint=local_hub.url, token=local_hub.owner_token).list_repo_files(repo, repo_type="dataset")
+    assert again.changed and any(f.startswith("data/train-") for f in files)
+    assert not any(f.startswith("data/validation-") for f in files)
+
+
 def test_upload_folder_snapshot_roundtrip_and_noop(local_hub, tmp_path):
     src = _model_folder(tmp_path / "adapter")
     names = ["adapter_model.safetensors", "adapter_config.json"]

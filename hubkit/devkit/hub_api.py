@@ -204,7 +204,10 @@ class _Handler(_AccessRules, BaseHTTPRequestHandler):
         self._send_json(200, {})
 
     def _info(self, rtype: str, rid: str, rev: str = "main") -> None:
-        meta, oid, files = self._files(rtype, rid, rev, content=False)  # a gated repo's metadata stays public
+        meta = self._repo(rtype, rid, content=False)  # a gated repo's metadata stays public
+        oid = self.store.resolve(rtype, rid, meta, rev)
+        commit = self.store.commit(rtype, rid, oid)  # read once: its files and its time
+        files = commit["files"]
         # File sizes and oids only when asked (`files_metadata=True` sends blobs=true), as the Hub does: a client that
         # forgets to ask must not pass here and fail there.
         blobs = self.query.get("blobs", ["false"])[0].lower() in ("1", "true")
@@ -220,7 +223,7 @@ class _Handler(_AccessRules, BaseHTTPRequestHandler):
         self._send_json(200, {"id": rid, "author": rid.split("/")[0], "sha": oid, "private": meta["private"],
                               "gated": meta.get("gated") or False, "disabled": False, "downloads": 0, "likes": 0,
                               "tags": [], "createdAt": iso(meta["created"]), "siblings": siblings,
-                              "lastModified": iso(self.store.commit(rtype, rid, oid)["time"])})
+                              "lastModified": iso(commit["time"])})
 
     def _tree(self, rtype: str, rid: str, rev: str, path: str = "") -> None:
         _, oid, files = self._files(rtype, rid, rev)

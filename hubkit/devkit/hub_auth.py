@@ -104,9 +104,9 @@ class _AccessRules:
 
     def _auth_check(self, rtype: str, rid: str, write: str = "") -> None:
         """200 with an empty body when the token may read (``/write``: write) the repo's content."""
-        self._repo(rtype, rid, content=True)
+        meta = self._repo(rtype, rid, content=True)  # not found / gated first, then the write check
         if write:
-            user, meta = self._user(), self.store.load(rtype, rid)
+            user = self._user()
             if user is None or user != meta["owner"]:
                 raise _HttpError(403, f"You don't have write access to {rtype} {rid}")
             self._need_write_token("write to this repository")

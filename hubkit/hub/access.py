@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 
-from .core import _AUTH_HINT, HubError, _api, _check_type, _token, hub_endpoint, hub_errors
+from .core import _AUTH_HINT, HubError, _api, _check_type, _token, hub_endpoint, hub_errors, repo_url
 
 def ensure_repo(repo_id: str, repo_type: str = "model", private: bool = True, token: str | None = None) -> str:
     """Create `repo_id` (private by default) or check that the existing one has the requested visibility.
@@ -23,15 +25,24 @@ def ensure_repo(repo_id: str, repo_type: str = "model", private: bool = True, to
             one was asked for.
     """
     _check_type(repo_type)
-    tok = _token(token, required=True)
-    api = _api(tok)
+    return _ensure_repo(_api(_token(token, required=True)), repo_id, repo_type, private)[0]
+
+
+def _ensure_repo(api, repo_id: str, repo_type: str, private: bool) -> tuple[str, Any]:
+    """`ensure_repo` through `api`: (the repo URL, its `RepoInfo` read after creation, so that a push can take the
+    head commit and the file list from it instead of asking again)."""
     with hub_errors(repo_id, repo_type, "ensure_repo"):
         url = str(api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True))
         info = api.repo_info(repo_id, repo_type=repo_type)
+    _check_private(info, repo_id, repo_type, private)
+    return url, info
+
+
+def _check_private(info, repo_id: str, repo_type: str, private: bool) -> None:
+    """HubError when a private repo was asked for and the existing one (`info`) is public."""
     if private and not info.private:
         raise HubError(f"{repo_type} repo {repo_id} already exists and is public, but a private repo was asked for: "
                        f"make it private in its settings on the Hub, or pass --public.")
-    return url
 
 
 def whoami(token: str | None = None) -> dict:
@@ -41,14 +52,8 @@ def whoami(token: str | None = None) -> dict:
         HubError: no token, the token is rejected, or the Hub cannot be reached.
     """
     tok = _token(token, required=True)
-    with hub_errors("-", "model", "whoami"):
-        try:
-            return _api(tok).whoami(cache=True)
-        except HfHubHTTPError as e:
-            if e.response is not None and e.response.status_code == 401:
-                raise HubError(f"the Hub at {hub_endpoint()} rejected the token (invalid or expired): "
-                               f"{_AUTH_HINT}.") from e
-            raise
+    with hub_errors("-", "model", "whoami"):  # a 401 becomes "rejected the token" there
+        return _api(tok).whoami(cache=True)
 
 
 # Organisation roles that may create repos (contributor: only repos it then owns).
@@ -92,15 +97,10 @@ def check_push_access(repo_id: str, repo_type: str = "model", private: bool = Tr
             info = api.repo_info(repo_id, repo_type=repo_type)
         except RepositoryNotFoundError:
             return user  # a new repo: the namespace check above is all there is to check
-        if private and not info.private:
-            raise HubError(f"{repo_type} repo {repo_id} already exists and is public, but a private repo was asked "
-                           f"for: make it private in its settings on the Hub, or pass --public.")
-        try:
+        _check_private(info, repo_id, repo_type, private)
+        try:  # a 403 becomes "no write access" in hub_errors
             api.auth_check(repo_id, repo_type=repo_type, write=True)
         except HfHubHTTPError as e:
-            if e.response is not None and e.response.status_code in (401, 403):
-                raise HubError(f"this token has no write access to {repo_type} repo {repo_id} at "
-                               f"{hub_endpoint()}: use a token of its owner with write scope.") from e
             if e.response is None or e.response.status_code != 404:  # a Hub without auth-check: nothing to add
                 raise
     return user
@@ -115,7 +115,7 @@ def check_model_readable(repo_id: str, token: str | None = None) -> None:
     from huggingface_hub.errors import GatedRepoError
 
     api = _api(_token(token, required=False))
-    page = f"https://huggingface.co/{repo_id}" if "huggingface.co" in hub_endpoint() else f"{hub_endpoint()}/{repo_id}"
+    page = repo_url(repo_id)
     try:
         with hub_errors(repo_id, "model", "base model"):
             try:

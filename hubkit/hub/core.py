@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 from typing import Iterator
 
 import httpx
@@ -38,6 +39,11 @@ def hub_endpoint() -> str:
     return (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
 
 
+def repo_url(repo_id: str, repo_type: str = "model") -> str:
+    """The repo's page on the Hub (datasets live under /datasets/)."""
+    return f"{hub_endpoint()}/{'datasets/' if repo_type == 'dataset' else ''}{repo_id}"
+
+
 def _token(token: str | None, required: bool) -> str | None:
     tok = token or get_token()
     if required and not tok:
@@ -58,19 +64,19 @@ def _check_type(repo_type: str) -> str:
 @contextlib.contextmanager
 def hub_errors(repo_id: str, repo_type: str, action: str) -> Iterator[None]:
     """Translate client exceptions into `HubError` (messages carry no token; the original is kept as __cause__)."""
-    try:  # datasets is not installed for inference-only use
-        from datasets.exceptions import DatasetNotFoundError
-    except ImportError:
-        DatasetNotFoundError = RepositoryNotFoundError  # noqa: N806
+    # Only `datasets.load_dataset` raises datasets' own not-found error: where datasets is not loaded (inference-only
+    # installs, every plain Hub call) it cannot have been raised, and importing it here would cost every call.
+    datasets_exc = sys.modules.get("datasets.exceptions")
+    DatasetNotFoundError = getattr(datasets_exc, "DatasetNotFoundError", RepositoryNotFoundError)  # noqa: N806
 
     endpoint = hub_endpoint()
+    page = repo_url(repo_id, repo_type)
     what = f"{repo_type} repo {repo_id}"
     try:
         yield
     except HubError:
         raise
     except GatedRepoError as e:  # before RepositoryNotFoundError, its parent
-        page = f"{endpoint}/{'datasets/' if repo_type == 'dataset' else ''}{repo_id}"
         raise HubError(f"{action}: {what} is gated: accept its terms at {page} with the account of this token, then "
                        f"run again.") from e
     except (RepositoryNotFoundError, DatasetNotFoundError) as e:

@@ -14,9 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import Sequence
 
-from .access import ensure_repo
-from .core import HubError, _api, _token, hub_errors, log
-from .transfer import PushResult, _head
+from .core import _token, log
+from .transfer import PushResult, _commit
 
 DATA_DIR = "data"
 
@@ -77,7 +76,7 @@ def push_dataset(dataset_dir: str | os.PathLike, repo_id: str, private: bool = T
         FileNotFoundError: `dataset_dir` is not a save_to_disk folder of a DatasetDict.
     """
     import datasets
-    from huggingface_hub import CommitOperationAdd, CommitOperationDelete
+    from huggingface_hub import CommitOperationAdd
 
     dataset_dir = Path(dataset_dir)
     if not (dataset_dir / "dataset_dict.json").is_file():
@@ -86,25 +85,17 @@ def push_dataset(dataset_dir: str | os.PathLike, repo_id: str, private: bool = T
     if card_text is None and (dataset_dir / "README.md").is_file():
         card_text = (dataset_dir / "README.md").read_text(encoding="utf-8")
     tok = _token(token, required=True)
-    api = _api(tok)
     with tempfile.TemporaryDirectory() as tmp:
         files, sizes = _shards(dd, Path(tmp), max_shard_size)
         readme = _card_with_data_metadata(card_text or "", next(iter(dd.values())).features, sizes,
                                           sum(f.stat().st_size for f in files))
         if validate is not None:
             validate(readme)
-        url = ensure_repo(repo_id, "dataset", private=private, token=tok)
         ops = [CommitOperationAdd(str(f.relative_to(tmp)), str(f)) for f in files]
         ops += [CommitOperationAdd("README.md", readme.encode("utf-8"))]
         ops += [CommitOperationAdd(Path(f).name, str(f)) for f in extra_files]
-        with hub_errors(repo_id, "dataset", "push_dataset"):
-            before = _head(api, repo_id, "dataset")
-            keep = {op.path_in_repo for op in ops}
-            stale = [f for f in api.list_repo_files(repo_id, repo_type="dataset")
-                     if f.startswith(f"{DATA_DIR}/") and f not in keep]
-            info = api.create_commit(repo_id, ops + [CommitOperationDelete(f) for f in stale], repo_type="dataset",
-                                     commit_message="Upload dataset (hubkit push)")
-    if not info.oid:
-        raise HubError(f"push_dataset: the Hub answered without a commit for dataset repo {repo_id}")
-    log.info("pushed %s to %s (%s)", dataset_dir, url, info.oid)
-    return PushResult(url, info.oid, info.oid != before)
+        # Shards of an earlier push that this one does not overwrite (another split, fewer shards) are deleted.
+        res = _commit(tok, repo_id, "dataset", private, ops, "Upload dataset (hubkit push)", "push_dataset",
+                      replace_under=DATA_DIR)
+    log.info("pushed %s to %s (%s)", dataset_dir, res.url, res.commit)
+    return res

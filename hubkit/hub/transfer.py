@@ -8,8 +8,9 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from .access import ensure_repo
-from .core import _api, _check_type, _token, hub_endpoint, hub_errors, log
+from .access import _ensure_repo
+from .core import HubError, _api, _check_type, _token, hub_endpoint, hub_errors, log, repo_url
+
 
 @dataclasses.dataclass(frozen=True)
 class PushResult:
@@ -18,9 +19,24 @@ class PushResult:
     changed: bool  # False: nothing differed, no commit was made
 
 
-def _head(api, repo_id: str, repo_type: str) -> str | None:
-    """The repo's current head commit (None for a repo with no commit yet)."""
-    return api.repo_info(repo_id, repo_type=repo_type).sha
+def _commit(tok: str, repo_id: str, repo_type: str, private: bool, ops: list, message: str, action: str,
+            replace_under: str | None = None) -> PushResult:
+    """Create the repo if needed (`ensure_repo`), then push `ops` in one commit. `replace_under`: a folder whose
+    files `ops` replace; the repo's other files there are deleted in the same commit."""
+    from huggingface_hub import CommitOperationDelete
+
+    _check_type(repo_type)
+    api = _api(tok)
+    url, info = _ensure_repo(api, repo_id, repo_type, private)  # its head and files: no second metadata read
+    keep = {op.path_in_repo for op in ops}
+    stale = [s.rfilename for s in info.siblings or []
+             if replace_under and s.rfilename.startswith(f"{replace_under}/") and s.rfilename not in keep]
+    with hub_errors(repo_id, repo_type, action):
+        commit = api.create_commit(repo_id, ops + [CommitOperationDelete(f) for f in stale], repo_type=repo_type,
+                                   commit_message=message)
+    if not commit.oid:
+        raise HubError(f"{action}: the Hub answered without a commit for {repo_type} repo {repo_id}")
+    return PushResult(url, commit.oid, commit.oid != info.sha)
 
 
 def _matches(rel: str, patterns: Sequence[str] | str | None) -> bool:
@@ -53,15 +69,10 @@ def push_files(folder: str | os.PathLike, repo_id: str, repo_type: str = "model"
         raise FileNotFoundError(f"{folder}: nothing to upload (patterns {allow_patterns})")
     if validate is not None and (folder / "README.md") in files:
         validate((folder / "README.md").read_text(encoding="utf-8"))
-    tok = _token(token, required=True)
-    url = ensure_repo(repo_id, repo_type, private=private, token=tok)
-    api = _api(tok)
-    with hub_errors(repo_id, repo_type, "upload"):
-        before = _head(api, repo_id, repo_type)
-        ops = [CommitOperationAdd(p.relative_to(folder).as_posix(), str(p)) for p in files]
-        info = api.create_commit(repo_id, ops, repo_type=repo_type, commit_message=commit_message)
-    log.info("uploaded %s to %s (%s)", folder, repo_id, info.oid)
-    return PushResult(url, info.oid, info.oid != before)
+    ops = [CommitOperationAdd(p.relative_to(folder).as_posix(), str(p)) for p in files]
+    res = _commit(_token(token, required=True), repo_id, repo_type, private, ops, commit_message, "upload")
+    log.info("uploaded %s to %s (%s)", folder, repo_id, res.commit)
+    return res
 
 
 def upload_folder(folder: str | os.PathLike, repo_id: str, repo_type: str = "model", commit_message: str = "Upload",
@@ -69,8 +80,7 @@ def upload_folder(folder: str | os.PathLike, repo_id: str, repo_type: str = "mod
                   token: str | None = None) -> str:
     """`push_files`, returning the commit URL (it ends with the commit oid)."""
     res = push_files(folder, repo_id, repo_type, commit_message, allow_patterns, private, token)
-    prefix = "" if repo_type == "model" else f"{repo_type}s/"
-    return f"{hub_endpoint()}/{prefix}{repo_id}/commit/{res.commit}"
+    return f"{repo_url(repo_id, repo_type)}/commit/{res.commit}"
 
 
 def dataset_revision(repo_id: str, token: str | None = None) -> str:
