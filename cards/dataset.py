@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
 
-from hubkit.schema import CONDITION_TITLES, CONDITIONS, Picker
+from hubkit.schema import CONDITION_TITLES, CONDITIONS, SEVERITY_NAMES, Picker
 
 CHART_FILE = "label_distribution.png"
 COMPETITION_URL = "https://www.kaggle.com/competitions/rsna-2024-lumbar-spine-degenerative-classification"
@@ -45,7 +45,7 @@ def plot_label_distribution(counts: dict[str, list[int]], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(7, 3.2), dpi=110)
     names = [CONDITION_TITLES[c] for c in CONDITIONS]
     bottom = [0.0] * len(CONDITIONS)
-    for k, (label, color) in enumerate(zip(("Normal/Mild", "Moderate", "Severe"), ("#9ecae1", "#fd8d3c", "#d62728"))):
+    for k, (label, color) in enumerate(zip(SEVERITY_NAMES, ("#9ecae1", "#fd8d3c", "#d62728"))):
         vals = [counts[c][k] for c in CONDITIONS]
         ax.barh(names, vals, left=bottom, color=color, label=label)
         bottom = [b + v for b, v in zip(bottom, vals)]
@@ -57,6 +57,17 @@ def plot_label_distribution(counts: dict[str, list[int]], path: Path) -> Path:
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def size_category(n: int) -> str:
+    """The Hub's `size_categories` bucket for a dataset of `n` rows (datasets' vocabulary: n<1K, 1K<n<10K, ...)."""
+    bounds = ("1K", "10K", "100K", "1M", "10M", "100M", "1B", "10B", "100B", "1T")
+    if n < 1000:
+        return "n<1K"
+    for k in range(len(bounds) - 1):
+        if n < 10 ** (k + 4):
+            return f"{bounds[k]}<n<{bounds[k + 1]}"
+    return "n>1T"
 
 
 def _pct(n: int, total: int) -> str:
@@ -86,7 +97,7 @@ def render_dataset_card(manifest: Mapping[str, Any], repo_id: str | None = None,
     build = manifest.get("build") or {}
     tags = ["medical", "radiology", "mri", "lumbar-spine", "rsna-2024", "hubkit"] + (["synthetic"] if synthetic else [])
     data = DatasetCardData(
-        task_categories=["image-text-to-text"], tags=tags, size_categories=["n<1K" if n_rows < 1000 else "1K<n<10K"],
+        task_categories=["image-text-to-text"], tags=tags, size_categories=[size_category(n_rows)],
         pretty_name="RSNA 2024 lumbar spine — hubkit slices", **LICENSES[synthetic],
     )
     picker = Picker(manifest["picker"])

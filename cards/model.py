@@ -8,7 +8,6 @@ Unknown facts are left out (a section whose inputs are missing is skipped), neve
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 import shutil
@@ -17,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from hubkit._imports import DISTRIBUTION
-from hubkit.schema import CONDITION_TITLES, CONDITIONS, VIEWS, build_prompt
+from hubkit.schema import CONDITION_TITLES, CONDITIONS, GROUPS, VIEWS, build_prompt
 
 ASSETS = "card_assets"
 RESULT_FILES = {"finetuned": "results_finetuned.json", "base": "results_base.json"}  # hubkit.evaluation
@@ -78,9 +77,9 @@ def _label_section(manifest: dict) -> list[dict] | None:
 
 
 def _non_default(train_config: dict) -> list[dict]:
-    from hubkit.config import TrainConfig
+    from hubkit.config import TrainConfig, config_to_dict
 
-    defaults = json.loads(json.dumps(dataclasses.asdict(TrainConfig()), default=str))
+    defaults = config_to_dict(TrainConfig())
     return [{"name": k, "value": v, "default": defaults.get(k)} for k, v in train_config.items()
             if k in defaults and v != defaults[k]]
 
@@ -103,20 +102,19 @@ def _tags(base_card: dict | None, quantized: bool) -> list[str]:
 
 def _hub_repo(base_model: str) -> str | None:
     """`base_model` when it names a Hub repo (a local folder cannot be linked from a card)."""
-    from hubkit.sources import is_repo_id
+    from hubkit.sources import locate
 
-    return base_model if base_model and not Path(base_model).exists() and is_repo_id(base_model) else None
-
-
-def _hub_url(repo: str, kind: str = "model") -> str:
-    from hubkit.hub import hub_endpoint
-
-    return f"{hub_endpoint()}/{'datasets/' if kind == 'dataset' else ''}{repo}"
+    try:
+        return locate(base_model, "base model").repo_id if base_model else None
+    except FileNotFoundError:  # neither a folder nor a repo id: nothing to link
+        return None
 
 
 def build_card_context(run_dir: str | Path, eval_dir: str | Path | None = None,
                        repo_id: str | None = None) -> dict[str, Any]:
     """Plain values for the template (no Markdown layout here) + `card_data` for the YAML front matter."""
+    from hubkit.hub import repo_url
+
     run = Path(run_dir)
     cfg = _read_json(run / "hubkit_config.json")
     if cfg is None:
@@ -133,8 +131,8 @@ def build_card_context(run_dir: str | Path, eval_dir: str | Path | None = None,
     repo = repo_id or "OWNER/NAME"
     ctx: dict[str, Any] = {
         "title": repo.split("/")[-1], "repo_id": repo, "base_model": base_model,
-        "base_model_url": _hub_url(base_model) if _hub_repo(base_model) else None,
-        "dataset_id": dataset_id, "dataset_url": _hub_url(ds["repo_id"], "dataset") if ds.get("repo_id") else None,
+        "base_model_url": repo_url(base_model) if _hub_repo(base_model) else None,
+        "dataset_id": dataset_id, "dataset_url": repo_url(ds["repo_id"], "dataset") if ds.get("repo_id") else None,
         "dataset_revision": ds.get("revision"), "dataset_fingerprint": ds.get("fingerprint"),
         "train_rows": ds.get("train_rows"), "validation_rows": ds.get("validation_rows"),
         "oversample": ds.get("oversample") or None, "label_rows": _label_section(manifest),
@@ -191,7 +189,7 @@ def _calibration_context(cal: dict | None, ft: dict | None) -> dict[str, Any]:
     the evaluated split (when that evaluation applied it). Nothing when the run has no calibration.json."""
     if not cal or cal.get("score_raw") is None:
         return {"calibration": None}
-    temps = ", ".join(f"{g} {cal[f't_{g}']:.3g}" for g in ("spinal", "foraminal", "subarticular") if f"t_{g}" in cal)
+    temps = ", ".join(f"{g} {cal[f't_{g}']:.3g}" for g in GROUPS if f"t_{g}" in cal)
     split = cal.get("split") or "validation"
     fitted_on = f"`{split}`" + (f" of `{cal['dataset']}`" if cal.get("dataset") else "")
     rows = [{"set": f"{fitted_on} (fitted here)", "studies": cal.get("n_studies", "–"),

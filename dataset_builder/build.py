@@ -148,6 +148,12 @@ def plan_records(cfg: BuildConfig) -> tuple[dict[str, list[dict]], list[dict], l
     return {"train": [rec(s) for s in train], "validation": [rec(s) for s in val]}, missing, list(problems)
 
 
+def work_dir(output: str | Path) -> Path:
+    """The resumable work folder of a build into `output` (hidden beside it; deleted once the build is saved)."""
+    out = Path(output)
+    return out.parent / f".{out.name}.build"
+
+
 def build_dataset(cfg: BuildConfig, output: str | Path, push: str | None = None, private: bool = True,
                   progress: bool = True) -> dict:
     """Build the dataset, save it to `output` (load it with `datasets.load_from_disk`), write the card, the manifest
@@ -174,7 +180,7 @@ def build_dataset(cfg: BuildConfig, output: str | Path, push: str | None = None,
         publish.check(push, "dataset", private=private)
     records = [r for recs in splits.values() for r in recs]
     preflight.check_disk(out.parent, preflight.build_bytes(len(records), cfg.slice_size), "the build")
-    work = out.parent / f".{out.name}.build"
+    work = work_dir(out)
     report_dir, cache_dir = work / "report", work / "studies"
     if report_dir.exists():
         shutil.rmtree(report_dir)

@@ -29,6 +29,11 @@ class Plane(str, enum.Enum):
     CORONAL = "coronal"
     AXIAL = "axial"
 
+    @classmethod
+    def of(cls, normal: np.ndarray) -> Plane:
+        """The plane a slice normal (LPS) points out of: its largest axis, x -> sagittal, y -> coronal, z -> axial."""
+        return (cls.SAGITTAL, cls.CORONAL, cls.AXIAL)[int(np.argmax(np.abs(normal)))]
+
 
 # The only tags read from a header (a whitelist: no patient data can reach the dataset or a log from here).
 HEADER_TAGS = (
@@ -80,14 +85,11 @@ class SliceHeader:
     @property
     def center(self) -> np.ndarray:
         """Patient coordinate of the image centre."""
-        r, c = (self.rows - 1) / 2.0, (self.columns - 1) / 2.0
-        return (np.asarray(self.position) + c * self.pixel_spacing[1] * self.row_dir
-                + r * self.pixel_spacing[0] * self.col_dir)
+        return self.pixel_to_patient((self.columns - 1) / 2.0, (self.rows - 1) / 2.0)
 
     @property
     def plane(self) -> Plane:
-        axis = int(np.argmax(np.abs(self.normal)))
-        return (Plane.SAGITTAL, Plane.CORONAL, Plane.AXIAL)[axis]
+        return Plane.of(self.normal)
 
     def pixel_to_patient(self, x: float, y: float) -> np.ndarray:
         """Patient (LPS) coordinate of column x, row y."""
@@ -312,8 +314,7 @@ class Series:
 
     @property
     def plane(self) -> Plane:
-        axis = int(np.argmax(np.abs(self.normal)))
-        return (Plane.SAGITTAL, Plane.CORONAL, Plane.AXIAL)[axis]
+        return Plane.of(self.normal)
 
     def positions(self) -> np.ndarray:
         """Position of each slice along the series normal (mm), in `slices` order (ascending)."""

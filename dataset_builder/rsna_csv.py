@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import functools
 import math
+import os
 from collections import defaultdict
 from pathlib import Path
 
@@ -90,11 +91,13 @@ def read_labels(data_dir: str | Path, problems: RowProblems | None = None) -> di
     return out
 
 
-def read_descriptions(data_dir: str | Path, problems: RowProblems | None = None,
-                      path: str | Path | None = None) -> dict[str, dict[str, str]]:
-    """train_series_descriptions.csv (or the CSV at `path`) -> {study_id: {series_id: description}}; bad ids are
-    problems (row skipped)."""
-    path = Path(path) if path is not None else Path(data_dir) / SERIES_CSV
+def read_descriptions(data_dir: str | Path, problems: RowProblems | None = None) -> dict[str, dict[str, str]]:
+    """DATA_DIR/train_series_descriptions.csv -> {study_id: {series_id: description}}; bad ids are problems (row
+    skipped). Any other CSV of that layout: `read_descriptions_csv`."""
+    return _read_descriptions_file(Path(data_dir) / SERIES_CSV, problems)
+
+
+def _read_descriptions_file(path: Path, problems: RowProblems | None = None) -> dict[str, dict[str, str]]:
     out: dict[str, dict[str, str]] = defaultdict(dict)
     for i, row in enumerate(_read(path, SERIES_COLUMNS), start=2):
         sid, series = _number(row["study_id"]), _number(row["series_id"])
@@ -147,9 +150,19 @@ def descriptions_beside(study_dir: str | Path) -> dict[str, str] | None:
     path = images.parent / f"{images.name[: -len('_images')]}_series_descriptions.csv"
     if not path.is_file():
         return None
-    return _descriptions_cached(str(path), path.stat().st_mtime_ns).get(study_dir.name, {})
+    return read_descriptions_csv(path).get(study_dir.name, {})
+
+
+def read_descriptions_csv(path: str | os.PathLike) -> dict[str, dict[str, str]]:
+    """A series-descriptions CSV -> {study_id: {series_id: description}}, read once per version of the file (cached
+    by path and modification time: a study at a time asks for the same CSV). The result is shared: do not mutate it.
+
+    Raises:
+        FileNotFoundError: no such file.
+    """
+    return _descriptions_cached(str(path), os.stat(path).st_mtime_ns)
 
 
 @functools.lru_cache(maxsize=4)
 def _descriptions_cached(path: str, mtime_ns: int) -> dict[str, dict[str, str]]:
-    return read_descriptions("", path=path)
+    return _read_descriptions_file(Path(path))

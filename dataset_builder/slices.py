@@ -25,7 +25,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from hubkit.schema import LEVEL_TITLES, LEVELS, VIEW_SAG_T2, VIEW_T1, Picker, SeriesKind, axial_view
+from hubkit.schema import CONDITION_TITLES, LEVEL_TITLES, LEVELS, VIEW_SAG_T2, VIEW_T1, Picker, SeriesKind, axial_view
 
 from .dicom import Series, SliceHeader
 from .series import classify_series
@@ -123,11 +123,12 @@ def pick_slices(series: Mapping[str, Series], mode: Picker | str = Picker.GEOMET
             notes.append(f"series {sid} not used: {cls.reason}")
     picks: list[Pick] = []
 
-    def rows_for(condition: str, level: str | None = None) -> list[Mapping]:
-        return [r for r in rows if r["condition"] == condition and (level is None or r["level"] == level)]
+    def rows_for(*conditions: str) -> list[Mapping]:
+        """The coordinate rows of these conditions (schema keys), in `rows`' order per condition."""
+        return [r for c in conditions for r in rows if r["condition"] == CONDITION_TITLES[c]]
 
     # Slot 1: midline sagittal T2.
-    canal = rows_for("Spinal Canal Stenosis")
+    canal = rows_for("canal")
     t2 = _choose_series(by_kind[SAG_T2], (str(r["series_id"]) for r in canal))
     if t2 is None:
         notes.append("no Sagittal T2/STIR series: slot 'Sagittal T2' empty")
@@ -146,13 +147,13 @@ def pick_slices(series: Mapping[str, Series], mode: Picker | str = Picker.GEOMET
             picks.append(Pick(VIEW_SAG_T2, t2.series_id, h))
 
     # Slots 2-3: parasagittal T1, left then right.
-    fora = rows_for("Left Neural Foraminal Narrowing") + rows_for("Right Neural Foraminal Narrowing")
+    fora = rows_for("lf", "rf")
     t1 = _choose_series(by_kind[SAG_T1], (str(r["series_id"]) for r in fora))
     if t1 is None:
         notes.append("no Sagittal T1 series: slots 'Sagittal T1 left/right' empty")
     else:
-        for side, sign in (("left", 1.0), ("right", -1.0)):
-            inst = _mode_instance(rows_for(f"{side.title()} Neural Foraminal Narrowing"), t1.series_id) if rows else None
+        for side, sign, condition in (("left", 1.0, "lf"), ("right", -1.0, "rf")):
+            inst = _mode_instance(rows_for(condition), t1.series_id) if rows else None
             h = t1.by_instance(inst) if inst is not None else None
             if h is None and t1.slices:
                 if mode is Picker.COORDS:
@@ -166,7 +167,7 @@ def pick_slices(series: Mapping[str, Series], mode: Picker | str = Picker.GEOMET
                 picks.append(Pick(VIEW_T1[side], t1.series_id, h))
 
     # Slots 4-8: one axial T2 per level.
-    sub = rows_for("Left Subarticular Stenosis") + rows_for("Right Subarticular Stenosis")
+    sub = rows_for("ls", "rs")
     ax = _choose_series(by_kind[AX_T2], (str(r["series_id"]) for r in sub))
     if ax is None:
         notes.append("no Axial T2 series: axial slots empty")

@@ -125,7 +125,7 @@ def first_pass(cfg: BuildConfig, records: list[dict], report_dir: Path, cache_di
     import PIL.Image  # noqa: F401 - imported before the fork, so the workers do not import them again
     import pydicom  # noqa: F401
 
-    from hubkit.cards.dataset import plot_label_distribution
+    from hubkit.cards.dataset import CHART_FILE, plot_label_distribution
     from hubkit.manifest import label_counts_of
 
     methods = multiprocessing.get_all_start_methods()
@@ -134,7 +134,7 @@ def first_pass(cfg: BuildConfig, records: list[dict], report_dir: Path, cache_di
     work.mkdir(parents=True, exist_ok=True)
     with ctx.Pool(min(cfg.num_proc, len(jobs))) as pool:
         # The chart is one more task for the pool (queued first, so that it never finishes last).
-        drawn = pool.apply_async(plot_label_distribution, (counts, work / "label_distribution.png"))
+        drawn = pool.apply_async(plot_label_distribution, (counts, work / CHART_FILE))
         results = pool.imap_unordered(_first_pass_study, jobs)
         import datasets  # noqa: F401 - the slow imports, overlapped with the workers
         from huggingface_hub import DatasetCard  # noqa: F401 - for the card

@@ -84,12 +84,13 @@ def build_dataset(data_dir, output, num_proc, picker, slice_size, validation_fra
     from pathlib import Path
 
     from hubkit.dataset_builder.build import build_dataset as build
+    from hubkit.dataset_builder.build import work_dir
     from hubkit.dataset_builder.report import summary
 
     cfg = BuildConfig(data_dir=data_dir, picker=picker, slice_size=slice_size,
                       validation_fraction=validation_fraction, seed=seed, num_proc=num_proc, max_studies=max_studies)
     out = Path(output)
-    _kept(f"finished studies stay in {out.parent / ('.' + out.name + '.build')}: run the same command to resume")
+    _kept(f"finished studies stay in {work_dir(out)}: run the same command to resume")
     report = build(cfg, output, push=push_repo, private=not public, progress=_progress())
     for line in summary(report, out):
         click.echo(line, err=line.startswith(("warning", "csv", "studies", "files")))

@@ -170,7 +170,7 @@ class TrainConfig:
     lr_scheduler_type: str = "cosine"
     warmup_ratio: float = 0.05
     weight_decay: float = 0.01
-    # Effective batch 8 = 1 study per device step x 8 accumulation steps: one 8-image study fills ~2.3k tokens.
+    # Effective batch 8 = 1 study per device step x 8 accumulation steps: one 8-image study is already a long sequence.
     per_device_train_batch_size: int = 1
     gradient_accumulation_steps: int = 8
     # Studies per evaluation forward: evaluation needs no gradients, so it batches where training cannot.

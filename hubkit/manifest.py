@@ -20,6 +20,8 @@ from typing import Any, Iterable, Mapping
 from hubkit.schema import CONDITIONS, LEVELS, VIEWS, label_column
 
 MANIFEST_FILE = "hubkit_dataset.json"
+# Written by `hubkit synth` at a cohort's root: a build from such a folder is marked synthetic.
+SYNTH_MARKER = "hubkit_synth.json"
 # Bump when a field changes meaning; readers refuse a newer schema than they know.
 SCHEMA_VERSION = 1
 
@@ -43,8 +45,9 @@ def label_counts(dd) -> dict[str, list[int]]:
                            for row in split.select_columns(cols).with_format("arrow")[:].to_pylist())
 
 
-def build_manifest(cfg, dd, report: Mapping[str, Any], counts: Mapping[str, list[int]] | None = None) -> dict:
-    """The manifest of a finished build: `cfg` (BuildConfig), the saved `DatasetDict`, its build report."""
+def build_manifest(cfg, dd, report: Mapping[str, Any]) -> dict:
+    """The manifest of a finished build: `cfg` (BuildConfig), the saved `DatasetDict`, its build report
+    (`dataset_builder.report.write_report`'s)."""
     from hubkit import __version__
     from hubkit.config import config_to_dict
 
@@ -59,11 +62,11 @@ def build_manifest(cfg, dd, report: Mapping[str, Any], counts: Mapping[str, list
         "views": list(VIEWS),
         "splits": {k: len(v) for k, v in dd.items()},
         "images": {k: sum(len(x) for x in v.select_columns(["views"])["views"]) for k, v in dd.items()},
-        "fingerprints": dict(report.get("fingerprints") or {k: v._fingerprint for k, v in dd.items()}),
-        "label_counts": dict(counts or label_counts(dd)),
+        "fingerprints": dict(report["fingerprints"]),
+        "label_counts": label_counts(dd),
         "studies_built": report.get("studies_built"),
         "studies_skipped": len(report.get("studies_skipped") or []),
-        "synthetic": (Path(cfg.data_dir) / "hubkit_synth.json").is_file(),
+        "synthetic": (Path(cfg.data_dir) / SYNTH_MARKER).is_file(),
         "build": build,
     }
 

@@ -25,20 +25,19 @@ def check_base_model(base_model: str) -> Any:
     Raises:
         HubError: gated (names the page where its terms are accepted), private or not found, bad token.
         ValueError: a folder without config.json, an unreadable config, or a model without a vision tower.
+        FileNotFoundError: neither an existing folder nor a Hub repo id (`hubkit.sources.locate`).
     """
     from hubkit import modeling
-    from hubkit.sources import is_repo_id
+    from hubkit.sources import locate
 
-    path = Path(base_model).expanduser()
-    if path.exists():
-        if not (path / "config.json").is_file():
+    loc = locate(base_model, "base model")
+    if loc.path is not None:
+        if not (loc.path / "config.json").is_file():
             raise ValueError(f"base model {base_model}: a folder without config.json (not a saved model)")
-    elif is_repo_id(base_model):
+    else:
         from hubkit.hub import check_model_readable
 
-        check_model_readable(base_model)
-    else:
-        raise ValueError(f"base model {base_model!r}: no such folder, and not a Hub repo id (namespace/name)")
+        check_model_readable(loc.repo_id)
     try:
         return modeling.check_vision_base(base_model)
     except OSError as e:  # transformers' message spans lines; the first one says it

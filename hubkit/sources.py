@@ -92,11 +92,8 @@ def open_split(source: str | os.PathLike, split: str, *, streaming: bool = False
     loc = locate(source, "dataset")
     if loc.is_save_to_disk:
         obj = datasets.load_from_disk(loc.arg)
-        if isinstance(obj, datasets.DatasetDict):
-            _check_splits(loc.source, [split], list(obj))
-            ds = obj[split]
-        else:
-            ds = obj  # a single split saved on its own
+        _check_splits(loc.source, [split], _disk_splits(obj))
+        ds = obj[split] if isinstance(obj, datasets.DatasetDict) else obj
         if columns is not None:
             ds = ds.select_columns(list(columns))
         return ds.to_iterable_dataset(num_shards=max(1, min(shards, len(ds)))) if streaming else ds
@@ -109,9 +106,16 @@ def split_names(source: str | os.PathLike) -> list[str]:
 
     loc = locate(source, "dataset")
     if loc.is_save_to_disk:
-        obj = datasets.load_from_disk(loc.arg)
-        return list(obj) if isinstance(obj, datasets.DatasetDict) else ["train"]
+        return _disk_splits(datasets.load_from_disk(loc.arg))
     return _hub_errors_of(loc, lambda: list(datasets.get_dataset_split_names(loc.arg)))
+
+
+def _disk_splits(obj) -> list[str]:
+    """Split names of what `load_from_disk` returned: a single saved `Dataset` counts as `train` only, so asking it
+    for another split fails instead of silently handing back training rows."""
+    import datasets
+
+    return list(obj) if isinstance(obj, datasets.DatasetDict) else ["train"]
 
 
 def _load_dataset(loc: Location, split: str, streaming: bool, columns: Sequence[str] | None):
@@ -121,7 +125,7 @@ def _load_dataset(loc: Location, split: str, streaming: bool, columns: Sequence[
     try:
         ds = datasets.load_dataset(loc.arg, split=split, streaming=streaming, **kwargs)
     except ValueError as e:
-        if "split" in str(e).lower() or "unknown split" in str(e).lower():
+        if "split" in str(e).lower():
             raise ValueError(f"dataset {loc.source!r} has no split {split!r} ({str(e).splitlines()[0][:200]})") from e
         raise
     except TypeError:  # a format whose builder takes no `columns`: read everything, keep the columns

@@ -144,3 +144,11 @@ def test_vocabularies_hold_what_hubkit_uses():
         <= HUB_LICENSES
     assert {"image-text-to-text", "text-generation", "image-classification"} <= PIPELINE_TAGS
     assert {"n<1K", "1K<n<10K", "unknown"} <= set(metadata.dataset_size_categories())
+
+
+def test_dataset_size_category_follows_the_row_count():
+    from hubkit.cards.dataset import size_category
+
+    got = [size_category(n) for n in (0, 999, 1000, 9999, 10_000, 250_000, 10**12)]
+    assert got == ["n<1K", "n<1K", "1K<n<10K", "1K<n<10K", "10K<n<100K", "100K<n<1M", "n>1T"]
+    assert set(got) <= set(metadata.dataset_size_categories())

@@ -361,3 +361,15 @@ def test_vision_tower_attention_is_set_without_touching_the_text_model(tiny_base
     assert plain.config.vision_config._attn_implementation == "eager"
     with pytest.raises(ValueError, match="vision_config"):
         set_vision_attention(plain.model.language_model, "sdpa")
+
+
+def test_a_single_saved_dataset_is_only_the_train_split(tmp_path):
+    import datasets
+
+    from hubkit.sources import open_split, split_names
+
+    datasets.Dataset.from_dict({"x": [1, 2]}).save_to_disk(str(tmp_path / "one"))
+    assert split_names(tmp_path / "one") == ["train"]
+    assert open_split(tmp_path / "one", "train")["x"] == [1, 2]
+    with pytest.raises(ValueError, match="has no split 'validation'"):
+        open_split(tmp_path / "one", "validation")

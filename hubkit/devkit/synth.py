@@ -28,12 +28,11 @@ from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, PYDICOM_IMPLEMENTATION_UID
 
+from hubkit.manifest import SYNTH_MARKER
 from hubkit.schema import (CONDITION_TITLES, CONDITIONS, LABEL_COLUMNS, LEVEL_TITLES, LEVELS, SEVERITY_NAMES, SeriesKind,
                            label_column)
 
 __all__ = ["synth_cohort", "RATES", "DISC_Z", "SYNTH_MARKER"]
-
-SYNTH_MARKER = "hubkit_synth.json"
 
 DISC_Z: dict[str, float] = {"L1L2": 80.0, "L2L3": 40.0, "L3L4": 0.0, "L4L5": -40.0, "L5S1": -80.0}
 T12L1_Z = 120.0  # an unlabelled extra disc so level counting from either end is anatomically plausible
@@ -114,7 +113,8 @@ def _phantom(p: np.ndarray, st: _Study, t2: bool) -> np.ndarray:
     e = (x / 160.0) ** 2 + ((y + 25.0) / 115.0) ** 2
     img[e < 1.0] = T["subq"]
     img[e < 0.8] = T["soft"]
-    # Everything below lives in |x| <= 26, -19 <= y <= 72: evaluate it only there (~4x cheaper per study).
+    # Everything below lives in |x| <= 26, -19 <= y <= 72: evaluate it only there (most of the image lies outside,
+    # so most of the per-study work is skipped).
     near = (np.abs(x) <= 26.5) & (y >= -19.0) & (y <= 72.5)
     img[near] = _spine(p[near], st, T, img[near])
     return img

@@ -58,7 +58,7 @@ def _descriptions_of(study_dir: Path, given: Any) -> dict[str, str] | None:
     if isinstance(given, (str, os.PathLike)):
         if not Path(given).is_file():
             raise ValueError(f"series_descriptions: {given}: no such file (give the series-descriptions CSV)")
-        given = rsna_csv.read_descriptions("", path=given)
+        given = rsna_csv.read_descriptions_csv(given)  # cached by path and mtime: not re-read per study
     if any(isinstance(v, dict) for v in given.values()):  # {study_id: {series_id: description}}
         given = given.get(study_dir.name, {})
     return {str(k): str(v) for k, v in given.items()}
