@@ -13,9 +13,15 @@ Phases (one JSON line per figure, appended to --out as soon as it is measured):
            streamed figure): what the decoder alone reaches.
 - seed:    the seed's way: the base in 4-bit + the adapter unmerged, greedy `generate` at batch 1 on the same
            studies' slices, `max_new_tokens=200` (the answer's length forced, as random weights never stop).
+- cpu:     the CPU side of the product path, one study at a time on one thread (what the pipeline's default
+           background reader does for each batch while the device works): reading the DICOM folder and picking
+           slices (`study_from_input`, the run's slice size), then MedGemma's inputs (896 px, 256 tokens per image)
+           made by `prepare_inputs` (the default) and by the processor itself (the earlier path). Needs no GPU:
+           the product throughput with the default reader cannot exceed 1 / (read + inputs) studies/s on that CPU.
 
     PYTHONUNBUFFERED=1 python bench/pipeline.py --work /tmp/pb --out /tmp/pb.jsonl --phases prepare product engine seed
     python bench/pipeline.py --work /tmp/pbt --tiny --device cpu --studies 4 --batch-sizes 2 --repeats 1   # smoke
+    python bench/pipeline.py --work /tmp/pbc --tiny --device cpu --studies 24 --phases prepare cpu      # CPU side
 """
 
 from __future__ import annotations
@@ -161,6 +167,49 @@ def engine(work: Path, batch_size: int) -> None:
           "studies_per_s": round(n / dt, 3), "note": model._hubkit_load_note})
 
 
+def cpu_side(work: Path, repeats: int) -> None:
+    """Seconds per study of the pipeline's CPU side on this machine's CPU, one thread (see the module docstring):
+    reading + picking, then the inputs as `prepare_inputs` makes them (the default) and as the processor itself
+    makes them (the path before `hubkit.processor_cache`), on the same studies in the same run."""
+    import torch
+
+    from hubkit import schema
+    from hubkit.chat import build_chat_row
+    from hubkit.devkit.base_models import medgemma_processor
+    from hubkit.inference.inputs import study_from_input
+    from hubkit.inference.studies import _processor_inputs, prepare_inputs
+
+    def processor_way(study):
+        row = build_chat_row(study.images, study.views, schema.build_prompt(study.views))
+        text = processor.apply_chat_template(row["prompt"], add_generation_prompt=True, tokenize=False)
+        return _processor_inputs(processor, [text], [list(row["images"])])
+
+    torch.set_num_threads(1)
+    size = json.loads((work / "run" / "hubkit_config.json").read_text())["dataset"]["manifest"]["slice_size"]
+    processor = medgemma_processor()
+    folders = _folders(work)
+    first = study_from_input(folders[0], slice_size=size)[0]
+    prepare_inputs(processor, [first])  # warm-up: imports, first calls, the one check against the processor
+    times: dict[str, list[float]] = {"read_pick_s": [], "prepare_inputs_s": [], "processor_s": []}
+    for _ in range(repeats):
+        for f in folders:
+            t = time.perf_counter()
+            study, _ = study_from_input(f, slice_size=size)
+            t1 = time.perf_counter()
+            prepare_inputs(processor, [study])
+            t2 = time.perf_counter()
+            processor_way(study)
+            t3 = time.perf_counter()
+            for k, dt in zip(times, (t1 - t, t2 - t1, t3 - t2)):
+                times[k].append(dt)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    emit({"what": "cpu_side_per_study", "studies": len(folders), "repeats": repeats, "slice_size": size,
+          **{k: round(v, 4) for k, v in med.items()},
+          "one_thread_cap_studies_per_s": round(1 / (med["read_pick_s"] + med["prepare_inputs_s"]), 2),
+          "one_thread_cap_processor_way": round(1 / (med["read_pick_s"] + med["processor_s"]), 2),
+          "threads": torch.get_num_threads()})
+
+
 def _cuda() -> bool:
     import torch
 
@@ -196,7 +245,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", required=True)
     ap.add_argument("--out", default=None)
-    ap.add_argument("--phases", nargs="+", default=["prepare", "product", "engine", "seed"])
+    ap.add_argument("--phases", nargs="+", default=["prepare", "product", "engine", "seed"],
+                    help="any of prepare product engine seed cpu")
     ap.add_argument("--label", default="hubkit", help="names the hubkit version the product phase measured")
     ap.add_argument("--tiny", action="store_true")
     ap.add_argument("--device", default="cuda")
@@ -217,6 +267,8 @@ def main(argv=None) -> int:
             engine(work, max(sizes))
         elif phase == "seed":
             seed_way(work, min(args.repeats, 5))
+        elif phase == "cpu":
+            cpu_side(work, min(args.repeats, 3))
     return 0
 
 

@@ -11,7 +11,8 @@ import torch
 from PIL import Image
 
 from hubkit import chat, schema
-from hubkit.training.collate import CachedVLMCollator, _difference
+from hubkit.processor_cache import difference
+from hubkit.training.collate import CachedVLMCollator
 
 SIZE = 128
 
@@ -49,7 +50,7 @@ def test_batches_equal_trls_exactly(processor):
     collator = CachedVLMCollator(processor)
     for batch in (rows[:4], rows[4:], rows[:1]):
         want, got = _reference(processor, batch), collator(batch)
-        assert _difference(want, got) is None
+        assert difference(want, got) is None
         assert set(got) == {"input_ids", "attention_mask", "token_type_ids", "pixel_values", "labels"}
     assert collator.checked and collator.fallback is None
     # Loss only on the answer: the first labelled token follows the generation prompt, padding is never labelled.
@@ -66,7 +67,7 @@ def test_text_is_tokenized_once_per_distinct_study_text(processor):
     again = [dict(r, images=[im.transpose(Image.Transpose.FLIP_TOP_BOTTOM) for im in r["images"]]) for r in rows]
     out = collator(again)  # new pixels, same texts: nothing new rendered or tokenized
     assert (len(collator._texts), len(collator._ids)) == (texts, ids)
-    assert _difference(_reference(processor, again), out) is None
+    assert difference(_reference(processor, again), out) is None
 
 
 def test_a_differing_first_batch_falls_back_to_trl(processor, monkeypatch, caplog):
@@ -84,4 +85,4 @@ def test_a_differing_first_batch_falls_back_to_trl(processor, monkeypatch, caplo
         first = collator(rows)
     assert "pixel_values" in caplog.text and collator.fallback is not None
     assert torch.equal(first["pixel_values"], _reference(processor, rows)["pixel_values"])
-    assert _difference(_reference(processor, rows[1:]), collator(rows[1:])) is None  # TRL's from then on
+    assert difference(_reference(processor, rows[1:]), collator(rows[1:])) is None  # TRL's from then on

@@ -7,6 +7,7 @@ left padding), so every decoder (`decoding.constrained_decode`, `generate.free_g
 from __future__ import annotations
 
 import dataclasses
+import weakref
 from typing import Any, Sequence
 
 from hubkit import schema
@@ -67,14 +68,84 @@ def as_study(s: Any) -> StudyInput:
 
 
 def prepare_inputs(processor, studies: Sequence[StudyInput | dict]):
-    """Processor outputs for a left-padded batch, built with `chat.build_chat_row` exactly as in training."""
+    """Processor outputs for a left-padded batch, built with `chat.build_chat_row` exactly as in training.
+
+    Made by `FastInputs` (the processor's ids per distinct text, its pixel values through a table) once the first
+    batch showed them equal to the processor's own output; else by the processor itself."""
     texts, images = [], []
     for s in map(as_study, studies):
         row = build_chat_row(s.images, s.views, s.prompt or schema.build_prompt(s.views))
         texts.append(processor.apply_chat_template(row["prompt"], add_generation_prompt=True, tokenize=False))
-        images.append([im.convert("RGB") if hasattr(im, "convert") else im for im in row["images"]])
-    return processor(text=texts, images=images, padding=True, padding_side="left", add_special_tokens=False,
+        images.append(list(row["images"]))
+    fast = _FAST.get(processor)
+    if fast is None:
+        fast = _FAST[processor] = FastInputs(processor)
+    return fast(processor, texts, images)
+
+
+# One FastInputs per processor object, dropped with it (kept off the processor: its to_dict deep-copies attributes).
+_FAST: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _processor_inputs(processor, texts: list[str], images: list[list]):
+    rgb = [[im.convert("RGB") if hasattr(im, "convert") else im for im in ims] for ims in images]
+    return processor(text=texts, images=rgb, padding=True, padding_side="left", add_special_tokens=False,
                      return_tensors="pt")
+
+
+class FastInputs:
+    """`processor(text=..., images=..., padding_side="left")` for batches of gray 8-bit studies, without re-running
+    the processor's image path or tokenizer on every batch (`hubkit.processor_cache`). The first batch is also made
+    by the processor and compared tensor by tensor; on any difference the processor makes every batch (logged)."""
+
+    def __init__(self, processor) -> None:
+        from hubkit.processor_cache import PixelTable
+
+        self.pixels = PixelTable(processor.image_processor)
+        self.ids: dict = {}
+        self.state = "unchecked"  # -> "fast" or "processor"
+
+    def __call__(self, processor, texts: list[str], images: list[list]):
+        if self.state == "processor":
+            return _processor_inputs(processor, texts, images)
+        got = self._fast(processor, texts, images)
+        if self.state == "unchecked":
+            import logging
+
+            from hubkit.processor_cache import difference
+
+            want = _processor_inputs(processor, texts, images)
+            diff = difference(dict(want), dict(got))
+            self.state = "processor" if diff else "fast"
+            if diff:
+                logging.getLogger("hubkit.inference").warning(
+                    "fast inputs differ from the processor's (%s): using the processor", diff)
+                return want
+        return got
+
+    def _fast(self, processor, texts: list[str], images: list[list]):
+        import torch
+        from transformers import BatchFeature
+
+        from hubkit.processor_cache import text_tokens
+
+        rows = [text_tokens(processor, t, len(ims), self.pixels.size, self.ids) for t, ims in zip(texts, images)]
+        width = max(len(r["input_ids"]) for r in rows)
+        n = len(rows)
+        pad = processor.tokenizer.pad_token_id
+        ids = torch.full((n, width), 0 if pad is None else pad, dtype=torch.long)
+        mask = torch.zeros((n, width), dtype=torch.long)
+        types = torch.zeros((n, width), dtype=torch.long)
+        for i, r in enumerate(rows):  # left padding
+            k = len(r["input_ids"])
+            ids[i, width - k:] = torch.tensor(r["input_ids"])
+            types[i, width - k:] = torch.tensor(r["token_type_ids"])
+            mask[i, width - k:] = 1
+        flat = [im for ims in images for im in ims]
+        out = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+        if flat:
+            out["pixel_values"] = torch.from_numpy(self.pixels.pixels(flat))
+        return BatchFeature(out)
 
 
 # Tensors a processor gives per token position (padded on the left in a batch), and their padding values.
