@@ -56,6 +56,13 @@ def _sections(text: str) -> dict[str, str]:
     return {parts[i]: parts[i + 1] for i in range(1, len(parts), 2)}
 
 
+def _assert_well_formed(text: str) -> None:
+    """No section left with a heading and nothing under it, and no run of blank lines a skipped block leaves."""
+    for name, body in _sections(text).items():
+        assert body.strip(), f"empty section {name!r}"
+    assert "\n\n\n" not in text
+
+
 def test_all_fields(tmp_path):
     run, ev = _run_dir(tmp_path)
     text = render_model_card(run, ev, "me/medgemma-lumbar")
@@ -82,9 +89,7 @@ def test_all_fields(tmp_path):
     assert "![Confusion matrix (all conditions)](card_assets/confusion_matrix.png)" in text
     assert "**synthetic**" in text
     assert "`learning_rate` | `0.003` | `0.0002`" in text
-    for name, body in _sections(text).items():
-        assert body.strip(), f"empty section {name!r}"
-    assert "\n\n\n" not in text
+    _assert_well_formed(text)
 
 
 def test_missing_fields_are_omitted_not_invented(tmp_path):
@@ -95,8 +100,7 @@ def test_missing_fields_are_omitted_not_invented(tmp_path):
     assert data.license == "unknown" and "declares no licence" in text  # never guessed from the base's name
     assert "## Evaluation" not in text and "Label distribution" not in text and "**synthetic**" not in text
     assert "448" not in text and "stored at" not in text  # no slice size invented when the dataset recorded none
-    for name, body in _sections(text).items():
-        assert body.strip(), f"empty section {name!r}"
+    _assert_well_formed(text)
     assert "None" not in re.sub(r"`[^`]*`", "", text.split("---", 2)[2])
 
 
@@ -164,6 +168,4 @@ def test_calibration_shows_raw_and_calibrated_scores_only_when_present(tmp_path)
     assert "| Official RSNA 2024 score, raw probabilities (lower is better) | 1.200 | 0.310 |" in text
     assert "| Official RSNA 2024 score, calibrated (`calibration.json`) | – | 0.234 |" in text
     assert "| `test` of `me/held-out` (evaluated) | 12 | 0.310 | 0.234 |" in text
-    for name, body in _sections(text).items():
-        assert body.strip(), f"empty section {name!r}"
-    assert "\n\n\n" not in text
+    _assert_well_formed(text)
