@@ -59,3 +59,21 @@ def test_a_study_cut_short_at_the_end_is_left_out_and_bad_files_are_refused(tmp_
     shuffled.write_bytes(b"".join([lines[0], lines[2], lines[1], *lines[3:]]))
     with pytest.raises(ValueError, match="rows 2-26 are not one study's 25 rows"):
         read_submission(shuffled)
+
+
+def test_submissions_compare_as_numbers_and_the_comparison_can_fail(tmp_path):
+    from tests.fixtures.submissions import PROB_TOL, assert_same_submission
+
+    probs = {c: [0.7, 0.2, 0.1] for c in LABEL_COLUMNS}
+    write_submission_csv(tmp_path / "a.csv", [{"row_id": r[0], "probs": [float(x) for x in r[1:]]}
+                                              for r in study_rows("7", probs)])
+    near = {c: [0.7 + PROB_TOL / 4, 0.2 - PROB_TOL / 4, 0.1] for c in LABEL_COLUMNS}
+    far = {**probs, LABEL_COLUMNS[3]: [0.2, 0.7, 0.1]}
+    for name, p, sid in (("near", near, "7"), ("far", far, "7"), ("other", probs, "8")):
+        write_submission_csv(tmp_path / f"{name}.csv", [{"row_id": r[0], "probs": [float(x) for x in r[1:]]}
+                                                        for r in study_rows(sid, p)])
+    assert_same_submission(tmp_path / "near.csv", tmp_path / "a.csv")  # last digits differ: the same submission
+    with pytest.raises(AssertionError, match="tolerance"):
+        assert_same_submission(tmp_path / "far.csv", tmp_path / "a.csv")
+    with pytest.raises(AssertionError, match="row ids differ"):
+        assert_same_submission(tmp_path / "other.csv", tmp_path / "a.csv")
