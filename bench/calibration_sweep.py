@@ -85,7 +85,7 @@ def job(seed: int, loss: str, paths: dict[str, str], work: str, steps: int, thre
         "train_s": round(train_s, 1), "wall_s": round(time.perf_counter() - t0, 1),
         "validation": {"n": cal.n_studies, "kappa": val["kappa"], "rsna_raw": val["rsna_score_raw"],
                        "rsna_calibrated": cal.score_calibrated},
-        "held_out": {"n": held_res["eval_config"]["n_studies"], "kappa": held["kappa"],
+        "held_out": {"n": held_res["eval_config"].n_studies, "kappa": held["kappa"],
                      "rsna_raw": held["rsna_score_raw"], "rsna_calibrated": held["rsna_score"]},
         "calibration": {**cal.temperatures, "severe_spinal_scale": cal.severe_spinal_scale},
     }

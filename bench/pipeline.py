@@ -4,7 +4,7 @@ folders, beside the engine figure and the seed's way, in one run on one machine.
 Phases (one JSON line per figure, appended to --out as soon as it is measured):
 
 - prepare: a base (random weights with MedGemma 1.5 4B's geometry; `--tiny` for a CPU smoke test), a random LoRA
-           adapter saved the way `hubkit train` saves it (PEFT, both towers, r16; hubkit_config.json with the
+           adapter saved the way `hubkit train` saves it (PEFT, both towers, r16; a run record with the
            dataset manifest's slice size), and --studies synthetic DICOM study folders (`hubkit synth`).
 - product: `import hubkit; pipeline("lumbar-classify", model=RUN)` exactly as a consumer calls it: the load, warm
            batch-1 latency (one study folder per call; median of --repeats) and throughput over all the folders at
@@ -78,15 +78,22 @@ def prepare(work: Path, tiny: bool, device: str, studies: int) -> None:
         peft_model.peft_config["default"].base_model_name_or_path = str(base)
         peft_model.save_pretrained(run)
         AutoProcessor.from_pretrained(base).save_pretrained(run)
+        from hubkit.run_record import DatasetRef, RunRecord, write_run
+
         manifest = {"schema_version": 1, "slice_size": 448, "picker": "geometry"}
-        (run / "hubkit_config.json").write_text(json.dumps({"base_model": str(base),
-                                                            "dataset": {"manifest": manifest}}))
+        write_run(run, RunRecord(base_model=str(base), dataset=DatasetRef(manifest=manifest)))
         del model, peft_model
     if not (cohort / "train_images").is_dir():
         import os
 
         synth_cohort(cohort, studies, seed=11, progress=False, num_proc=max(1, (os.cpu_count() or 2) - 1))
     emit({"what": "prepare", "seconds": round(time.perf_counter() - t0, 1), "studies": studies, "tiny": tiny})
+
+
+def _load_note(model) -> str:
+    """How the base was loaded (what `loading.choose_4bit` chose), from the model itself."""
+    return "4-bit nf4 base, LoRA unmerged" if getattr(model, "is_loaded_in_4bit", False) else \
+        f"{str(getattr(model, 'dtype', '')).replace('torch.', '')}, LoRA merged"
 
 
 def _folders(work: Path) -> list[str]:
@@ -105,7 +112,7 @@ def product(work: Path, label: str, batch_sizes: list[int], repeats: int) -> Non
     model = clf.model
     emit({"what": "product_load", "code": label, "seconds": round(load_s, 2), "device": str(clf.device),
           "dtype": str(getattr(model, "dtype", "")), "quantized_4bit": bool(getattr(model, "is_loaded_in_4bit", 0)),
-          "note": getattr(model, "_hubkit_load_note", None), "num_workers": getattr(clf, "_num_workers", None)})
+          "note": _load_note(model), "num_workers": getattr(clf, "_num_workers", None)})
     for f in folders[:2]:  # warm-up: first CUDA kernels, the DICOM reader's imports
         clf(f)
     times = []
@@ -164,7 +171,7 @@ def engine(work: Path, batch_size: int) -> None:
     _sync()
     dt = time.perf_counter() - t
     emit({"what": "engine_streamed", "batch_size": batch_size, "studies": n, "seconds": round(dt, 2),
-          "studies_per_s": round(n / dt, 3), "note": model._hubkit_load_note})
+          "studies_per_s": round(n / dt, 3), "note": _load_note(model)})
 
 
 def cpu_side(work: Path, repeats: int) -> None:
@@ -185,7 +192,9 @@ def cpu_side(work: Path, repeats: int) -> None:
         return _processor_inputs(processor, [text], [list(row["images"])])
 
     torch.set_num_threads(1)
-    size = json.loads((work / "run" / "hubkit_config.json").read_text())["dataset"]["manifest"]["slice_size"]
+    from hubkit.run_record import read_run
+
+    size = read_run(work / "run").slice_size
     processor = medgemma_processor()
     folders = _folders(work)
     first = study_from_input(folders[0], slice_size=size)[0]
@@ -237,7 +246,7 @@ def seed_way(work: Path, repeats: int, max_new_tokens: int = 200) -> None:
         _sync()
         times.append(time.perf_counter() - t)
     emit({"what": "seed_generate_batch1", "median_s": round(statistics.median(times), 4), "new_tokens": answer,
-          "max_new_tokens": max_new_tokens, "note": model._hubkit_load_note})
+          "max_new_tokens": max_new_tokens, "note": _load_note(model)})
 
 
 def main(argv=None) -> int:

@@ -1,9 +1,12 @@
-"""`hubkit card`: the adapter's README.md, a pure function of files (run config, evaluation results, dataset card).
+"""`hubkit card`: the adapter's README.md, a pure function of files: the run record (`hubkit.run_record`), the
+evaluation it shows (`hubkit.eval_record`: an evaluation folder, or the summary of one the run folder keeps) and
+the calibration.
 
     >>> from hubkit.cards.model import write_model_card
     >>> write_model_card("runs/a", eval_dir="runs/a/eval", repo_id="me/medgemma-lumbar")
 
-Unknown facts are left out (a section whose inputs are missing is skipped), never invented.
+Unknown facts are left out (a section whose inputs are missing is skipped), never invented; a local path is named
+by its folder only.
 """
 
 from __future__ import annotations
@@ -15,11 +18,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from hubkit._imports import DISTRIBUTION
+from hubkit import eval_record, run_record
+from hubkit._imports import DISTRIBUTION, SOURCE_URL
+from hubkit.cards.citation import HUBKIT, unique
 from hubkit.schema import CONDITION_TITLES, CONDITIONS, GROUPS, VIEWS, build_prompt
+from hubkit.sources import display_name
 
 ASSETS = "card_assets"
-RESULT_FILES = {"finetuned": "results_finetuned.json", "base": "results_base.json"}  # hubkit.evaluation
 # (key in the results, row name in the table, format)
 METRIC_ROWS = (
     ("kappa", "Cohen's κ (overall)", "{:.3f}"),
@@ -28,7 +33,7 @@ METRIC_ROWS = (
     ("f1_weighted", "F1 (weighted)", "{:.3f}"),
     ("accuracy", "Raw accuracy", "{:.3f}"),
     ("rsna_score", "Official RSNA 2024 score (weighted log-loss, lower is better)", "{:.3f}"),
-    ("rsna_proxy", "Seed's RSNA proxy (hard predictions, lower is better)", "{:.3f}"),
+    ("rsna_proxy", "Hard-label RSNA proxy, the reference recipe's metric (lower is better)", "{:.3f}"),
     ("parse_failure_rate", "Parse failure rate", "{:.1%}"),
 )
 # With calibration applied, the official score's row splits in two.
@@ -39,22 +44,6 @@ INDEX_METRICS = (("kappa", "cohen_kappa", "Cohen's kappa"), ("qwk", "quadratic_w
                  ("weighted_accuracy", "weighted_accuracy", "Weighted accuracy"),
                  ("f1_weighted", "f1", "F1 (weighted)"), ("accuracy", "accuracy", "Accuracy"),
                  ("rsna_score", "rsna_lumbar_metric", "RSNA 2024 weighted log-loss"))
-
-
-def _read_json(path: Path) -> dict | None:
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def load_results(eval_dir: str | Path | None) -> dict[str, dict]:
-    """{"finetuned": {...}, "base": {...}} from an evaluation folder; missing files are simply absent."""
-    if eval_dir is None:
-        return {}
-    out = {}
-    for name, fname in RESULT_FILES.items():
-        res = _read_json(Path(eval_dir) / fname)
-        if res is not None:
-            out[name] = {k: v for k, v in res.items() if not k.startswith("_")}
-    return out
 
 
 def _fmt(value: Any, fmt: str) -> str:
@@ -110,63 +99,95 @@ def _hub_repo(base_model: str) -> str | None:
         return None
 
 
+def _evaluation(run: Path, eval_dir: str | Path | None) -> tuple[dict, dict[str, dict]]:
+    """(how the evaluation was made, {variant: metrics}) of EVAL_DIR, else of the summary the run folder keeps."""
+    if eval_dir is not None:
+        record = eval_record.read_eval(eval_dir)
+        made = {"split": record.split, "slices": record.slices} if record is not None else {}
+        return made, eval_record.read_results(eval_dir)
+    return eval_record.read_snapshot(run) or ({}, {})
+
+
 def build_card_context(run_dir: str | Path, eval_dir: str | Path | None = None,
                        repo_id: str | None = None) -> dict[str, Any]:
-    """Plain values for the template (no Markdown layout here) + `card_data` for the YAML front matter."""
+    """Plain values for the template (no Markdown layout here) + `card_data` for the YAML front matter.
+
+    Without `repo_id` the card says where it goes as `OWNER/NAME`: a push always renders it again for its repo.
+    """
     from hubkit.hub import repo_url
 
     run = Path(run_dir)
-    cfg = _read_json(run / "hubkit_config.json")
-    if cfg is None:
-        raise FileNotFoundError(f"{run / 'hubkit_config.json'}: not found; is {run} a `hubkit train` run folder?")
-    tc = cfg.get("train_config", {})
-    ds = cfg.get("dataset", {}) or {}
-    base_model = cfg.get("base_model", "")
-    dataset_id = ds.get("repo_id") or (Path(ds["path"]).name if ds.get("path") else None)
-    manifest = ds.get("manifest") or {}  # the build's facts, copied into the run by `hubkit train`
+    rec = run_record.read_run(run)
+    if rec is None:
+        raise FileNotFoundError(f"{run}: not a run folder (no run record); is it a `hubkit train` output?")
+    ds, base_model = rec.dataset, rec.base_model
+    dataset_id = ds.repo_id or (Path(ds.path).name if ds.path else None)
+    manifest = rec.manifest  # the build's facts, copied into the run by `hubkit train`
     views = list(manifest.get("views") or VIEWS)
-    results = load_results(eval_dir)
-    eval_cfg = _read_json(Path(eval_dir) / "eval_config.json") if eval_dir else None
+    made, results = _evaluation(run, eval_dir)
     ft, base = results.get("finetuned"), results.get("base")
     repo = repo_id or "OWNER/NAME"
+    base_repo = _hub_repo(base_model)
     ctx: dict[str, Any] = {
-        "title": repo.split("/")[-1], "repo_id": repo, "base_model": base_model,
-        "base_model_url": repo_url(base_model) if _hub_repo(base_model) else None,
-        "dataset_id": dataset_id, "dataset_url": repo_url(ds["repo_id"], "dataset") if ds.get("repo_id") else None,
-        "dataset_revision": ds.get("revision"), "dataset_fingerprint": ds.get("fingerprint"),
-        "train_rows": ds.get("train_rows"), "validation_rows": ds.get("validation_rows"),
-        "oversample": ds.get("oversample") or None, "label_rows": _label_section(manifest),
+        "title": repo.split("/")[-1], "repo_id": repo,
+        "base_model": base_model if base_repo else display_name(base_model),
+        "base_model_url": repo_url(base_model) if base_repo else None,
+        "dataset_id": dataset_id, "dataset_url": repo_url(ds.repo_id, "dataset") if ds.repo_id else None,
+        "dataset_revision": ds.revision,
+        "dataset_fingerprint": ds.fingerprint if isinstance(ds.fingerprint, str) else None,
+        "train_rows": ds.train_rows, "validation_rows": ds.validation_rows,
+        "oversample": ds.oversample or None, "label_rows": _label_section(manifest),
         "synthetic": bool(manifest.get("synthetic")),
         "picker": manifest.get("picker"), "slice_size": manifest.get("slice_size"),
-        "vision_input_size": cfg.get("vision_input_size"),
-        "eval_picker": ((eval_cfg or {}).get("slices") or {}).get("picker"),
-        "eval_slice_size": ((eval_cfg or {}).get("slices") or {}).get("slice_size"),
-        "backend": cfg.get("backend"), "global_step": cfg.get("global_step"),
-        "planned_steps": cfg.get("planned_steps"), "stopped_early": cfg.get("stopped_early"),
-        "max_length": cfg.get("max_length"),
-        "train_runtime": f"{cfg['train_runtime_s'] / 60:.1f} min" if cfg.get("train_runtime_s") else None,
-        "first_eval_loss": _fmt(cfg.get("first_eval_loss"), "{:.4f}"),
-        "best_eval_loss": None if cfg.get("best_eval_loss") is None else f"{cfg['best_eval_loss']:.4f}",
-        "best_checkpoint": cfg.get("best_checkpoint"),
-        "hyperparameters": _non_default(tc),
-        "versions": ", ".join(f"{k} {v}" for k, v in (cfg.get("versions") or {}).items() if v),
+        "vision_input_size": rec.vision_input_size,
+        "eval_picker": (made.get("slices") or {}).get("picker"),
+        "eval_slice_size": (made.get("slices") or {}).get("slice_size"),
+        "backend": rec.backend, "global_step": rec.global_step,
+        "planned_steps": rec.planned_steps, "stopped_early": rec.stopped_early,
+        "max_length": rec.max_length,
+        "train_runtime": f"{rec.train_runtime_s / 60:.1f} min" if rec.train_runtime_s else None,
+        "first_eval_loss": _fmt(rec.first_eval_loss, "{:.4f}"),
+        "best_eval_loss": None if rec.best_eval_loss is None else f"{rec.best_eval_loss:.4f}",
+        "best_checkpoint": rec.best_checkpoint,
+        "hyperparameters": _non_default(rec.train_config),
+        "versions": ", ".join(f"{k} {v}" for k, v in rec.versions.items() if v),
         "has_eval": ft is not None, "has_base": base is not None,
-        "install_name": DISTRIBUTION, "views_literal": json.dumps(views),
+        "install_name": DISTRIBUTION, "source_url": SOURCE_URL, "wheel": _wheel(run),
+        "citations": _citations(rec, base_model, repo_url(base_model) if base_repo else None),
+        "views_literal": json.dumps(views),
         "prompt_literal": json.dumps(build_prompt(views)),
     }
     if ft is not None:
-        ctx["eval_split"] = ft.get("split", "validation")
+        ctx["eval_split"] = ft.get("split", made.get("split"))
         ctx["eval_studies"] = ft.get("n_studies", ft.get("rsna_n_studies", "–"))
         ctx["metric_rows"] = _metric_rows(ft, base)
         ctx["condition_rows"] = [{"name": CONDITION_TITLES[c], "finetuned": _fmt(ft.get(f"kappa_{c}"), "{:.2f}"),
                                   "base": _fmt((base or {}).get(f"kappa_{c}"), "{:.2f}")} for c in CONDITIONS]
         ctx["confusion_images"] = [{"alt": f"Confusion matrix ({_which(p)})", "path": f"{ASSETS}/{p.name}"}
-                                   for p in _confusion_pngs(Path(eval_dir))]
-    ctx.update(_calibration_context(_read_json(run / "calibration.json"), ft))
-    ctx["card_data"] = _card_data(ctx, base_model, ds, ft, cfg)
-    ctx["license_note"] = None if (cfg.get("base_model_card") or {}).get("license") else (
+                                   for p in _confusion_pngs(run, eval_dir)]
+    cal = run_record.read_calibration(run)
+    ctx.update(_calibration_context(cal.to_dict() if cal is not None else None, ft))
+    ctx["card_data"] = _card_data(ctx, base_model, ds, ft, rec)
+    ctx["license_note"] = None if (rec.base_model_card or {}).get("license") else (
         "the base model's card declares no licence, so this card cannot state one")
     return ctx
+
+
+def _wheel(run: Path) -> str | None:
+    """The hubkit wheel a push put beside the adapter (`hubkit.packaging`), which the card then installs."""
+    from hubkit.run_record import WHEEL_PATTERN
+
+    found = sorted(run.glob(WHEEL_PATTERN))
+    return found[-1].name if found else None
+
+
+def _citations(rec, base_model: str, base_url: str | None) -> list[str]:
+    """hubkit's, the base model's and the dataset's citations, as their own cards give them; a base model whose
+    card gives none is cited by its Hub page."""
+    base = (rec.base_model_card or {}).get("citation")
+    if base is None and base_url:
+        base = f"@misc{{base_model,\n  title = {{{base_model}}},\n  url   = {{{base_url}}}\n}}"
+    return unique([HUBKIT, base, rec.dataset.citation])
 
 
 def _metric_rows(ft: dict, base: dict | None) -> list[dict]:
@@ -191,27 +212,30 @@ def _calibration_context(cal: dict | None, ft: dict | None) -> dict[str, Any]:
         return {"calibration": None}
     temps = ", ".join(f"{g} {cal[f't_{g}']:.3g}" for g in GROUPS if f"t_{g}" in cal)
     split = cal.get("split") or "validation"
-    fitted_on = f"`{split}`" + (f" of `{cal['dataset']}`" if cal.get("dataset") else "")
+    fitted_on = f"`{split}`" + (f" of `{display_name(cal['dataset'])}`" if cal.get("dataset") else "")
     rows = [{"set": f"{fitted_on} (fitted here)", "studies": cal.get("n_studies", "–"),
              "raw": _fmt(cal.get("score_raw"), "{:.3f}"), "calibrated": _fmt(cal.get("score_calibrated"), "{:.3f}")}]
     if ft is not None and ft.get("calibrated") and ft.get("rsna_score_raw") is not None:
-        evaluated = f"`{ft.get('split', 'validation')}`" + (f" of `{ft['dataset_id']}`" if ft.get("dataset_id") else "")
+        evaluated = f"`{ft.get('split', 'validation')}`" + (
+            f" of `{display_name(ft['dataset_id'])}`" if ft.get("dataset_id") else "")
         rows.append({"set": f"{evaluated} (evaluated)", "studies": ft.get("n_studies", "–"),
                      "raw": _fmt(ft["rsna_score_raw"], "{:.3f}"), "calibrated": _fmt(ft.get("rsna_score"), "{:.3f}")})
     return {"calibration": {"temperatures": temps, "scale": f"{cal.get('severe_spinal_scale', 1.0):.3g}",
                             "fitted_on": fitted_on, "n_studies": cal.get("n_studies"), "rows": rows}}
 
 
-def _confusion_pngs(eval_dir: Path) -> list[Path]:
-    """The fine-tuned model's confusion-matrix PNGs in an evaluation folder (the base model's are left out)."""
-    return sorted(p for p in eval_dir.rglob("confusion_matrix*.png") if "base" not in p.parts and "base" not in p.stem)
+def _confusion_pngs(run: Path, eval_dir: str | Path | None) -> list[Path]:
+    """The fine-tuned model's confusion-matrix figures: the evaluation folder's, else the copies beside the card."""
+    if eval_dir is not None:
+        return eval_record.confusion_pngs(eval_dir, "finetuned")
+    return sorted((run / ASSETS).glob("confusion_matrix*.png"))
 
 
 def _which(p: Path) -> str:
     return p.stem.replace("confusion_matrix", "").strip("_") or "all conditions"
 
 
-def _card_data(ctx: dict, base_model: str, ds: dict, ft: dict | None, cfg: dict):
+def _card_data(ctx: dict, base_model: str, ds, ft: dict | None, rec):
     from huggingface_hub import EvalResult, ModelCardData
 
     eval_results = []
@@ -221,16 +245,16 @@ def _card_data(ctx: dict, base_model: str, ds: dict, ft: dict | None, cfg: dict)
                 continue
             eval_results.append(EvalResult(
                 task_type="image-text-to-text", task_name="Lumbar spine degenerative classification",
-                dataset_type=ds.get("repo_id") or "local", dataset_name=ctx["dataset_id"] or "local dataset",
-                dataset_split=ctx.get("eval_split", "validation"), dataset_revision=ds.get("revision"),
+                dataset_type=ds.repo_id or "local", dataset_name=ctx["dataset_id"] or "local dataset",
+                dataset_split=ctx.get("eval_split") or "validation", dataset_revision=ds.revision,
                 metric_type=mtype, metric_name=mname, metric_value=round(float(ft[key]), 4)))
     base_repo = _hub_repo(base_model)
     return ModelCardData(
-        base_model=base_repo, datasets=[ds["repo_id"]] if ds.get("repo_id") else None,
+        base_model=base_repo, datasets=[ds.repo_id] if ds.repo_id else None,
         library_name="peft", pipeline_tag="image-text-to-text",
-        tags=_tags(cfg.get("base_model_card"), bool(cfg.get("quantized_4bit"))),
+        tags=_tags(rec.base_model_card, rec.quantized_4bit),
         model_name=ctx["repo_id"] if eval_results else None, eval_results=eval_results or None,
-        base_model_relation="adapter" if base_repo else None, **_license(cfg.get("base_model_card")),
+        base_model_relation="adapter" if base_repo else None, **_license(rec.base_model_card),
     )
 
 
@@ -247,10 +271,15 @@ def render_model_card(run_dir: str | Path, eval_dir: str | Path | None = None, r
 
 def write_model_card(run_dir: str | Path, eval_dir: str | Path | None = None, repo_id: str | None = None,
                      push: bool = False, private: bool = True) -> Path:
-    """Write RUN_DIR/README.md (+ card_assets/); with `push`, upload only the card files in one commit."""
+    """Write RUN_DIR/README.md; with `eval_dir`, the run folder keeps that evaluation's summary and figures (the
+    card shows it from then on, also when a later push renders it again). With `push` (needs `repo_id`), publish
+    only the card's files, in one commit (`hubkit.publish`)."""
     run = Path(run_dir)
-    if eval_dir is not None:  # the figures travel with the card: copy them where its links point
-        pngs = _confusion_pngs(Path(eval_dir))
+    if push and not repo_id:
+        raise ValueError("pushing the card requires a repo id (--push OWNER/NAME)")
+    if eval_dir is not None:  # the figures and the summary travel with the card: copy them where it reads them
+        eval_record.write_snapshot(run, eval_dir)
+        pngs = eval_record.confusion_pngs(eval_dir, "finetuned")
         if pngs:
             (run / ASSETS).mkdir(exist_ok=True)
         for p in pngs:
@@ -258,11 +287,7 @@ def write_model_card(run_dir: str | Path, eval_dir: str | Path | None = None, re
     path = run / "README.md"
     path.write_text(render_model_card(run, eval_dir, repo_id))
     if push:
-        if not repo_id:
-            raise ValueError("pushing the card requires a repo id (--push OWNER/NAME)")
-        from hubkit.cards.metadata import check_card
-        from hubkit.hub import push_files
+        from hubkit.publish import push_run_folder
 
-        push_files(run, repo_id, "model", "Update model card (hubkit card)", allow_patterns=["README.md", f"{ASSETS}/*"],
-                   private=private, validate=lambda text: check_card(text, "model"))
+        push_run_folder(run, repo_id, private=private, files="card")
     return path

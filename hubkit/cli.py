@@ -259,14 +259,15 @@ def calibrate(run_dir, eval_dir, push_repo) -> None:
       hubkit calibrate runs/a --eval runs/a/eval --push me/medgemma-lumbar
     """
     from hubkit.evaluation.calibration import calibrate_run
+    from hubkit.run_record import CALIBRATION_FILE
 
     cal = calibrate_run(run_dir, eval_dir, push=push_repo)
     temps = ", ".join(f"{g} {t:.3g}" for g, t in cal.temperatures.items())
     click.echo(f"fitted on {cal.split or 'an unnamed split'} ({cal.n_studies} studies): official RSNA score "
                f"{_num(cal.score_raw)} raw -> {_num(cal.score_calibrated)} calibrated "
                f"(temperatures {temps}; severe-spinal scale {cal.severe_spinal_scale:.3g})")
-    pushed = f" and pushed it to {push_repo}" if push_repo else ""
-    click.echo(f"wrote {os.path.join(run_dir, 'calibration.json')}{pushed}")
+    pushed = f" and pushed it, with the card, to {push_repo}" if push_repo else ""
+    click.echo(f"wrote {os.path.join(run_dir, CALIBRATION_FILE)}{pushed}")
 
 
 @cli.command()
@@ -283,8 +284,10 @@ def calibrate(run_dir, eval_dir, push_repo) -> None:
               help="Side of the slices read from DICOM (default: the run's, from its dataset manifest).")
 @click.option("--num-gpus", type=int, default=1, show_default=True,
               help="GPUs of this host to split the studies over (torchrun; one process per GPU, one CSV).")
+@click.option("--overwrite", is_flag=True,
+              help="Replace an output written by another model or with other settings (else: refused).")
 def predict(data_dir, model, output, batch_size, no_calibration, series_descriptions, num_workers, slice_size,
-            num_gpus) -> None:
+            num_gpus, overwrite) -> None:
     """Competition test folder (test_images/<study>/<series>/*.dcm) -> submission CSV (25 rows per study).
 
     \b
@@ -298,9 +301,11 @@ def predict(data_dir, model, output, batch_size, no_calibration, series_descript
 
     report = predict_folder(data_dir, model, output, batch_size=batch_size, calibrate=not no_calibration,
                             series_descriptions=series_descriptions, num_workers=num_workers, slice_size=slice_size,
-                            on_warning=lambda m: click.echo(f"warning: {m}", err=True), progress=_progress())
+                            overwrite=overwrite, on_warning=lambda m: click.echo(f"warning: {m}", err=True),
+                            progress=_progress())
     if report.main:
-        again = "; all were there already: delete the file to predict again" if report.reused == report.studies else ""
+        again = ("; all were there already, from this model with these settings (--overwrite predicts again)"
+                 if report.reused == report.studies else "")
         click.echo(f"wrote {report.output}: {report.studies} studies ({report.predicted} predicted now, "
                    f"{report.reused} from an earlier run, {len(report.failed)} unreadable: priors)"
                    f"{', calibrated' if report.calibrated else ''}{again}")
@@ -326,6 +331,24 @@ def card(run_dir, eval_dir, push_repo, repo_id, public) -> None:
 
     path = write_model_card(run_dir, eval_dir, repo_id or push_repo, push=bool(push_repo), private=not public)
     click.echo(f"wrote {path}" + (f" and pushed it to {push_repo}" if push_repo else ""))
+
+
+@cli.command("env")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object instead of lines.")
+def env(as_json: bool) -> None:
+    """Versions, devices and Hub settings to paste into a bug report (whether a token is set, never the token).
+
+    \b
+    Example:
+      hubkit env
+      hubkit env --json
+    """
+    import json
+
+    from hubkit.environment import report
+
+    info = report()
+    click.echo(json.dumps(info, indent=2) if as_json else "\n".join(f"- {k}: {v}" for k, v in info.items()))
 
 
 @cli.group()

@@ -8,7 +8,8 @@
 
 Private by default, one commit, and no commit at all when nothing changed. The dataset card is re-rendered from the
 folder's manifest with the real repo id (its snippet loads that repo); every file a card links to travels in the
-same commit. `build-dataset --push` and `train --push` call this after their work; `check` runs before it.
+same commit; a run's card is rendered for the repo it goes to on every push. `build-dataset --push`, `train
+--push`, `calibrate --push` and `card --push` call this after their work; `check` runs before it.
 """
 
 from __future__ import annotations
@@ -16,32 +17,33 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-# What a run folder publishes (checkpoints, TensorBoard logs and PEFT's generic README stay local); the card and
-# its figures come from `hubkit card`, or the card rendered when training ends.
-RUN_FILES = [
-    "adapter_model.safetensors", "adapter_config.json", "hubkit_config.json", "training_log.jsonl",
-    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
-    "chat_template.json", "processor_config.json", "preprocessor_config.json", "calibration.json", "README.md",
-    "card_assets/*",
-]
+from hubkit.eval_record import SNAPSHOT_FILE
+from hubkit.run_record import CALIBRATION_FILE, PUBLISHED
+
+# What each run-folder push uploads: everything a run publishes, or only the card's files, or the calibration with
+# the card that shows it. The card is rendered for the repo every time, whichever it is.
+CARD_FILES = ("README.md", "card_assets/*", SNAPSHOT_FILE)
+RUN_PUSHES = {"all": PUBLISHED, "card": CARD_FILES, "calibration": (CALIBRATION_FILE, *CARD_FILES)}
+_MESSAGES = {"all": "hubkit push: adapter, processor, config and card", "card": "Update model card (hubkit card)",
+             "calibration": "Add calibration (hubkit calibrate) and the card that shows it"}
 
 
 def kind_of(path: str | os.PathLike) -> str:
-    """"dataset" for a build-dataset folder, "model" for a train run folder.
+    """"dataset" for a build-dataset folder, "model" for a finished train run folder.
 
     Raises:
-        FileNotFoundError: neither (the message says what each holds).
+        FileNotFoundError: neither (the message says what each holds), or a run that has not finished.
     """
+    from hubkit.run_record import RUN_FILE, check_finished
+
     p = Path(path)
     if (p / "dataset_dict.json").is_file():
         return "dataset"
-    if (p / "adapter_config.json").is_file() and (p / "hubkit_config.json").is_file():
+    if (p / RUN_FILE).is_file():
+        check_finished(p)
         return "model"
-    if (p / "hubkit_config.json").is_file():
-        raise FileNotFoundError(f"{p}: a run folder without an adapter yet (training has not finished); push it "
-                                "when `hubkit train` has written adapter_model.safetensors")
     raise FileNotFoundError(f"{p}: not a dataset folder (dataset_dict.json, from `hubkit build-dataset`) nor a run "
-                            "folder (adapter_config.json + hubkit_config.json, from `hubkit train`)")
+                            "folder (an adapter and its run record, from `hubkit train`)")
 
 
 def check(repo_id: str, repo_type: str, private: bool = True, token: str | None = None) -> str:
@@ -77,16 +79,35 @@ def push_dataset_folder(folder: str | os.PathLike, repo_id: str, private: bool =
                         validate=lambda text: check_card(text, "dataset"))
 
 
-def push_run_folder(run_dir: str | os.PathLike, repo_id: str, private: bool = True, token: str | None = None):
-    """Push a run folder's distributable files in one commit, with a card (rendered now if it has none)."""
+def push_run_folder(run_dir: str | os.PathLike, repo_id: str, private: bool = True, token: str | None = None,
+                    files: str = "all"):
+    """Push a finished run folder's distributable files (`files`: "all", "card" or "calibration", `RUN_PUSHES`) in
+    one commit, with its card rendered now for `repo_id` (from the run's records and the evaluation its card shows),
+    so no pushed card names another repo or a placeholder. Returns `PushResult`."""
     from hubkit.cards.metadata import check_card
     from hubkit.cards.model import write_model_card
     from hubkit.hub import push_files
+    from hubkit.run_record import check_finished
 
     run = Path(run_dir)
-    readme = run / "README.md"
-    if not readme.is_file() or "hubkit card" not in readme.read_text(encoding="utf-8", errors="replace"):
-        write_model_card(run, None, repo_id)  # PEFT's boilerplate README is not a card
-    return push_files(run, repo_id, "model", "hubkit push: adapter, processor, config and card",
-                      allow_patterns=RUN_FILES, private=private, token=token,
-                      validate=lambda text: check_card(text, "model"))
+    check_finished(run)
+    if files == "all":
+        _ship_wheel(run)
+    write_model_card(run, None, repo_id)
+    return push_files(run, repo_id, "model", _MESSAGES[files], allow_patterns=list(RUN_PUSHES[files]),
+                      private=private, token=token, validate=lambda text: check_card(text, "model"))
+
+
+def _ship_wheel(run: Path) -> None:
+    """Put this hubkit's wheel in the run folder: the card installs it from the repo (no package index has hubkit).
+    A wheel that cannot be built leaves the card's install-from-source line instead, with a warning."""
+    import logging
+
+    from hubkit.packaging import wheel_name, wheel_of_this_hubkit
+
+    for old in run.glob(wheel_name().split("-", 1)[0] + "-*.whl"):
+        old.unlink()  # another version's wheel would be pushed beside this one
+    try:
+        wheel_of_this_hubkit(run)
+    except RuntimeError as e:
+        logging.getLogger("hubkit").warning("the card will install hubkit from its source: %s", e)

@@ -12,6 +12,7 @@ the pipeline and the manifest reader all call this, so `runs/ds` means the same 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from pathlib import Path
 from typing import Sequence
@@ -66,6 +67,15 @@ def locate(source: str | os.PathLike, kind: str = "dataset") -> Location:
     if is_repo_id(text):
         return Location(text, repo_id=text)
     raise FileNotFoundError(f"{kind} {text!r}: no such file or folder, and not a Hub repo id (namespace/name)")
+
+
+def display_name(source: str | os.PathLike) -> str:
+    """How a card or a message names a dataset or model to others: a Hub repo id as it is, a local path by its folder
+    name only (a path on the author's disk means nothing elsewhere and says what it should not)."""
+    text = str(source)
+    if is_repo_id(text) and not Path(text).expanduser().exists():
+        return text
+    return Path(text).expanduser().name or text
 
 
 def _check_splits(source: str, wanted: Sequence[str], available: Sequence[str]) -> None:
@@ -135,11 +145,34 @@ def _load_dataset(loc: Location, split: str, streaming: bool, columns: Sequence[
     return ds
 
 
+def check_readable(source: str | os.PathLike, kind: str = "dataset") -> Location:
+    """`locate(source)`, and for a Hub repo one quick read of its metadata: a missing folder, a missing or private
+    repo or an unreachable Hub is one line within a second, before any library retries or anything is loaded.
+
+    Raises:
+        FileNotFoundError: see `locate`. HubError: the repo cannot be read.
+    """
+    loc = locate(source, kind)
+    if loc.repo_id is not None:
+        _read_once(loc.repo_id, "dataset" if kind == "dataset" else "model", os.environ.get("HF_ENDPOINT"))
+    return loc
+
+
+@functools.lru_cache(maxsize=64)
+def _read_once(repo_id: str, repo_type: str, endpoint: str | None) -> str:
+    """`hub.check_readable`, once per repo, Hub and process (a run opens the same dataset several times)."""
+    from hubkit.hub import check_readable as hub_check
+
+    return hub_check(repo_id, repo_type)
+
+
 def _hub_errors_of(loc: Location, fn):
-    """Run `fn`; a Hub repo that is missing or not visible becomes `HubError` (one line) instead of datasets' own."""
+    """Run `fn` after one quick read of the repo (datasets retries an unreachable Hub for half a minute); a repo
+    that is missing or not visible becomes `HubError` (one line) instead of datasets' own error."""
     if loc.repo_id is None:
         return fn()
     from hubkit.hub import hub_errors
 
-    with hub_errors(loc.repo_id, "dataset", "load dataset"):
+    _read_once(loc.repo_id, "dataset", os.environ.get("HF_ENDPOINT"))
+    with hub_errors(loc.repo_id, "dataset", "load"):
         return fn()

@@ -95,3 +95,36 @@ def test_the_rules_can_fail():
 def test_modules_stay_small(mod):
     lines = len(MODULES[mod].read_text().splitlines())
     assert lines <= 400, f"{mod}: {lines} lines; split it by what it owns"
+
+
+# The records own their file names: a module that needs a run's, a calibration's or an evaluation's file asks
+# `hubkit.run_record` / `hubkit.eval_record`, so a name is changed in one place.
+RECORD_MODULES = {"hubkit.run_record", "hubkit.eval_record"}
+RECORD_FILES = ("hubkit_config.json", "calibration.json", "adapter_config.json", "adapter_model.safetensors",
+                "training_log.jsonl", "hubkit_evaluation.json", "eval_config.json", "results_finetuned.json",
+                "results_base.json", "predictions.csv", "predictions.jsonl", "predictions_base.csv",
+                "predictions_base.jsonl")
+
+
+def _spelled_file_names(source: str) -> list[str]:
+    """Record file names a module's code spells: string constants (f-string parts included) that are such a name or
+    a path ending in one. Prose that mentions a name (help texts, messages) is not a spelling of it."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            text = node.value.strip().strip("/")
+            found += [n for n in RECORD_FILES if text == n or text.endswith("/" + n)]
+    return found
+
+
+@pytest.mark.parametrize("mod", sorted(m for m in MODULES if m not in RECORD_MODULES))
+def test_only_the_record_modules_spell_the_record_file_names(mod):
+    spelled = _spelled_file_names(MODULES[mod].read_text())
+    assert not spelled, f"{mod} spells {spelled}: import the name from hubkit.run_record / hubkit.eval_record"
+
+
+def test_the_file_name_rule_can_fail():
+    assert _spelled_file_names('p = run / "hubkit_config.json"') == ["hubkit_config.json"]
+    assert _spelled_file_names('p = f"{run}/calibration.json"') == ["calibration.json"]
+    assert _spelled_file_names('help = "apply the model\'s calibration.json"') == []
+    assert _spelled_file_names(MODULES["hubkit.run_record"].read_text())  # the rule sees the owner's own names

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,8 +13,10 @@ from click.testing import CliRunner
 
 from hubkit import schema
 from hubkit.evaluation.calibration import fit_calibration, official_score
-from hubkit.inference.calibration import Calibration, read_calibration, write_calibration
+from hubkit.inference.calibration import Calibration
+from hubkit.run_record import read_calibration, write_calibration
 from tests.fixtures.competition import calibrated_tiny_run, competition_folder
+from tests.fixtures.submissions import assert_same_submission
 from tests.fixtures.tiny_run import make_study, trained_tiny_run
 
 N_COLS = len(schema.LABEL_COLUMNS)
@@ -158,7 +161,10 @@ def test_evaluate_calibrate_and_evaluate_again(tmp_path, local_hub):
     assert f"{cal.score_raw:.4f} raw -> {cal.score_calibrated:.4f} calibrated" in res.output
     assert cal.score_raw == pytest.approx(first["rsna_score"], rel=1e-9)
     files = set(HfApi(token=local_hub.owner_token).list_repo_files("owner/cal"))
-    assert files - {".gitattributes"} == {"calibration.json"}
+    assert files - {".gitattributes"} == {"calibration.json", "README.md"}  # with the card that shows it
+    card = HfApi(token=local_hub.owner_token).hf_hub_download("owner/cal", "README.md", cache_dir=str(tmp_path / "c"))
+    text = Path(card).read_text()
+    assert 'model="owner/cal"' in text and "OWNER/NAME" not in text and "## Calibration" in text
 
     second = evaluate_model(run, ds, split="train", output=tmp_path / "e2", batch_size=2, progress=False)["finetuned"]
     assert second["calibrated"] and second["rsna_score_raw"] == pytest.approx(first["rsna_score"], rel=1e-9)
@@ -173,4 +179,4 @@ def test_evaluate_calibrate_and_evaluate_again(tmp_path, local_hub):
     assert res.exit_code == 0, res.output
     third = json.loads((tmp_path / "e3" / "results_finetuned.json").read_text())
     assert not third["calibrated"] and third["rsna_score"] == pytest.approx(first["rsna_score"], rel=1e-12)
-    assert (tmp_path / "e3" / "predictions.csv").read_bytes() == (tmp_path / "e1" / "predictions.csv").read_bytes()
+    assert_same_submission(tmp_path / "e3" / "predictions.csv", tmp_path / "e1" / "predictions.csv")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import pytest
 from huggingface_hub import ModelCard
 
 from hubkit.cards.model import render_model_card, write_model_card
+from tests.fixtures.records import eval_folder, run_folder
 
 FT = {"kappa": 0.9123, "qwk": 0.95, "weighted_accuracy": 0.9, "f1_weighted": 0.93, "accuracy": 0.96,
       "rsna_score": 0.2345, "rsna_proxy": 1.61, "parse_failure_rate": 0.0, "kappa_canal": 0.97, "kappa_lf": 0.88,
@@ -22,33 +22,25 @@ MANIFEST = {"schema_version": 1, "slice_size": 160, "picker": "geometry", "synth
 
 
 def _run_dir(tmp_path: Path, with_eval: bool = True, with_manifest: bool = True) -> tuple[Path, Path | None]:
-    run = tmp_path / "run"
-    run.mkdir()
     ds_dir = tmp_path / "ds"
     ds_dir.mkdir()
-    (run / "hubkit_config.json").write_text(json.dumps({
-        "train_config": {"learning_rate": 0.003, "lora_r": 16, "backend": "trl"},
-        "base_model": "google/medgemma-1.5-4b-it", "vision_input_size": 896, "quantized_4bit": True,
-        "base_model_card": {"license": "other", "license_name": "health-ai-developer-foundations",
-                            "license_link": "https://developers.google.com/health-ai-developer-foundations/terms",
-                            "tags": ["medical", "gemma"]} if with_manifest else None,
-        "dataset": {"source": str(ds_dir), "kind": "local", "path": str(ds_dir), "fingerprint": "abc123",
-                    "train_rows": 108, "validation_rows": 12, "oversample": "",
-                    "manifest": MANIFEST if with_manifest else None},
-        "backend": "trl", "max_length": 512, "planned_steps": 1000, "global_step": 1000, "stopped_early": False,
-        "first_eval_loss": 2.5, "best_eval_loss": 0.1234, "best_checkpoint": "checkpoint-900",
-        "train_runtime_s": 420.0, "versions": {"transformers": "5.17.0", "peft": "0.21.2", "unsloth": None},
-    }))
+    run = run_folder(
+        tmp_path / "run", "google/medgemma-1.5-4b-it", adapter=True,
+        train_config={"learning_rate": 0.003, "lora_r": 16, "backend": "trl"}, vision_input_size=896,
+        quantized_4bit=True,
+        base_model_card={"license": "other", "license_name": "health-ai-developer-foundations",
+                         "license_link": "https://developers.google.com/health-ai-developer-foundations/terms",
+                         "tags": ["medical", "gemma"]} if with_manifest else None,
+        dataset={"source": str(ds_dir), "kind": "local", "path": str(ds_dir), "fingerprint": "abc123",
+                 "train_rows": 108, "validation_rows": 12, "oversample": "",
+                 "manifest": MANIFEST if with_manifest else None},
+        backend="trl", max_length=512, planned_steps=1000, global_step=1000, stopped_early=False,
+        first_eval_loss=2.5, best_eval_loss=0.1234, best_checkpoint="checkpoint-900", train_runtime_s=420.0,
+        versions={"transformers": "5.17.0", "peft": "0.21.2", "unsloth": None})
     if not with_eval:
         return run, None
-    ev = tmp_path / "eval"
-    ev.mkdir()
-    (ev / "results_finetuned.json").write_text(json.dumps(FT))
-    (ev / "results_base.json").write_text(json.dumps(BASE))
-    (ev / "eval_config.json").write_text(json.dumps({"slices": {"picker": "coords", "slice_size": 160}}))
-    for name in ("confusion_matrix.png", "confusion_matrix_canal.png"):
-        (ev / name).write_bytes(b"\x89PNG fake")
-    return run, ev
+    return run, eval_folder(tmp_path / "eval", FT, BASE, slices={"picker": "coords", "slice_size": 160},
+                            figures=True)
 
 
 def _sections(text: str) -> dict[str, str]:
@@ -105,7 +97,7 @@ def test_missing_fields_are_omitted_not_invented(tmp_path):
 
 
 def test_missing_run_config_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="hubkit_config.json: not found"):
+    with pytest.raises(FileNotFoundError, match="not a run folder"):
         render_model_card(tmp_path)
 
 
@@ -113,17 +105,17 @@ def test_push_updates_only_card_files(tmp_path, local_hub):
     from huggingface_hub import HfApi
 
     run, ev = _run_dir(tmp_path)
-    (run / "adapter_model.safetensors").write_bytes(b"weights")
     write_model_card(run, ev, "owner/card-only", push=True)
     api = HfApi(token=local_hub.owner_token)
     files = set(api.list_repo_files("owner/card-only")) - {".gitattributes"}  # the repo's initial commit
-    assert files == {"README.md", "card_assets/confusion_matrix.png", "card_assets/confusion_matrix_canal.png"}
+    assert files == {"README.md", "card_assets/confusion_matrix.png", "card_assets/confusion_matrix_canal.png",
+                     "hubkit_evaluation.json"}  # the card, its figures and the evaluation it shows
     assert api.repo_info("owner/card-only").private
     readme = api.hf_hub_download("owner/card-only", "README.md", cache_dir=str(tmp_path / "cache"))
     assert Path(readme).read_text() == (run / "README.md").read_text()
 
 
-def test_card_install_line_and_snippet_without_hubkit(tmp_path):
+def test_card_install_line_and_snippet_without_hubkit(tmp_path, monkeypatch):
     """The card's transformers + peft snippet, run as written, generates exactly what hubkit's seed path does."""
     import shutil
 
@@ -132,11 +124,12 @@ def test_card_install_line_and_snippet_without_hubkit(tmp_path):
     from hubkit.schema import VIEWS
     from tests.fixtures.tiny_run import _images, trained_tiny_run
 
-    run, _ = trained_tiny_run()
+    run, base = trained_tiny_run()
     copy = tmp_path / "run"
     shutil.copytree(run, copy)
     text = render_model_card(copy, None, str(copy))
-    assert "pip install hubkit-lumbar" in text and "OWNER/NAME" not in text
+    assert "OWNER/NAME" not in text and str(base) not in text  # a local base is named by its folder only
+    monkeypatch.chdir(base.parent)  # where that name leads
     snippet = re.search(r"Without hubkit.*?```python\n(.*?)```", text, flags=re.S).group(1)
     assert "import hubkit" not in snippet and "images = [...]" in snippet
     images = _images(len(VIEWS), 7)
@@ -151,21 +144,49 @@ def test_card_install_line_and_snippet_without_hubkit(tmp_path):
 
 
 def test_calibration_shows_raw_and_calibrated_scores_only_when_present(tmp_path):
+    from hubkit.eval_record import write_results
+    from hubkit.inference.calibration import Calibration
+    from hubkit.run_record import write_calibration
+
     run, ev = _run_dir(tmp_path)
     plain = render_model_card(run, ev, "me/m")
     assert "## Calibration" not in plain and "calibrated" not in plain
-    (run / "calibration.json").write_text(json.dumps({
-        "schema_version": 1, "t_spinal": 1.2, "t_foraminal": 0.9, "t_subarticular": 1.1, "severe_spinal_scale": 1.3,
-        "split": "validation", "dataset": "me/lumbar-ds", "n_studies": 30, "score_raw": 0.61,
-        "score_calibrated": 0.55}))
+    write_calibration(run, Calibration(t_spinal=1.2, t_foraminal=0.9, t_subarticular=1.1, severe_spinal_scale=1.3,
+                                       split="validation", dataset="me/lumbar-ds", n_studies=30, score_raw=0.61,
+                                       score_calibrated=0.55))
     only_fit = render_model_card(run, ev, "me/m")  # an evaluation made before calibrating: its single row stays
     assert "| `validation` of `me/lumbar-ds` (fitted here) | 30 | 0.610 | 0.550 |" in only_fit
     assert "(evaluated)" not in only_fit and "| Official RSNA 2024 score (weighted log-loss" in only_fit
     assert "(spinal 1.2, foraminal 0.9, subarticular 1.1) and a scale of 1.3" in only_fit
-    (ev / "results_finetuned.json").write_text(json.dumps({**FT, "calibrated": True, "rsna_score_raw": 0.31,
-                                                           "split": "test", "dataset_id": "me/held-out"}))
+    write_results(ev, "finetuned", {**FT, "calibrated": True, "rsna_score_raw": 0.31, "split": "test",
+                                    "dataset_id": "me/held-out"})
     text = render_model_card(run, ev, "me/m")
     assert "| Official RSNA 2024 score, raw probabilities (lower is better) | 1.200 | 0.310 |" in text
     assert "| Official RSNA 2024 score, calibrated (`calibration.json`) | – | 0.234 |" in text
     assert "| `test` of `me/held-out` (evaluated) | 12 | 0.310 | 0.234 |" in text
     _assert_well_formed(text)
+
+
+def test_cards_define_their_words_and_cite_as_the_base_and_dataset_cards_do(tmp_path):
+    from hubkit.cards.citation import HUBKIT, RSNA, citation_of
+    from hubkit.cards.dataset import render_dataset_card
+
+    base_cite = "@article{sellergren2025medgemma,\n  title={MedGemma Technical Report}\n}"
+    ds_cite = "@misc{someds, title={Some lumbar dataset}}"
+    assert citation_of(f"# Base\n\n## Citation\n\n```bibtex\n{base_cite}\n```\n\n## Next\n") == base_cite
+    assert citation_of("# Card\n\n## Use\n\n```python\nx = 1\n```\n") is None
+    run = run_folder(tmp_path / "run", "google/medgemma-1.5-4b-it", adapter=True,
+                     base_model_card={"license": "other", "citation": base_cite},
+                     dataset={"repo_id": "me/ds", "manifest": MANIFEST, "citation": ds_cite})
+    text = render_model_card(run, None, "me/m")
+    cites = text.split("## Citation", 1)[1]
+    assert base_cite in cites and ds_cite in cites and HUBKIT in cites  # as their own cards give them
+    manifest = {**MANIFEST, "views": ["Sagittal T2"], "splits": {"train": 9}, "images": {"train": 9}}
+    for synthetic in (True, False):
+        card = render_dataset_card({**manifest, "synthetic": synthetic}, "me/lumbar-ds")
+        for section in ("## Limitations", "## De-identification", "## Citation"):
+            assert section in card, section
+        assert (RSNA[0] in card) is (not synthetic) and card.startswith("---") and "\n# lumbar-ds\n" in card
+        _assert_well_formed(card)
+    for card in (text, render_dataset_card(manifest, "me/lumbar-ds")):  # no jargon a Hub reader cannot look up
+        assert not re.search(r"\bthe seed\b|\bseed's\b|\bseed (recipe|proxy|prompt)\b", card, re.I)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ from hubkit.cards.dataset import render_dataset_card
 from hubkit.cards.metadata import HUB_LICENSES, PIPELINE_TAGS, card_problems, card_warnings, check_card
 from hubkit.cards.model import render_model_card
 from hubkit.schema import CONDITIONS, VIEWS
+from tests.fixtures.records import eval_folder, run_folder
 
 FT = {"kappa": 0.91, "qwk": 0.95, "weighted_accuracy": 0.9, "f1_weighted": 0.93, "accuracy": 0.96,
       "rsna_score": 0.23, "parse_failure_rate": 0.0, "n_studies": 12}
@@ -26,18 +26,9 @@ RESULT = "model-index:\n- name: x\n  results:\n  - task: {{type: t}}\n    datase
 
 
 def _run(tmp_path: Path, base_model: str, with_eval: bool = True) -> tuple[Path, Path | None]:
-    run = tmp_path / "run"
-    run.mkdir()
-    (run / "hubkit_config.json").write_text(json.dumps({
-        "train_config": {"lora_r": 16}, "base_model": base_model,
-        "dataset": {"repo_id": "me/lumbar-ds", "revision": "a" * 40, "manifest": MANIFEST},
-    }))
-    if not with_eval:
-        return run, None
-    ev = tmp_path / "eval"
-    ev.mkdir()
-    (ev / "results_finetuned.json").write_text(json.dumps(FT))
-    return run, ev
+    run = run_folder(tmp_path / "run", base_model, train_config={"lora_r": 16},
+                     dataset={"repo_id": "me/lumbar-ds", "revision": "a" * 40, "manifest": MANIFEST})
+    return run, eval_folder(tmp_path / "eval", FT) if with_eval else None
 
 
 def _card(front: str, body: str = "# Card\n") -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from hubkit.distributed import World, launch_command, world
+from hubkit.run_record import read_run
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -91,8 +92,8 @@ def test_two_ranks_see_disjoint_studies_and_one_run_folder_is_written(tmp_path):
     assert not set(seen[0]) & set(seen[1]), seen  # sharded stream: no study on both ranks
     assert len(set(seen[0] + seen[1])) == len(seen[0] + seen[1])  # nor twice on one rank (16 train studies)
 
-    meta = json.loads((out / "hubkit_config.json").read_text())
-    assert meta["world_size"] == 2 and meta["global_step"] == 3
+    meta = read_run(out)
+    assert meta.world_size == 2 and meta.global_step == 3
     assert sorted(p.name for p in out.glob("adapter_model*")) == ["adapter_model.safetensors"]
     train_lines = [json.loads(x) for x in (out / "training_log.jsonl").read_text().splitlines() if '"loss"' in x]
     assert [x["step"] for x in train_lines] == [1, 2, 3]  # one writer: each step logged once

@@ -69,7 +69,7 @@ def test_parquet_folder_max_studies_and_errors(dataset_dir, tmp_path):
     validation = datasets.load_from_disk(str(dataset_dir))["validation"]
     validation.to_parquet(str(pq / "data" / "validation-00000-of-00001.parquet"))
     res = evaluate_model(run, pq, output=tmp_path / "e1", max_studies=1, batch_size=4, progress=False)
-    assert res["base"] is None and res["eval_config"]["n_studies"] == 1
+    assert res["base"] is None and res["eval_config"].n_studies == 1
     assert not (tmp_path / "e1" / "results_base.json").exists()
     assert len((tmp_path / "e1" / "predictions.csv").read_text().splitlines()) == 26
     with pytest.raises(ValueError, match="no split 'test'"):
@@ -85,4 +85,18 @@ def test_dataset_from_the_hub(local_hub, dataset_dir, tmp_path):
     push_dataset(dataset_dir, "owner/lumbar-eval-ds", token=local_hub.owner_token)
     run, _ = trained_tiny_run()
     res = evaluate_model(run, "owner/lumbar-eval-ds", output=tmp_path / "hub-eval", batch_size=2, progress=False)
-    assert res["eval_config"]["n_studies"] == 2 and (tmp_path / "hub-eval" / "results_finetuned.json").is_file()
+    assert res["eval_config"].n_studies == 2 and (tmp_path / "hub-eval" / "results_finetuned.json").is_file()
+
+
+def test_a_dataset_folder_given_as_the_model_is_one_line_and_leaves_nothing(dataset_dir, tmp_path):
+    from click.testing import CliRunner
+
+    from hubkit.cli import cli
+
+    out = tmp_path / "ev"
+    res = CliRunner().invoke(cli, ["evaluate", "--model", str(dataset_dir), "--dataset", str(dataset_dir),
+                                   "--output", str(out)])
+    lines = [x for x in res.output.splitlines() if x.strip()]
+    assert res.exit_code == 1 and len(lines) == 1, res.output
+    assert "a dataset folder, not a model" in lines[0] and "Unrecognized model" not in res.output
+    assert not out.exists()  # no empty output folder left behind

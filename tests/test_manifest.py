@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from hubkit.cli import cli
+from hubkit.run_record import read_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -41,11 +42,11 @@ def test_slice_size_and_picker_travel_from_build_to_run_card_and_pipeline(built_
 
     root = built_160
     run = _train(root, str(root / "ds") if where == "local" else "owner/ds-160", root / f"run-{where}")
-    meta = json.loads((run / "hubkit_config.json").read_text())
-    manifest = meta["dataset"]["manifest"]
+    meta = read_run(run)
+    manifest = meta.dataset.manifest
     assert manifest["slice_size"] == 160 and manifest["picker"] == "geometry"
     assert manifest == json.loads((root / "ds" / "hubkit_dataset.json").read_text())  # copied, not re-derived
-    assert meta["vision_input_size"] == 128  # the tower's input: another quantity, under its own name
+    assert meta.vision_input_size == 128  # the tower's input: another quantity, under its own name
 
     card = render_model_card(run)
     assert "picked with `geometry` by `hubkit build-dataset`, stored at 160×160" in card

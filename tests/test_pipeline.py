@@ -58,7 +58,8 @@ def test_pipeline_loads_adapter_with_processor_from_run_folder(pipe):
 
     run, base = trained_tiny_run()
     assert isinstance(pipe, LumbarClassificationPipeline)
-    assert pipe.model._hubkit_source == str(run) and pipe.model._hubkit_base == str(base)
+    assert pipe.facts.source == str(run) and pipe.facts.slice_size == 64  # the run record's facts, as parameters
+    assert pipe.model.config.hubkit["source"] == str(run)  # carried by the model, for pipelines built from it
     assert pipe.device.type == "cpu" and pipe.model.dtype == torch.float32
     # merged LoRA + the trained projector (modules_to_save) == PEFT's own reference model
     ref = PeftModel.from_pretrained(AutoModelForImageTextToText.from_pretrained(base), run).eval()
@@ -198,18 +199,16 @@ def test_bf16_or_4bit_by_free_memory(free_gib, asked, bnb, want_4bit):
     assert choose_4bit(None, cuda=False, has_bnb=True, free_bytes=None, weight_bytes=None)[0] is False
 
 
-def test_adapter_repo_on_the_hub(local_hub, pipe):
+def test_adapter_repo_on_the_hub(local_hub, pipe, tmp_path):
+    import shutil
+
     from transformers import pipeline
 
-    from hubkit.hub import upload_folder
     from hubkit.inference.pipeline import load_pipeline
-    from hubkit.publish import RUN_FILES
+    from hubkit.publish import push_run_folder
 
-    run, _ = trained_tiny_run()
-    # what `hubkit push` uploads, less the card: this fixture's README is PEFT's own, which names the local base
-    # folder as base_model, a card the Hub (and the loopback hub) refuses
-    upload_folder(run, "owner/lumbar-tiny-adapter", token=local_hub.owner_token,
-                  allow_patterns=[f for f in RUN_FILES if f != "README.md"])
+    run = shutil.copytree(trained_tiny_run()[0], tmp_path / "run")  # the push writes the run's card into it
+    push_run_folder(run, "owner/lumbar-tiny-adapter", token=local_hub.owner_token)  # what `hubkit push` does
     study = make_study(2, 51)
     row = {"images": study.images, "views": study.views}
     want = pipe(row)["json"]

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from hubkit import schema
 from hubkit.cli import cli
-from hubkit.inference import predict as predict_mod
+from hubkit.inference import resume as resume_mod
 from hubkit.inference.predict import UnreadableStudyWarning, class_priors, find_studies, predict_folder
 from tests.fixtures.competition import calibrated_tiny_run, competition_folder
 from tests.fixtures.submissions import assert_same_submission
@@ -82,7 +82,7 @@ def test_submission_scores_as_evaluate_does_calibrated_and_raw(one_go, tmp_path)
 def test_interrupted_run_resumes_to_the_one_go_file(one_go, tmp_path, monkeypatch):
     data, _ = competition_folder()
     out = tmp_path / "sub.csv"
-    append, calls = predict_mod._append, []
+    append, calls = resume_mod.append, []
 
     def dies_after_first_batch(path, rows):
         if calls:
@@ -90,12 +90,13 @@ def test_interrupted_run_resumes_to_the_one_go_file(one_go, tmp_path, monkeypatc
         calls.append(path)
         append(path, rows)
 
-    monkeypatch.setattr(predict_mod, "_append", dies_after_first_batch)
+    monkeypatch.setattr(resume_mod, "append", dies_after_first_batch)
     with pytest.raises(KeyboardInterrupt):
         predict_folder(data, calibrated_tiny_run(), out, batch_size=BATCH, progress=False)
-    monkeypatch.setattr(predict_mod, "_append", append)
+    monkeypatch.setattr(resume_mod, "append", append)
     assert len(_read(out)) == 25 * BATCH and (tmp_path / ".sub.csv.predict.json").is_file()
-    with pytest.raises(ValueError, match="calibrate=True, not False; delete it"):
+    with pytest.raises(ValueError, match=r"written by .*calibrated probabilities.*; this run is .*raw probabilities.*"
+                                         r"Pass --overwrite"):
         predict_folder(data, calibrated_tiny_run(), out, batch_size=BATCH, calibrate=False, progress=False)
     report = predict_folder(data, calibrated_tiny_run(), out, batch_size=BATCH, progress=False)
     assert (report.reused, report.predicted) == (BATCH, 5 - BATCH)
@@ -133,6 +134,30 @@ def test_two_cpu_processes_write_the_one_go_file(one_go, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == ["sub.csv"]  # parts merged
 
 
+def test_a_finished_file_of_another_model_is_refused_naming_both_until_overwrite(one_go, tmp_path):
+    data, _ = competition_folder()
+    out = tmp_path / "sub.csv"
+    shutil.copy(one_go, out)
+    shutil.copy(one_go.with_name(f".{one_go.name}.predict.json"), tmp_path / ".sub.csv.predict.json")  # its note
+    _, base = trained_tiny_run()  # other weights
+    args = ["predict", str(data), "--model", str(base), "--slice-size", "64", "--output", str(out)]
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    first = res.output.strip().splitlines()[-1]
+    assert f"model {calibrated_tiny_run()}" in first and f"this run is model {base}" in first and "--overwrite" in first
+    assert out.read_bytes() == one_go.read_bytes()  # kept as it was
+    res = CliRunner().invoke(cli, [*args, "--overwrite"])
+    assert res.exit_code == 0 and "5 predicted now, 0 from an earlier run" in res.output, res.output
+    assert out.read_bytes() != one_go.read_bytes()
+    res = CliRunner().invoke(cli, args)  # now it is this model's file: kept, nothing to do
+    assert res.exit_code == 0 and "all were there already" in res.output
+    foreign = tmp_path / "foreign.csv"
+    shutil.copy(one_go, foreign)  # a file hubkit predict did not write here (no note beside it)
+    res = CliRunner().invoke(cli, ["predict", str(data), "--model", str(base), "--slice-size", "64", "--output",
+                                   str(foreign)])
+    assert res.exit_code == 1 and "did not write it" in res.output and foreign.read_bytes() == one_go.read_bytes()
+
+
 def test_unreadable_study_gets_priors_and_a_warning(tmp_path):
     data, _ = competition_folder()
     copy = tmp_path / "rsna"
@@ -151,7 +176,7 @@ def test_unreadable_study_gets_priors_and_a_warning(tmp_path):
 
 def test_class_priors_minimise_the_weighted_loss_of_the_label_counts():
     counts = {c: [80, 15, 5, 3] for c in schema.CONDITIONS}
-    p = class_priors({"label_counts": counts})[schema.label_column("canal", "L1L2")]
+    p = class_priors(counts)[schema.label_column("canal", "L1L2")]
     want = [81 * 1, 16 * 2, 6 * 4]
     assert p == pytest.approx([x / sum(want) for x in want])
     rsna = class_priors({})
@@ -165,6 +190,7 @@ def test_bad_folders_and_outputs_fail_in_one_line(tmp_path, one_go):
     assert res.exit_code != 0 and "no test_images/ folder" in res.output and "Traceback" not in res.output
     other = tmp_path / "other.csv"
     other.write_text(one_go.read_text().replace(find_studies(data)[1][0].name, "42"))
+    shutil.copy(one_go.with_name(f".{one_go.name}.predict.json"), tmp_path / ".other.csv.predict.json")
     with pytest.raises(ValueError, match="holds study 42, which is not in this test folder"):
         predict_folder(data, calibrated_tiny_run(), other, progress=False)
     with pytest.raises(ValueError, match="--batch-size must be >= 1"):

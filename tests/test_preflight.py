@@ -162,9 +162,9 @@ def test_a_split_whose_studies_all_fail_is_named_and_the_rest_saved(cohort, tmp_
 
 
 def test_unfinished_run_folder_given_to_evaluate(built, tmp_path):
-    run = tmp_path / "run"
-    run.mkdir()
-    (run / "hubkit_config.json").write_text("{}")
+    from tests.fixtures.records import run_folder
+
+    run = run_folder(tmp_path / "run", "me/base")  # a run record, checkpoints, no adapter yet
     (run / "checkpoints").mkdir()
     code, text = _invoke(["evaluate", "--model", str(run), "--dataset", str(built), "--output", str(tmp_path / "e")])
     assert code == 1 and "without an adapter yet" in _one_line_error(text)

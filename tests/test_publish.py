@@ -65,7 +65,7 @@ def test_push_dataset_once_then_again_without_a_commit(ds_dir, local_hub, tmp_pa
         assert remote[split].features == local[split].features
 
 
-def test_push_run_folder_private_one_commit_and_a_changed_card_commits(local_hub, tmp_path):
+def test_push_run_folder_private_one_commit_and_a_change_commits(local_hub, tmp_path):
     from huggingface_hub import HfApi
 
     from tests.fixtures.tiny_run import trained_tiny_run
@@ -85,14 +85,57 @@ def test_push_run_folder_private_one_commit_and_a_changed_card_commits(local_hub
     head = _commits(api, repo, "model")
     res = CliRunner().invoke(cli, ["push", str(run), repo])
     assert "nothing changed, no new commit" in res.output and _commits(api, repo, "model") == head
-    (run / "README.md").write_text((run / "README.md").read_text() + "\nA note.\n")
+    from hubkit.inference.calibration import Calibration
+    from hubkit.run_record import write_calibration
+
+    write_calibration(run, Calibration(t_spinal=1.5, split="validation", n_studies=3, score_raw=0.5,
+                                       score_calibrated=0.4))  # a new file, and the card that now shows it
     res = CliRunner().invoke(cli, ["push", str(run), repo])
     assert "committed" in res.output and _commits(api, repo, "model") != head
+    assert {"calibration.json", "README.md"} <= set(api.list_repo_files(repo))
 
 
 def test_push_refuses_what_hubkit_did_not_build(tmp_path):
     res = CliRunner().invoke(cli, ["push", str(tmp_path), "owner/x"])
     assert res.exit_code == 1 and "not a dataset folder" in res.output
-    (tmp_path / "hubkit_config.json").write_text("{}")
+    from tests.fixtures.records import run_folder
+
+    run_folder(tmp_path, "me/base")  # a run record, no adapter yet
     res = CliRunner().invoke(cli, ["push", str(tmp_path), "owner/x"])
     assert res.exit_code == 1 and "without an adapter yet" in res.output
+
+
+def _no_placeholder_or_local_path(text: str, repo: str, *local: Path) -> None:
+    import tempfile
+
+    name = repo.split("/")[1]
+    assert "OWNER/NAME" not in text and "# NAME" not in text and f"# {name}" in text
+    assert f'"{repo}"' in text or f"`{repo}`" in text or f"/{repo}" in text
+    for path in (tempfile.gettempdir(), *map(str, local)):
+        assert path not in text, f"the pushed card names the local path {path}"
+
+
+def test_every_pushed_card_is_rendered_for_its_repo_without_local_paths(local_hub, ds_dir, tmp_path):
+    from huggingface_hub import HfApi
+
+    from hubkit.cards.model import write_model_card
+    from tests.fixtures.competition import calibrated_tiny_run
+    from tests.fixtures.tiny_run import trained_tiny_run
+
+    api = HfApi(token=local_hub.owner_token)
+    run = Path(shutil.copytree(calibrated_tiny_run(), tmp_path / "run"))
+    write_model_card(run)  # rendered without a repo id, as `hubkit train` without --push does
+    assert "OWNER/NAME" in (run / "README.md").read_text()
+    base = trained_tiny_run()[1]
+
+    def pushed(repo: str, repo_type: str = "model") -> str:
+        return Path(api.hf_hub_download(repo, "README.md", repo_type=repo_type,
+                                        cache_dir=str(tmp_path / "dl" / repo))).read_text()
+
+    for args, repo in ((["push", str(run), "owner/pushed-run"], "owner/pushed-run"),
+                       (["card", str(run), "--push", "owner/card-run"], "owner/card-run"),
+                       (["push", str(ds_dir), "owner/pushed-ds"], "owner/pushed-ds")):
+        res = CliRunner().invoke(cli, args)
+        assert res.exit_code == 0, res.output
+        kind = "dataset" if "ds" in repo else "model"
+        _no_placeholder_or_local_path(pushed(repo, kind), repo, run, base, ds_dir)

@@ -3,13 +3,13 @@ to the model's own loss with weights 1, and wired into `hubkit train` on the TRL
 
 from __future__ import annotations
 
-import json
 from types import SimpleNamespace
 
 import pytest
 
 from hubkit import schema
 from hubkit.training.weighting import grade_layout, token_weights, trainer_loss
+from hubkit.run_record import read_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread beats two busy ones
 # Answers with all three grades, at different fields, for two studies with different prompt lengths.
@@ -153,5 +153,5 @@ def test_hubkit_train_uses_it_on_the_trl_backend(tmp_path, monkeypatch):
         loss_weights="moderate=2,severe=4")
     run = train(str(tmp_path / "ds"), str(base), tmp_path / "run", cfg)
     assert calls and all(f == {0: 1.0, 1: 2.0, 2: 4.0} for f in calls)  # training and evaluation steps
-    meta = json.loads((run / "hubkit_config.json").read_text())
-    assert meta["train_config"]["loss_weights"] == "moderate=2,severe=4" and meta["global_step"] == 2
+    meta = read_run(run)
+    assert meta.train_config["loss_weights"] == "moderate=2,severe=4" and meta.global_step == 2

@@ -105,25 +105,27 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _summary(out: Path, url: str, seconds: float) -> None:
+    from hubkit.cards.model import METRIC_ROWS
+    from hubkit.eval_record import read_results
+    from hubkit.run_record import CALIBRATION_FILE, read_calibration
+
     eval_dir = out / "run" / "eval"
-    results = {name: json.loads((eval_dir / f"results_{name}.json").read_text())
-               for name in ("base", "finetuned") if (eval_dir / f"results_{name}.json").is_file()}
-    rows = (("kappa", "Cohen's kappa (overall)"), ("qwk", "quadratic-weighted kappa"),
-            ("weighted_accuracy", "weighted accuracy [1,2,4]"), ("accuracy", "raw accuracy"),
-            ("rsna_score", "official RSNA 2024 score (lower is better)"), ("parse_failure_rate", "parse failures"))
-    print(f"{'metric':44} {'base':>10} {'fine-tuned':>11}")
-    for key, name in rows:
+    results = read_results(eval_dir)
+    print(f"{'metric':60} {'base':>10} {'fine-tuned':>11}")
+    for key, name, fmt in METRIC_ROWS:  # the card's rows, in the card's formats
         vals = [results.get(v, {}).get(key) for v in ("base", "finetuned")]
-        print(f"{name:44} " + " ".join(f"{'-' if v is None else f'{v:.3f}':>{w}}" for v, w in zip(vals, (10, 11))))
-    cal = out / "run" / "calibration.json"
-    c = json.loads(cal.read_text()) if cal.is_file() else {}
-    if c.get("score_calibrated") is not None:
-        print(f"{'official score, calibrated (in-sample)':44} {'':>10} {c['score_calibrated']:>11.3f}")
+        if any(v is not None for v in vals):
+            cells = (f"{'-' if v is None else fmt.format(v):>{w}}" for v, w in zip(vals, (10, 11)))
+            print(f"{name:60} " + " ".join(cells))
+    c = read_calibration(out / "run")
+    cal = out / "run" / CALIBRATION_FILE
+    if c is not None and c.score_calibrated is not None:
+        print(f"{'Official RSNA 2024 score, calibrated (in-sample)':60} {'':>10} {c.score_calibrated:>11.3f}")
     print(f"""
 Where everything is:
   cohort (DICOM)      {out / 'cohort'}
   dataset + card      {out / 'dataset'}   (hub: {url}/datasets/{DATASET_REPO})
-  training run        {out / 'run'}       (adapter, hubkit_config.json, training_log.jsonl, logs/ for TensorBoard)
+  training run        {out / 'run'}       (adapter, run record, training_log.jsonl, logs/ for TensorBoard)
   evaluation          {eval_dir}
   calibration         {cal}
   submission          {out / 'submission.csv'}   (hubkit predict on the unseen studies)

@@ -33,9 +33,9 @@ from pathlib import Path
 import numpy as np
 
 from hubkit import schema
-from hubkit.evaluation.run import EVAL_CONFIG, result_files
-from hubkit.inference.calibration import COLUMN_GROUPS, Calibration, write_calibration
-from hubkit.inference.loading import ADAPTER_CONFIG, RUN_CONFIG
+from hubkit.eval_record import predictions_file, read_eval
+from hubkit.inference.calibration import COLUMN_GROUPS, Calibration
+from hubkit.run_record import check_finished, write_calibration
 
 EPS = 1e-15  # the scorer's clip (rsna_lumbar_metric.EPS: that module loads datasets and evaluate on import)
 # Each parameter stays in [1/4, 4]: wide enough for any model's over- or under-confidence, narrow enough that a
@@ -154,7 +154,7 @@ def load_predictions(eval_dir: str | os.PathLike) -> tuple[list[str], np.ndarray
         FileNotFoundError: no predictions.jsonl in the folder.
         ValueError: a line lacks probabilities or references.
     """
-    path = Path(eval_dir) / result_files("finetuned")["predictions_jsonl"]
+    path = predictions_file(eval_dir, "finetuned", "jsonl")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: not found; run `hubkit evaluate --split validation --output {eval_dir}` "
                                 "first")
@@ -178,30 +178,30 @@ def load_predictions(eval_dir: str | os.PathLike) -> tuple[list[str], np.ndarray
 
 
 def calibrate_run(run_dir: str | os.PathLike, eval_dir: str | os.PathLike, push: str | None = None) -> Calibration:
-    """Fit on EVAL_DIR's predictions (a `hubkit evaluate` folder of RUN_DIR's model) and write
-    RUN_DIR/calibration.json; with `push`, upload that one file to the model repo.
+    """Fit on EVAL_DIR's predictions (a `hubkit evaluate` folder of RUN_DIR's model) and write RUN_DIR's
+    calibration; with `push`, publish it with the card it changes to that model repo, in one commit.
 
     Raises:
-        FileNotFoundError: RUN_DIR is not a run folder, or EVAL_DIR has no predictions.jsonl.
+        FileNotFoundError: RUN_DIR is not a finished run folder, or EVAL_DIR has no predictions.
         ValueError: the predictions cannot be scored (see `load_predictions`, `fit_calibration`).
+        HubError: `push` cannot be published (checked before anything is fitted).
     """
-    from hubkit.inference.calibration import CALIBRATION_FILE
-
     run = Path(run_dir)
-    if not (run / ADAPTER_CONFIG).is_file() and not (run / RUN_CONFIG).is_file():
-        raise FileNotFoundError(f"{run}: not a run folder (no {ADAPTER_CONFIG} / {RUN_CONFIG})")
+    check_finished(run)
+    if push:
+        from hubkit.publish import check
+
+        check(push, "model")
     _, probs, refs = load_predictions(eval_dir)
-    cfg_path = Path(eval_dir) / EVAL_CONFIG
-    cfg = json.loads(cfg_path.read_text()) if cfg_path.is_file() else {}
-    split = cfg.get("split")
+    record = read_eval(eval_dir)
+    split = record.split if record is not None else None
     if split == "train":
         warnings.warn(f"{eval_dir}: fitting on the train split's predictions; fit on validation predictions so the "
                       "temperatures reflect unseen studies", stacklevel=2)
-    cal = fit_calibration(probs, refs, split=split, dataset=cfg.get("dataset"))
+    cal = fit_calibration(probs, refs, split=split, dataset=record.dataset if record is not None else None)
     write_calibration(run, cal)
     if push:
-        from hubkit.hub import upload_folder
+        from hubkit.publish import push_run_folder
 
-        upload_folder(run, push, repo_type="model", commit_message="Add calibration.json (hubkit calibrate)",
-                      allow_patterns=[CALIBRATION_FILE])
+        push_run_folder(run, push, files="calibration")
     return cal

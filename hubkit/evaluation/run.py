@@ -4,7 +4,7 @@
     res = evaluate_model("runs/a", "runs/ds", split="validation", output="runs/a/eval", compare_base=True)
     res["finetuned"]["rsna_score"], res["base"]["kappa"]
 
-Output folder (fixed names; the model card reads them):
+Output folder (fixed names, owned by `hubkit.eval_record`; calibration and the model card read them there):
 
     eval_config.json                   what was evaluated: model, base, dataset, split, studies, decoding, device,
                                        versions, timing per variant, and this file list
@@ -39,23 +39,13 @@ from typing import Any
 
 from hubkit import schema
 from hubkit._imports import require_train, versions
+from hubkit.eval_record import VARIANTS, EvalRecord, result_files, write_eval, write_results
 
-VARIANTS = ("finetuned", "base")
-EVAL_CONFIG = "eval_config.json"
 # Metadata stored next to the metrics in results_<variant>.json.
 _META_KEYS = ("variant", "model_id", "dataset_id", "split", "n_studies", "decoding", "studies_per_second", "calibrated",
               "calibration")
 # The official score's parts, also reported on the raw probabilities (suffix _raw) next to the calibrated ones.
 _RSNA_PARTS = ("rsna_score", "rsna_spinal", "rsna_foraminal", "rsna_subarticular", "rsna_any_severe_spinal")
-
-
-def result_files(variant: str) -> dict[str, str]:
-    """Relative paths of one variant's files in the output folder."""
-    if variant not in VARIANTS:
-        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-    suffix = "" if variant == "finetuned" else "_base"
-    return {"results": f"results_{variant}.json", "predictions_csv": f"predictions{suffix}.csv",
-            "predictions_jsonl": f"predictions{suffix}.jsonl", "figures": f"figures/{variant}"}
 
 
 def load_eval_split(dataset: str | os.PathLike, split: str = "validation", max_studies: int | None = None):
@@ -101,7 +91,7 @@ def evaluate_model(model: str | os.PathLike, dataset: str | os.PathLike, split: 
             official score is reported too. The base model is never calibrated.
 
     Returns:
-        {"output": folder, "finetuned": metrics, "base": metrics or None, "eval_config": the eval_config.json dict};
+        {"output": folder, "finetuned": metrics, "base": metrics or None, "eval_config": its `EvalRecord`};
         metrics carry `rsna_score` (calibrated when `calibrated`), `rsna_score_raw` and `calibrated`.
 
     Raises:
@@ -145,21 +135,19 @@ def evaluate_model(model: str | os.PathLike, dataset: str | os.PathLike, split: 
         del base_pipe
         _free()
 
-    files = {v: result_files(v) for v in VARIANTS if metrics[v] is not None}
-    config = {
-        "model": str(model), "model_dir": str(model_dir), "base_model": base, "dataset": str(dataset),
-        "split": split, "n_studies": len(ds), "study_ids": [str(s) for s in ds["study_id"]]
-        if "study_id" in ds.column_names else None, "max_studies": max_studies, "batch_size": batch_size,
-        "decoding": {"method": method, "constrained": True,
-                     "probabilities": "softmax over the N/M/S tokens at each answer field"},
-        "compare_base": compare_base, **env,
-        "calibration": calibration.to_dict() if calibration is not None else None,
-        "slices": _slices(dataset), "timing": timing, "files": {"eval_config": EVAL_CONFIG, **files},
-        "versions": versions(("hubkit", "torch", "transformers", "peft", "datasets", "evaluate", "bitsandbytes")),
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-    }
-    (out / EVAL_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
-    return {"output": str(out), "finetuned": metrics["finetuned"], "base": metrics["base"], "eval_config": config}
+    record = EvalRecord(
+        model=str(model), model_dir=str(model_dir), base_model=base, dataset=str(dataset), split=split,
+        n_studies=len(ds), study_ids=[str(s) for s in ds["study_id"]] if "study_id" in ds.column_names else None,
+        max_studies=max_studies, batch_size=batch_size,
+        decoding={"method": method, "constrained": True,
+                  "probabilities": "softmax over the N/M/S tokens at each answer field"},
+        compare_base=compare_base, **env, calibration=calibration.to_dict() if calibration is not None else None,
+        slices=_slices(dataset), timing=timing, files={v: result_files(v) for v in VARIANTS if metrics[v] is not None},
+        versions=versions(("hubkit", "torch", "transformers", "peft", "datasets", "evaluate", "bitsandbytes")),
+        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    )
+    write_eval(out, record)
+    return {"output": str(out), "finetuned": metrics["finetuned"], "base": metrics["base"], "eval_config": record}
 
 
 def _run_variant(variant: str, pipe, ds, out: Path, batch_size: int, method: str, progress: bool,
@@ -213,20 +201,8 @@ def _run_variant(variant: str, pipe, ds, out: Path, batch_size: int, method: str
     record = {**results, "variant": variant, **meta, "studies_per_second": timing["studies_per_s"],
               "calibrated": calibration is not None,
               "calibration": calibration.to_dict() if calibration is not None else None}
-    _save(out / files["results"], record)
+    write_results(out, variant, record)
     return {**results, "calibrated": calibration is not None}
-
-
-def _save(path: Path, record: dict) -> None:
-    """The results file: metrics + metadata, and `_`-prefixed provenance keys (`evaluate.save`'s layout, without
-    its shelling out to git in whatever folder the user stands in)."""
-    import platform
-
-    from hubkit import __version__
-
-    meta = {"_timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "_hubkit_version": __version__, "_python_version": platform.python_version()}
-    path.write_text(json.dumps({**record, **meta}, indent=2, default=float) + "\n")
 
 
 def _slices(dataset) -> dict:

@@ -1,4 +1,5 @@
-"""Calibrated probabilities: the run's small `calibration.json`, read and applied to `{column: [pN, pM, pS]}`.
+"""Calibrated probabilities: the run's small `calibration.json` (read and written by `hubkit.run_record`), applied to
+`{column: [pN, pM, pS]}`.
 
 `hubkit calibrate` fits it on a validation split's predictions to minimise the official RSNA score
 (`hubkit.evaluation.calibration`); the pipeline applies it by default when the model folder or Hub repo has one
@@ -23,22 +24,18 @@ only the probabilities (`probs`, what the submission and the official score use)
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import os
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from hubkit.schema import CONDITION_GROUP, GROUPS, LABEL_COLUMNS, parse_column
 
-CALIBRATION_FILE = "calibration.json"
 SCHEMA_VERSION = 1
 # Group of each of the 25 label columns, in official column order (the order of the arrays below).
 COLUMN_GROUPS: tuple[str, ...] = tuple(CONDITION_GROUP[parse_column(c)[0]] for c in LABEL_COLUMNS)
 
-__all__ = ["CALIBRATION_FILE", "SCHEMA_VERSION", "Calibration", "read_calibration", "write_calibration"]
+__all__ = ["SCHEMA_VERSION", "Calibration"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,29 +113,3 @@ class Calibration:
             return cls(**data)
         except (TypeError, ValueError) as e:
             raise ValueError(f"{source}: {e}") from None
-
-
-def read_calibration(folder: str | os.PathLike) -> Calibration | None:
-    """The folder's calibration.json, or None when it has none.
-
-    Raises:
-        ValueError: the file is not valid JSON or not a calibration this hubkit can apply (the message names it).
-    """
-    path = Path(folder) / CALIBRATION_FILE
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text())
-    except ValueError as e:
-        raise ValueError(f"{path}: not valid JSON ({e}); delete it or refit with `hubkit calibrate`") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object; delete it or refit with `hubkit calibrate`")
-    return Calibration.from_dict(data, source=str(path))
-
-
-def write_calibration(folder: str | os.PathLike, calibration: Calibration) -> Path:
-    """Write FOLDER/calibration.json (pretty JSON, the dataclass's fields); returns its path."""
-    path = Path(folder) / CALIBRATION_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(calibration.to_dict(), indent=2) + "\n")
-    return path

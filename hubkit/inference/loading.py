@@ -15,9 +15,8 @@ from typing import Any
 
 from hubkit._imports import available, install_hint
 from hubkit.modeling import REMOTE_CODE_REFUSED, nf4_config
+from hubkit.run_record import ADAPTER_CONFIG, ADAPTER_WEIGHTS, RUN_FILE, RunFacts, run_facts
 
-ADAPTER_CONFIG = "adapter_config.json"
-RUN_CONFIG = "hubkit_config.json"  # written by `hubkit train` (hubkit.training.recipe)
 log = logging.getLogger("hubkit.inference")
 # Files fetched from a Hub repo: adapter/model weights + configs + processor files (never checkpoints/ or logs/).
 _HUB_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "tokenizer.model", "*.txt"]
@@ -49,27 +48,22 @@ def resolve_model_dir(model: str | os.PathLike, revision: str | None = None, tok
     return download_snapshot(loc.repo_id, revision=revision, token=token, allow_patterns=_HUB_PATTERNS)
 
 
-def run_manifest(model_dir: str | os.PathLike) -> dict | None:
-    """The manifest of the dataset the run trained on (`hubkit_config.json` -> dataset -> manifest), or None.
-
-    Its `slice_size` is the side the pipeline reads DICOM slices at, so inference sees training's pixels.
-    """
-    path = Path(model_dir) / RUN_CONFIG
-    if not path.is_file():
-        return None
-    try:
-        return (json.loads(path.read_text()).get("dataset") or {}).get("manifest")
-    except ValueError as e:
-        raise LumbarLoadError(f"{path}: not valid JSON ({e})") from e
-
-
 def base_model_of(model_dir: str | os.PathLike) -> str | None:
     """`base_model_name_or_path` from the folder's adapter_config.json, or None for a full model folder."""
     cfg = Path(model_dir) / ADAPTER_CONFIG
     if not cfg.is_file():
-        if (Path(model_dir) / RUN_CONFIG).is_file() and not (Path(model_dir) / "config.json").is_file():
-            raise LumbarLoadError(f"{model_dir}: a run folder without an adapter yet (training has not finished, "
-                                  "or was interrupted: add --resume to the train command)")
+        if (Path(model_dir) / RUN_FILE).is_file() and not (Path(model_dir) / "config.json").is_file():
+            from hubkit.run_record import check_finished
+
+            try:
+                check_finished(model_dir)  # says what the folder is instead, in the words every verb uses
+            except FileNotFoundError as e:
+                raise LumbarLoadError(str(e)) from None
+        if not (Path(model_dir) / "config.json").is_file():
+            what = ("a dataset folder, not a model" if (Path(model_dir) / "dataset_dict.json").is_file()
+                    else "not a model folder")
+            raise LumbarLoadError(f"{model_dir}: {what} (a run folder from `hubkit train`, an adapter folder or a "
+                                  "saved model; give the dataset with --dataset)")
         return None
     try:
         base = json.loads(cfg.read_text()).get("base_model_name_or_path")
@@ -138,8 +132,9 @@ def bf16_weight_bytes(model: str) -> int | None:
 
 def load_model(model: str | os.PathLike, dtype: Any = "auto", load_in_4bit: bool | None = None,
                revision: str | None = None, token: str | None = None, **from_pretrained_kwargs: Any):
-    """Base + adapter (or a full model), ready for inference; `model._hubkit_source` = the folder it came from,
-    `model._hubkit_calibration` = its calibration.json (`hubkit.inference.calibration.Calibration`) or None.
+    """Base + adapter (or a full model), ready for inference, with the run's facts (`hubkit.run_record.RunFacts`:
+    slice size, picker, calibration, label counts; and `source`, the folder it came from) in `model.config.hubkit`,
+    where a pipeline built from the model object finds them, and `save_pretrained` keeps them.
 
     Raises:
         LumbarLoadError: folder/repo/base model not found or not loadable (the message says which).
@@ -171,6 +166,7 @@ def load_model(model: str | os.PathLike, dtype: Any = "auto", load_in_4bit: bool
                 dtype = torch.bfloat16
     kwargs["dtype"] = dtype
     log.info("lumbar-classify: %s", note)
+    facts = facts_of(src)  # before the weights: a broken record or calibration.json fails in the first second
     try:
         net = AutoModelForImageTextToText.from_pretrained(target, **kwargs)
     except (OSError, ValueError) as e:
@@ -179,8 +175,8 @@ def load_model(model: str | os.PathLike, dtype: Any = "auto", load_in_4bit: bool
     if base is not None:
         from peft import PeftModel
 
-        if not (src / "adapter_model.safetensors").is_file():
-            raise LumbarLoadError(f"{src}: no adapter_model.safetensors; hubkit loads safetensors only (a .bin "
+        if not (src / ADAPTER_WEIGHTS).is_file():
+            raise LumbarLoadError(f"{src}: no {ADAPTER_WEIGHTS}; hubkit loads safetensors only (a .bin "
                                   "adapter is a pickle that can run code: re-save it with safe_serialization=True)")
         try:
             net = PeftModel.from_pretrained(net, str(src), is_trainable=False)
@@ -189,19 +185,14 @@ def load_model(model: str | os.PathLike, dtype: Any = "auto", load_in_4bit: bool
         if not quantized:
             net = net.merge_and_unload()  # plain model: faster decoding, identical outputs
     net.eval()
-    net._hubkit_source = str(src)
-    net._hubkit_base = base
-    net._hubkit_manifest = run_manifest(src)
-    net._hubkit_calibration = _calibration_of(src)
-    net._hubkit_load_note = note
+    # a saved model that carries its facts in its config keeps them where its folder has no run record
+    setattr(net.config, RunFacts.CONFIG_KEY, facts.or_else(RunFacts.of_model(net)).to_config())
     return net
 
 
-def _calibration_of(src: Path):
-    """The folder's calibration.json (fitted by `hubkit calibrate`), or None; a broken one is a load error."""
-    from .calibration import read_calibration
-
+def facts_of(src: Path) -> RunFacts:
+    """The run's facts (`run_record.run_facts`); a broken record or calibration.json is a load error."""
     try:
-        return read_calibration(src)
+        return run_facts(src)
     except ValueError as e:
         raise LumbarLoadError(str(e)) from e

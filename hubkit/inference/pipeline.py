@@ -24,12 +24,18 @@ This module imports only the standard library at import time; the pipeline class
 
 from __future__ import annotations
 
+import logging
 import os
+from pathlib import Path
 from typing import Any
+
+from hubkit.run_record import RunFacts
 
 from .inputs import study_from_input
 from .loading import LumbarLoadError, load_model, resolve_model_dir
 from .registration import TASK, register
+
+log = logging.getLogger("hubkit.inference")
 
 
 def load_pipeline(model: str | os.PathLike, device: Any = None, batch_size: int | None = None,
@@ -46,10 +52,14 @@ def load_pipeline(model: str | os.PathLike, device: Any = None, batch_size: int 
             (`loading.choose_4bit`); False = never; True = require it.
         kwargs: more `transformers.pipeline` arguments (e.g. `processor=`).
     """
+    from hubkit._imports import require_inference
+
+    require_inference("pipeline('lumbar-classify')")
+    # the folder or repo first: a missing one is one line before transformers and torch are even imported
+    src = resolve_model_dir(model, revision=kwargs.pop("revision", None), token=kwargs.get("token"))
     register()
     from transformers import pipeline
 
-    src = resolve_model_dir(model, revision=kwargs.pop("revision", None), token=kwargs.get("token"))
     model_kwargs = dict(kwargs.pop("model_kwargs", None) or {})
     if load_in_4bit is not None:
         model_kwargs["load_in_4bit"] = load_in_4bit
@@ -86,6 +96,28 @@ def _format(pred, views: list[str], notes: list[str], calibration=None) -> dict[
     return {"study_id": pred.study_id, "levels": levels, "json": pred.json, "probs": probs,
             "calibrated": calibration is not None, "views": list(views), "missing_views": missing, "notes": notes,
             "schema_mass": pred.schema_mass}
+
+
+def _calibration(value: Any):
+    """The `calibration=` parameter: a `Calibration`, its dict, a run folder holding one, or False (none);
+    ValueError naming what it cannot use."""
+    from hubkit.run_record import read_calibration
+
+    from .calibration import Calibration
+
+    if value is False:
+        return None
+    if isinstance(value, Calibration):
+        return value
+    if isinstance(value, dict):
+        return Calibration.from_dict(value, "calibration=")
+    if isinstance(value, (str, os.PathLike)):
+        cal = read_calibration(value) if Path(value).is_dir() else None
+        if cal is None:
+            raise ValueError(f"calibration={str(value)!r}: not a folder with a calibration fitted by `hubkit "
+                             "calibrate`")
+        return cal
+    raise TypeError(f"calibration= takes a Calibration, a dict, a run folder or False; got {type(value).__name__}")
 
 
 def _collate(items: list[dict]) -> dict:
@@ -132,6 +164,7 @@ def _classes():
     global _CLASSES
     if _CLASSES is not None:
         return _CLASSES
+    import dataclasses
     import functools
     import weakref
 
@@ -165,6 +198,10 @@ def _classes():
         from its dataset manifest); `series_descriptions` (the RSNA series-descriptions CSV, or {series_id:
         description}; default: the CSV beside a `*_images/` folder, if there is one); `calibrate` (apply the model's
         calibration.json to the probabilities, default True when it has one; labels and JSON are never changed).
+
+        Construction parameters (the run's facts; default: what the model carries in `model.config.hubkit`, which
+        hubkit's loader sets from the run record, `hubkit.run_record.RunFacts`): `slice_size`; `calibration` (a
+        `Calibration`, its dict, a run folder, or False for none). `self.facts` holds what the pipeline uses.
         """
 
         _load_processor = False
@@ -174,17 +211,28 @@ def _classes():
         _load_video_processor = False
         _pipeline_calls_generate = False
 
-        def __init__(self, model, processor=None, **kwargs):
+        def __init__(self, model, processor=None, *, slice_size: int | None = None, calibration: Any = None,
+                     **kwargs):
+            facts = RunFacts.of_model(model)  # set from the run record by hubkit's loader; empty otherwise
             if processor is None:
-                processor = _load_processor(model)
+                processor = _load_processor(model, facts)
             super().__init__(model=model, processor=processor, **kwargs)
             if self._num_workers is None:
                 self._num_workers = DEFAULT_WORKERS
             self.plan = answer_plan(self.processor.tokenizer)
+            self.facts = dataclasses.replace(
+                facts, slice_size=int(slice_size) if slice_size else facts.slice_size,
+                calibration=facts.calibration if calibration is None else _calibration(calibration))
             # The side the training slices were stored at: DICOM folders are read at it, as the builder did.
-            self.slice_size = (getattr(model, "_hubkit_manifest", None) or {}).get("slice_size")
+            self.slice_size = self.facts.slice_size
             # Fitted by `hubkit calibrate` and shipped beside the adapter; applied unless a call says calibrate=False.
-            self.calibration = getattr(model, "_hubkit_calibration", None)
+            self.calibration = self.facts.calibration
+            missing = self.facts.missing()
+            if missing and getattr(model.config, RunFacts.CONFIG_KEY, None) is None:
+                # a model object hubkit's loader did not make: say now what DICOM folders will need
+                log.warning("lumbar-classify: this model carries no run facts (it was not loaded from a hubkit run "
+                            "folder or repo): pass %s to read DICOM study folders",
+                            ", ".join(f"{m}=..." for m in missing))
 
         def _sanitize_parameters(self, method=None, draft=None, slice_size=None, series_descriptions=None,
                                  calibrate=None, **kwargs):
@@ -264,10 +312,8 @@ def _classes():
             model_iterator = PipelineIterator(batches, self.forward, forward_params, loader_batch_size=batch_size)
             return PipelineIterator(model_iterator, self.postprocess, postprocess_params)
 
-    def _load_processor(model):
-        src = getattr(model, "_hubkit_source", None)
-        candidates = [c for c in (src, getattr(model, "_hubkit_base", None), getattr(model, "name_or_path", None))
-                      if c]
+    def _load_processor(model, facts):
+        candidates = [c for c in dict.fromkeys((facts.source, getattr(model, "name_or_path", None))) if c]
         errors = []
         for c in candidates:
             try:

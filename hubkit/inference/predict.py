@@ -15,8 +15,10 @@ Output: `row_id,normal_mild,moderate,severe`, 25 rows per study, studies in fold
 
 Resuming: rows are appended batch by batch and flushed, so a re-run after an interruption reads what is there,
 drops a study cut short at the end, and predicts only the rest; batches keep their boundaries, so the finished file
-is the one a single uninterrupted run writes. A note beside the output (`.<name>.predict.json`, removed when done)
-refuses a re-run with another model or calibration setting.
+holds the studies, rows and grades a single uninterrupted run writes (probabilities equal to the last digits, which
+depend on how the studies were batched). A note beside the output (`.<name>.predict.json`) says which model (its
+weights' fingerprint) and settings wrote it: a later run with another model, calibration or slice size refuses to
+extend or keep that file, naming both, unless `overwrite=True` (`--overwrite`) starts it afresh.
 
 Several processes (`--num-gpus N`, or torchrun): batch j goes to rank j mod N, each rank appends to its own part
 file (`.<name>.part<rank>.csv`), and rank 0, after a barrier, merges everything in study order into one file with
@@ -30,7 +32,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import json
 import os
 import warnings
 from pathlib import Path
@@ -39,7 +40,8 @@ from typing import Any, Callable
 from hubkit import schema
 from hubkit.distributed import World, pin_device, world
 
-from .submission import HEADER, read_submission, study_rows, write_rows
+from . import resume
+from .submission import study_rows
 
 # RSNA 2024 train.csv label counts per official group (Normal/Mild, Moderate, Severe), the competition's public
 # training labels: the prior of an unreadable study when the run's dataset recorded no label counts.
@@ -87,11 +89,11 @@ def find_studies(data_dir: str | os.PathLike) -> tuple[Path, list[Path]]:
                                                   p.name))
 
 
-def class_priors(manifest: dict | None) -> dict[str, list[float]]:
+def class_priors(label_counts: dict | None) -> dict[str, list[float]]:
     """{label column: [pN, pM, pS]} for a study the model could not see: per condition p_k ∝ 2**k * n_k, the
     constant that minimises the official (1/2/4-weighted) log-loss, from the run's dataset label counts
-    (manifest `label_counts`, {condition: [N, M, S, missing]}); RSNA's own counts where those are absent."""
-    counts = (manifest or {}).get("label_counts") or {}
+    ({condition: [N, M, S, missing]}, the manifest's `label_counts`); RSNA's own counts where those are absent."""
+    counts = label_counts or {}
     out = {}
     for c in schema.CONDITIONS:
         n = [float(x) for x in (counts.get(c) or [])[:3]]
@@ -107,7 +109,7 @@ def class_priors(manifest: dict | None) -> dict[str, list[float]]:
 def predict_folder(data_dir: str | os.PathLike, model: str | os.PathLike, output: str | os.PathLike, *,
                    batch_size: int = 8, calibrate: bool = True, series_descriptions: Any = None,
                    slice_size: int | None = None, method: str = "stepwise", device: Any = None,
-                   num_workers: int | None = None, progress: bool = True,
+                   num_workers: int | None = None, progress: bool = True, overwrite: bool = False,
                    on_warning: Callable[[str], None] | None = None) -> PredictReport:
     """Write the submission CSV of every study under DATA_DIR (see the module docstring); returns a report.
 
@@ -123,26 +125,29 @@ def predict_folder(data_dir: str | os.PathLike, model: str | os.PathLike, output
         device: pipeline device (default: this rank's GPU, else CPU).
         num_workers: processes reading DICOM ahead of the device (default: the pipeline's choice for the device).
         progress: show a progress bar (rank 0).
+        overwrite: replace an output written by another model or with other settings (else: ValueError).
         on_warning: called with each one-line warning (default: `warnings.warn(..., UnreadableStudyWarning)`).
 
     Raises:
         FileNotFoundError: no test_images/ or no studies. ValueError: the model cannot be loaded, the output is
-            not a submission of this folder, or an earlier partial run used another model / calibration setting.
+            not a submission of this folder, or an earlier run wrote it with another model or settings.
     """
+    from hubkit._imports import require_inference
+
+    require_inference("hubkit predict")
     if batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
     w = world()
     _, studies = find_studies(data_dir)
     out = Path(output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    note = {"model": str(model), "calibrate": bool(calibrate), "data_dir": str(Path(data_dir).resolve())}
-    with _group(w):
-        return _predict(studies, out, note, w, model, batch_size, calibrate, series_descriptions, slice_size,
+    with resume.group(w):
+        return _predict(studies, out, overwrite, w, model, batch_size, calibrate, series_descriptions, slice_size,
                         method, device, num_workers, progress, on_warning)
 
 
-def _predict(studies, out, note, w, model, batch_size, calibrate, series_descriptions, slice_size, method, device,
-             num_workers, progress, on_warning) -> PredictReport:
+def _predict(studies, out, overwrite, w, model, batch_size, calibrate, series_descriptions, slice_size, method,
+             device, num_workers, progress, on_warning) -> PredictReport:
     from tqdm.auto import tqdm
 
     from .batching import WorkerPool, prefetched_batches
@@ -152,17 +157,20 @@ def _predict(studies, out, note, w, model, batch_size, calibrate, series_descrip
     pipe = _pipeline(model, device, w)  # before any file is touched: a model that does not load leaves no trace
     size = slice_size or pipe.slice_size
     if not size:  # else every study would fail to read, and get the priors
-        raise ValueError(f"{model}: the run does not say at which size its training slices were stored (no dataset "
-                         "manifest in hubkit_config.json); pass --slice-size N, the dataset's --slice-size")
-    done = _written(out, studies, note, w)
-    _barrier(w)  # every rank has read what earlier runs wrote before any rank writes
+        raise ValueError(f"{model}: the run does not say at which size its training slices were stored (its run "
+                         "record has no dataset manifest); pass --slice-size N, the dataset's --slice-size")
+    cal = pipe.calibration if calibrate else None
+    note = {"model": str(model), "fingerprint": resume.fingerprint(pipe.facts.source),
+            "calibration": cal.to_dict() if cal is not None else None, "slice_size": size}
+    done = resume.written(out, studies, note, w, overwrite)
+    resume.barrier(w)  # every rank has read what earlier runs wrote before any rank writes
     batches = [studies[i:i + batch_size] for i in range(0, len(studies), batch_size)]
     mine = [[s for s in b if s.name not in done] for j, b in enumerate(batches) if j % w.size == w.rank]
     mine = [b for b in mine if b]
-    target = _part(out, w.rank) if w.distributed else out
-    _truncate_to_complete(target)
+    target = resume.part_path(out, w.rank) if w.distributed else out
+    resume.truncate_to_complete(target)
 
-    priors = class_priors(getattr(pipe.model, "_hubkit_manifest", None))  # read once, by load_model
+    priors = class_priors(pipe.facts.label_counts)  # the run's own, read once by the loader
     workers = DEFAULT_WORKERS if num_workers is None else num_workers
     warn = on_warning or (lambda m: warnings.warn(m, UnreadableStudyWarning, stacklevel=3))
     read = functools.partial(_read_batch, slice_size=size, descriptions=series_descriptions)
@@ -184,12 +192,12 @@ def _predict(studies, out, note, w, model, batch_size, calibrate, series_descrip
                     rows += study_rows(sid, priors)
                 else:
                     rows += study_rows(sid, next(outs)["probs"])
-            _append(target, rows)
+            resume.append(target, rows)
             predicted += len(loaded)
             bar.update(len(loaded))
-    _barrier(w)  # every part file is complete
+    resume.barrier(w)  # every part file is complete
     if w.main:
-        _merge(out, studies)
+        resume.merge(out, studies)
     return PredictReport(str(out), len(studies), predicted, len(done), tuple(failed),
                          bool(calibrate and pipe.calibration is not None), w.main)
 
@@ -232,101 +240,3 @@ def _pipeline(model, device, w: World):
         return load_pipeline(model, device=device)
     except LumbarLoadError as e:
         raise ValueError(str(e)) from e
-
-
-def _note(out: Path) -> Path:
-    return out.with_name(f".{out.name}.predict.json")
-
-
-def _part(out: Path, rank: int) -> Path:
-    return out.with_name(f".{out.name}.part{rank}.csv")
-
-
-def _parts(out: Path) -> list[Path]:
-    return sorted(out.parent.glob(f".{out.name}.part*.csv")) if out.parent.is_dir() else []
-
-
-def _written(out: Path, studies: list[Path], note: dict, w: World) -> set[str]:
-    """Study ids already written by an earlier run (the output and any part files), after checking that run used
-    the same model and calibration setting."""
-    files = [f for f in (out, *_parts(out)) if f.is_file()]
-    if not files:
-        if w.main:
-            _note(out).parent.mkdir(parents=True, exist_ok=True)
-            _note(out).write_text(json.dumps(note) + "\n")
-        return set()
-    if _note(out).is_file():
-        before = json.loads(_note(out).read_text())
-        for key in ("model", "calibrate"):
-            if before.get(key) != note[key]:
-                raise ValueError(f"{out}: an earlier run wrote it with {key}={before.get(key)!r}, not "
-                                 f"{note[key]!r}; delete it (and {_note(out).name}) or choose another --output")
-    names = {s.name for s in studies}
-    done: set[str] = set()
-    for f in files:
-        for sid in read_submission(f):
-            if sid not in names:
-                raise ValueError(f"{f}: holds study {sid}, which is not in this test folder; delete it or choose "
-                                 "another --output")
-            done.add(sid)
-    return done
-
-
-def _truncate_to_complete(path: Path) -> None:
-    """Start `path` with the header, keeping only its complete studies (a study cut short is predicted again)."""
-    studies = read_submission(path) if path.is_file() else {}
-    with path.open("w", newline="") as fh:
-        write_rows(fh, [HEADER, *(r for rows in studies.values() for r in rows)])
-
-
-def _append(path: Path, rows: list[list[str]]) -> None:
-    with path.open("a", newline="") as fh:
-        write_rows(fh, rows)
-        fh.flush()
-        os.fsync(fh.fileno())  # an interruption keeps every batch written so far
-
-
-@contextlib.contextmanager
-def _group(w: World):
-    """The ranks' process group, only for barriers: gloo works for that on CPU and GPU hosts alike."""
-    if not w.distributed:
-        yield
-        return
-    import datetime
-
-    import torch.distributed as dist
-
-    ours = not dist.is_initialized()
-    if ours:  # on a long test set a rank may wait for the slowest for hours, far past the default timeout
-        dist.init_process_group("gloo", timeout=datetime.timedelta(hours=24))
-    try:
-        yield
-    finally:
-        if ours:
-            dist.destroy_process_group()
-
-
-def _barrier(w: World) -> None:
-    if w.distributed:
-        import torch.distributed as dist
-
-        dist.barrier()
-
-
-def _merge(out: Path, studies: list[Path]) -> None:
-    """Rank 0: the output rewritten in study order from itself and the part files, atomically; parts removed."""
-    found: dict[str, list[list[str]]] = {}
-    for f in [out, *_parts(out)]:
-        if f.is_file():
-            for sid, rows in read_submission(f).items():
-                found.setdefault(sid, rows)
-    missing = [s.name for s in studies if s.name not in found]
-    if missing:
-        raise RuntimeError(f"{out}: {len(missing)} studies have no rows after all ranks finished, e.g. {missing[0]}")
-    tmp = out.with_name(f".{out.name}.tmp")
-    with tmp.open("w", newline="") as fh:
-        write_rows(fh, [HEADER, *(r for s in studies for r in found[s.name])])
-    os.replace(tmp, out)
-    for f in _parts(out):
-        f.unlink()
-    _note(out).unlink(missing_ok=True)
