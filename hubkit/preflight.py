@@ -15,6 +15,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from hubkit.model_family import family_of
+
 log = logging.getLogger("hubkit")
 GiB = 2**30
 
@@ -39,9 +41,11 @@ def check_base_model(base_model: str) -> Any:
 
         check_model_readable(loc.repo_id)
     try:
-        return modeling.check_vision_base(base_model)
+        config = modeling.check_vision_base(base_model)
     except OSError as e:  # transformers' message spans lines; the first one says it
         raise ValueError(f"base model {base_model}: {str(e).strip().splitlines()[0]}") from e
+    family_of(config)  # a family hubkit knows the pixels, image tokens and prompt of, or one line saying not
+    return config
 
 
 def free_bytes(path: str | Path) -> int:
@@ -67,23 +71,9 @@ def build_bytes(studies: int, slice_size: int) -> int:
 
 
 def lora_params(config: Any, cfg: Any) -> int:
-    """Trainable LoRA parameters for `cfg` (TrainConfig) on a Gemma 3 `config`: r x (in + out) per adapted linear."""
-    total = 0
-    t, v = getattr(config, "text_config", None), getattr(config, "vision_config", None)
-    targets = set(cfg.lora_target_modules)
-    if t is not None and cfg.finetune_language_layers:
-        hd = getattr(t, "head_dim", None) or t.hidden_size // t.num_attention_heads
-        q, kv = t.num_attention_heads * hd, t.num_key_value_heads * hd
-        shapes = {"q_proj": (t.hidden_size, q), "k_proj": (t.hidden_size, kv), "v_proj": (t.hidden_size, kv),
-                  "o_proj": (q, t.hidden_size), "gate_proj": (t.hidden_size, t.intermediate_size),
-                  "up_proj": (t.hidden_size, t.intermediate_size), "down_proj": (t.intermediate_size, t.hidden_size)}
-        total += t.num_hidden_layers * sum(a + b for k, (a, b) in shapes.items() if k in targets)
-    if v is not None and cfg.finetune_vision_layers:
-        shapes = {"q_proj": (v.hidden_size,) * 2, "k_proj": (v.hidden_size,) * 2, "v_proj": (v.hidden_size,) * 2,
-                  "out_proj": (v.hidden_size,) * 2, "fc1": (v.hidden_size, v.intermediate_size),
-                  "fc2": (v.intermediate_size, v.hidden_size)}
-        total += v.num_hidden_layers * sum(a + b for k, (a, b) in shapes.items() if k in targets)
-    return total * cfg.lora_r
+    """Trainable LoRA parameters for `cfg` (TrainConfig) on the base `config` (`model_family.ModelFamily`)."""
+    return family_of(config).lora_params(config, cfg.lora_target_modules, cfg.lora_r, cfg.finetune_vision_layers,
+                                         cfg.finetune_language_layers)
 
 
 def run_bytes(config: Any, cfg: Any) -> int:
@@ -96,21 +86,18 @@ def run_bytes(config: Any, cfg: Any) -> int:
 def warn_gpu_memory(config: Any, cfg: Any, max_length: int | None = None) -> str | None:
     """On CUDA, estimate what training `cfg` needs and warn (logging, and returned) when it exceeds free memory.
 
-    The estimate: the base's weights (4-bit text tower when quantised, bf16 otherwise; the vision tower stays bf16),
-    LoRA weights with AdamW state, and the per-step float32 logits over the vocabulary, which dominate a VLM step.
+    The estimate (`model_family`): the base's weights (4-bit text tower when quantised, bf16 otherwise; the vision
+    tower stays bf16), LoRA weights with AdamW state, and the per-step float32 logits over the vocabulary, which
+    dominate a VLM step.
     """
     import torch
 
     if not torch.cuda.is_available():
         return None
-    t, v = config.text_config, config.vision_config
-    text = t.num_hidden_layers * (4 * t.hidden_size ** 2 + 3 * t.hidden_size * t.intermediate_size)
-    text += t.vocab_size * t.hidden_size
-    vision = v.num_hidden_layers * (4 * v.hidden_size ** 2 + 2 * v.hidden_size * v.intermediate_size)
-    weights = text * (0.56 if cfg.load_in_4bit else 2) + vision * 2
+    family = family_of(config)
     tokens = (max_length or 2400) * cfg.per_device_train_batch_size
-    logits = tokens * t.vocab_size * 4 * 2  # logits and their gradient
-    need = weights + lora_params(config, cfg) * 16 + logits + 2 * GiB  # + CUDA context, buffers
+    need = (family.weight_bytes(config, cfg.load_in_4bit) + lora_params(config, cfg) * 16
+            + family.logits_bytes(config, tokens) + 2 * GiB)  # + CUDA context, buffers
     free = torch.cuda.mem_get_info()[0]
     if need <= free:
         return None

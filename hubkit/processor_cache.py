@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from hubkit.model_family import resample_of
+
 
 class PixelTable:
     """8-bit gray images -> the image processor's pixel values (other images go through the processor)."""
@@ -31,8 +33,7 @@ class PixelTable:
         size = image_processor.size
         self.size = (size["width"], size["height"])
         # None: images of another size go through the processor (it would not resize them, or how is unknown)
-        self.resample = getattr(image_processor, "resample", None) if getattr(image_processor, "do_resize",
-                                                                                  False) else None
+        self.resample = resample_of(image_processor)
         self._lut: np.ndarray | None = None
         self._gray = False
 

@@ -10,6 +10,7 @@ import pytest
 
 from hubkit import schema
 from hubkit.config import TrainConfig
+from hubkit.run_record import read_run
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_YAML = REPO / "configs" / "tiny-cpu.yaml"
@@ -33,6 +34,14 @@ def synth_ds(tmp_path_factory):
     synth_cohort(root / "cohort", 40, seed=0, progress=False)
     build_dataset(BuildConfig(data_dir=str(root / "cohort"), num_proc=2), root / "ds")
     return root / "ds"
+
+
+@pytest.fixture(scope="module")
+def image_processor(tiny_base):
+    """The tiny base's image processor: training resizes to the tower's input with its filter."""
+    from transformers import AutoProcessor
+
+    return AutoProcessor.from_pretrained(tiny_base).image_processor
 
 
 def _tiny(**overrides) -> TrainConfig:
@@ -84,14 +93,14 @@ def test_trains_from_hub_stream_then_adapter_reloads_and_is_pushed(tiny_base, sy
     assert isinstance(seen["train_data"], datasets.IterableDataset)  # streamed, never materialised
     losses = _eval_losses(run)
     assert len(losses) == 5 and min(losses) <= 0.5 * losses[0], losses  # eval at steps 0 (untrained), 10, ..., 40
-    meta = json.loads((run / "hubkit_config.json").read_text())
-    assert meta["backend"] == "trl" and meta["global_step"] == meta["planned_steps"] == 40
-    assert meta["dataset"]["kind"] == "hub" and meta["dataset"]["revision"]
+    meta = read_run(run)
+    assert meta.backend == "trl" and meta.global_step == meta.planned_steps == 40
+    assert meta.dataset.kind == "hub" and meta.dataset.revision
     labels = datasets.load_from_disk(str(synth_ds))["train"].select_columns(list(schema.LABEL_COLUMNS))
     expected_rows = sum({-1: 1, 0: 1, 1: 2, 2: 4}[max(r.values())] for r in labels)  # oversampled by worst grade
-    assert meta["dataset"]["train_rows"] == expected_rows > 36 and meta["best_eval_loss"] == min(losses)
-    assert meta["max_length"] > 8 * (16 + 4)
-    assert meta["versions"]["transformers"] and meta["train_config"]["learning_rate"] == cfg.learning_rate
+    assert meta.dataset.train_rows == expected_rows > 36 and meta.best_eval_loss == min(losses)
+    assert meta.max_length > 8 * (16 + 4)
+    assert meta.versions["transformers"] and meta.train_config["learning_rate"] == cfg.learning_rate
 
     adapter_cfg = json.loads((run / "adapter_config.json").read_text())
     assert adapter_cfg["base_model_name_or_path"] == str(tiny_base)
@@ -176,8 +185,8 @@ train({str(synth_ds)!r}, {str(tiny_base)!r}, {str(run_dir)!r}, cfg, callbacks=[S
         train(str(synth_ds), str(tiny_base), run_dir, cfg)
     run = train(str(synth_ds), str(tiny_base), run_dir, cfg, resume=True, callbacks=[Steps()])
     assert steps == [9, 10, 11, 12]
-    meta = json.loads((run / "hubkit_config.json").read_text())
-    assert meta["global_step"] == meta["planned_steps"] == 12 and meta["dataset"]["kind"] == "save_to_disk"
+    meta = read_run(run)
+    assert meta.global_step == meta.planned_steps == 12 and meta.dataset.kind == "save_to_disk"
     logged = [json.loads(x)["step"] for x in (run / "training_log.jsonl").read_text().splitlines()]
     assert logged == sorted(logged) and max(logged) == 12  # one log across the interruption, steps never go back
 
@@ -227,13 +236,13 @@ def test_bad_inputs_fail_with_clear_errors(tiny_base, synth_ds, broken_ds, tmp_p
             train(str(synth_ds), str(tiny_base), tmp_path / "h", cfg.with_overrides(backend="unsloth"))
 
 
-def test_oversampling_repeats_studies_by_worst_grade(synth_ds):
+def test_oversampling_repeats_studies_by_worst_grade(synth_ds, image_processor):
     import datasets
 
     from hubkit.training.data import open_streams
 
     cfg = _tiny(oversample="moderate=2,severe=4")
-    streams = open_streams(str(synth_ds), cfg, vision_size=128)
+    streams = open_streams(str(synth_ds), cfg, vision_size=128, image_processor=image_processor)
     train = datasets.load_from_disk(str(synth_ds))["train"]
     worst = [max(row[c] for c in schema.LABEL_COLUMNS) for row in train.select_columns(list(schema.LABEL_COLUMNS))]
     expected = sum({-1: 1, 0: 1, 1: 2, 2: 4}[w] for w in worst)
@@ -308,12 +317,14 @@ def test_augment_jitters_training_images_only(synth_ds):
     assert all(np.asarray(r["images"][0]).tobytes() in originals["validation"] for r in streams["validation"])
 
 
-def test_lr_flip_mirrors_training_studies_with_their_labels_only(synth_ds):
+def test_lr_flip_mirrors_training_studies_with_their_labels_only(synth_ds, image_processor):
     from hubkit.training.augment import mirror_study
     from hubkit.training.data import open_streams
 
-    plain = open_streams(str(synth_ds), _tiny(oversample="", augment="none", lr_flip=0.0), vision_size=128)
-    flipped = open_streams(str(synth_ds), _tiny(oversample="", augment="none", lr_flip=1.0), vision_size=128)
+    plain = open_streams(str(synth_ds), _tiny(oversample="", augment="none", lr_flip=0.0), vision_size=128,
+                         image_processor=image_processor)
+    flipped = open_streams(str(synth_ds), _tiny(oversample="", augment="none", lr_flip=1.0), vision_size=128,
+                           image_processor=image_processor)
     text = lambda r: r["completion"][0]["content"][0]["text"]  # noqa: E731
     for a, b in zip(plain["train"], flipped["train"]):  # same seed: same shuffle order
         views = [c["text"] for c in a["prompt"][0]["content"][0:-1:2]]  # [view, image, view, image, ..., prompt]
@@ -323,7 +334,7 @@ def test_lr_flip_mirrors_training_studies_with_their_labels_only(synth_ds):
     assert [text(r) for r in flipped["validation"]] == [text(r) for r in plain["validation"]]
 
 
-def test_image_cache_gives_the_same_rows_and_decodes_each_image_once(synth_ds):
+def test_image_cache_gives_the_same_rows_and_decodes_each_image_once(synth_ds, image_processor):
     import numpy as np
 
     from hubkit.training.data import open_streams
@@ -331,8 +342,10 @@ def test_image_cache_gives_the_same_rows_and_decodes_each_image_once(synth_ds):
     def pixels(rows):
         return [[np.asarray(im).tobytes() for im in r["images"]] for r in rows]
 
-    cached = open_streams(str(synth_ds), _tiny(oversample="", augment="none"), vision_size=128)
-    plain = open_streams(str(synth_ds), _tiny(oversample="", augment="none", image_cache_mb=0), vision_size=128)
+    cached = open_streams(str(synth_ds), _tiny(oversample="", augment="none"), vision_size=128,
+                          image_processor=image_processor)
+    plain = open_streams(str(synth_ds), _tiny(oversample="", augment="none", image_cache_mb=0), vision_size=128,
+                         image_processor=image_processor)
     for split in ("train", "validation"):
         a, b = list(cached[split]), list(plain[split])
         assert pixels(a) == pixels(b) and [r["completion"] for r in a] == [r["completion"] for r in b]

@@ -14,6 +14,7 @@ import warnings
 from typing import Any
 
 from hubkit import schema
+from hubkit.model_family import GEMMA3
 from hubkit.schema import N_FIELDS, PIECES, answer_text
 
 
@@ -73,7 +74,7 @@ def _plan_cached(tokenizer, force_per_choice: bool) -> AnswerPlan:
     if not problems:
         vecs = _check_vectors(random.Random(0))
         texts = [answer_text(v) for v in vecs]
-        lead = "model\n"  # the generation prompt ends with it; training tokenizes the completion on its own
+        lead = GEMMA3.generation_tail  # the generation prompt ends with it; training tokenizes the completion alone
         lead_ids = _encode(tokenizer, [lead])[0]
         boundary_warned = False
         for v, got, in_ctx in zip(vecs, _encode(tokenizer, texts), _encode(tokenizer, [lead + t for t in texts])):

@@ -15,6 +15,7 @@ import warnings
 from typing import Any
 
 from hubkit._imports import available, require
+from hubkit.model_family import GEMMA3, family_of
 from hubkit.modeling import nf4_config
 
 
@@ -59,11 +60,9 @@ def import_unsloth_first() -> None:
     import unsloth  # noqa: F401  (side effect: patches transformers/trl/peft)
 
 
-def lora_target_regex(cfg) -> str:
+def lora_target_regex(cfg, family=GEMMA3) -> str:
     """PEFT target regex: the configured linear names inside the selected towers (never lm_head or the projector)."""
-    towers = [t for t, on in (("vision_tower", cfg.finetune_vision_layers),
-                              ("language_model", cfg.finetune_language_layers)) if on]
-    return rf".*(?:{'|'.join(towers)}).*\.(?:{'|'.join(cfg.lora_target_modules)})"
+    return family.lora_regex(cfg.lora_target_modules, cfg.finetune_vision_layers, cfg.finetune_language_layers)
 
 
 def compute_dtype(cfg):
@@ -102,7 +101,8 @@ def load_trl_model(base_model: str, cfg):
         )
     lora = LoraConfig(
         r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, bias="none",
-        target_modules=lora_target_regex(cfg), modules_to_save=list(cfg.modules_to_save) or None,
+        target_modules=lora_target_regex(cfg, family_of(model.config)),
+        modules_to_save=list(cfg.modules_to_save) or None,
         task_type="CAUSAL_LM",
     )
     return get_peft_model(model, lora)

@@ -7,23 +7,27 @@ torch/transformers at module level.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 from typing import Any
 
 from hubkit import chat, schema
 from hubkit.config import TrainConfig
+from hubkit.model_family import expand_images, resize_like, tokens_per_image
 
 REQUIRED_COLUMNS = ("images", "views", "prompt", "target")
 SPLITS = ("train", "validation")  # what hubkit train reads; both must exist
 
 
-def open_streams(source: str, config: TrainConfig, vision_size: int | None = None) -> dict[str, Any]:
+def open_streams(source: str, config: TrainConfig, vision_size: int | None = None,
+                 image_processor: Any = None) -> dict[str, Any]:
     """Open `train`/`validation` as `IterableDataset`s of chat rows (oversampled + shuffled train).
 
-    With `vision_size` (the vision tower's input side), images are resized (PIL bilinear, in their own mode) to it
-    while streaming: the processor's own resize then is a no-op and its output is bit-identical (checked), but
-    resizing a grayscale image before the processor converts it to RGB is cheaper, which matters on CPU. With
+    With `vision_size` (the vision tower's input side) and the base's `image_processor`, images are resized to it
+    while streaming, with the processor's own filter in their own mode (`model_family.resize_like`): the processor's
+    resize then is a no-op and its output is the one it would make from the stored image, but resizing a grayscale
+    image before the processor converts it to RGB is cheaper, which matters on CPU. With
     `config.image_cache_mb` > 0 as well, the stream carries the encoded PNGs and each distinct image is decoded and
     resized once, then kept (resized) in memory up to that budget: later epochs reuse it, bit-identical to decoding
     again (BENCHMARKS.md 4a has what it saves on the tiny CPU model).
@@ -54,7 +58,7 @@ def open_streams(source: str, config: TrainConfig, vision_size: int | None = Non
     encoded = {s: _encoded(ds) for s, ds in raw.items()} if vision_size and config.image_cache_mb > 0 else {}
     if encoded and all(ds is not None for ds in encoded.values()):
         raw = encoded
-        cache = ImageCache(vision_size, config.image_cache_mb * 2**20)
+        cache = ImageCache(vision_size, config.image_cache_mb * 2**20, image_processor)
     train_rows = rows["train"]
 
     def light(cols):  # only these columns (memory-mapped, or Parquet column reads): no image decoding
@@ -83,8 +87,9 @@ def open_streams(source: str, config: TrainConfig, vision_size: int | None = Non
     if config.eval_max_studies:  # a fixed subset: the stream's first N studies, the same at every evaluation
         validation = validation.take(config.eval_max_studies)
         validation_rows = min(validation_rows, config.eval_max_studies) if validation_rows is not None else None
-    return {"train": _to_chat(train, raw["train"], vision_size, augment, cache, mirror),
-            "validation": _to_chat(validation, raw["validation"], vision_size, cache=cache),
+    resize = functools.partial(resize_like, size=vision_size, image_processor=image_processor)
+    return {"train": _to_chat(train, raw["train"], resize, augment, cache, mirror),
+            "validation": _to_chat(validation, raw["validation"], resize, cache=cache),
             "train_rows": train_rows, "validation_rows": validation_rows, "identity": identity,
             "manifest": read_manifest(source, revision=identity.get("revision")), "image_cache": cache}
 
@@ -119,11 +124,13 @@ class ImageCache:
     """Decoded, resized images by the hash of their encoded bytes, up to `max_bytes` of pixels (then no more kept).
 
     Call it with a row's undecoded `images` ([{"bytes", "path"}, ...]); returns PIL images exactly as decoding with
-    `datasets.Image()` and resizing with `resize_to` would. Each DataLoader worker process holds its own copy.
+    `datasets.Image()` and resizing with `resize_like` (the processor's filter) would. Each DataLoader worker process
+    holds its own copy.
     """
 
-    def __init__(self, size: int, max_bytes: int) -> None:
+    def __init__(self, size: int, max_bytes: int, image_processor: Any = None) -> None:
         self.size, self.max_bytes, self.used = size, max_bytes, 0
+        self.image_processor = image_processor
         self.store: dict[Any, Any] = {}
         self.hits = self.misses = 0
 
@@ -138,19 +145,12 @@ class ImageCache:
             self.hits += 1
             return im
         self.misses += 1
-        im = resize_to(_decode(data, path), self.size)
+        im = resize_like(_decode(data, path), self.size, self.image_processor)
         nbytes = im.width * im.height * _BYTES_PER_PIXEL.get(im.mode, len(im.getbands()))
         if self.used + nbytes <= self.max_bytes:
             self.store[key] = im
             self.used += nbytes
         return im
-
-
-def resize_to(im, size: int | None):
-    """`im` at size x size, PIL bilinear (the Gemma 3 processor's resample) in its own mode; unchanged if already."""
-    if not size or im.size == (size, size):
-        return im
-    return im.resize((size, size), 2)
 
 
 def _decode(data: bytes | None, path: str | None):
@@ -178,9 +178,9 @@ def _encoded(ds):
     return ds.cast_column("images", plain)
 
 
-def _to_chat(ds, original, vision_size: int | None, augment=None, cache: ImageCache | None = None, mirror=None):
+def _to_chat(ds, original, resize, augment=None, cache: ImageCache | None = None, mirror=None):
     def row(ex):
-        images = cache(ex["images"]) if cache is not None else [resize_to(im, vision_size) for im in ex["images"]]
+        images = cache(ex["images"]) if cache is not None else [resize(im) for im in ex["images"]]
         views, prompt, target = ex["views"], ex["prompt"], ex["target"]
         if mirror is not None:
             images, views, prompt, target = mirror(images, views, prompt, target)
@@ -213,8 +213,7 @@ def _identity(loc, source: str, local: dict | None = None) -> dict[str, Any]:
 def count_tokens(processor, row: dict) -> int:
     """Tokens of a chat row (prompt + completion) with every image expanded to its soft tokens."""
     text = processor.apply_chat_template(row["prompt"] + row.get("completion", []), tokenize=False)
-    text = text.replace(processor.tokenizer.boi_token, processor.full_image_sequence)
-    return len(processor.tokenizer(text, add_special_tokens=False)["input_ids"])
+    return len(processor.tokenizer(expand_images(processor, text), add_special_tokens=False)["input_ids"])
 
 
 def sequence_budget(processor, config: TrainConfig) -> int:
@@ -225,7 +224,7 @@ def sequence_budget(processor, config: TrainConfig) -> int:
     if config.max_length and config.max_length < needed:
         raise ValueError(
             f"max_length {config.max_length} is too small: a study with {len(views)} images needs {needed} tokens "
-            f"({processor.image_seq_length} soft tokens + 4 markers per image, plus the text); image tokens are "
+            f"({tokens_per_image(processor)} soft tokens + 4 markers per image, plus the text); image tokens are "
             "never truncated"
         )
     return config.max_length or needed

@@ -6,6 +6,7 @@ Example:
 
     from hubkit.training import train
     from hubkit.config import TrainConfig
+from hubkit.sources import check_readable
     run_dir = train("me/lumbar-ds", "unsloth/medgemma-1.5-4b-it", "runs/mg", TrainConfig.from_yaml(...))
 
 Run folder: `adapter_model.safetensors` + `adapter_config.json` (PEFT; `base_model_name_or_path` = the base given),
@@ -25,6 +26,7 @@ from pathlib import Path
 from hubkit import distributed, preflight, publish
 from hubkit._imports import require_train
 from hubkit.config import TrainConfig
+from hubkit.sources import check_readable
 from hubkit.training import backends as tb
 from hubkit.training.data import count_tokens, open_streams, sequence_budget
 
@@ -59,7 +61,8 @@ def train(dataset: str, base_model: str, output: str | Path, config: TrainConfig
     rank = distributed.world()
     repo = push or config.push_repo
     run_dir = Path(output)
-    # Pre-flight, before anything heavy is loaded: the push target, the base model, the disk.
+    # Pre-flight, before anything heavy is loaded: the dataset, the push target, the base model, the disk.
+    check_readable(dataset, "dataset")
     if repo and rank.main:
         publish.check(repo, "model", private=config.private)
     base_config = preflight.check_base_model(base_model)
@@ -93,13 +96,14 @@ def train(dataset: str, base_model: str, output: str | Path, config: TrainConfig
     # The vision tower's input side: what the processor resizes every slice to (the dataset's slice size is a
     # different quantity, recorded from the dataset's manifest).
     vision_size = base_config.vision_config.image_size
-    streams = open_streams(dataset, config, vision_size=vision_size)
+    processor = AutoProcessor.from_pretrained(base_model)
+    processor.image_processor.size = {"height": vision_size, "width": vision_size}
+    # training images are resized to the tower's input with the processor's own filter: the pixels inference makes
+    streams = open_streams(dataset, config, vision_size=vision_size, image_processor=processor.image_processor)
     max_steps = config.max_steps or _derived_steps(streams, config, rank.size)
     if resume and done >= max_steps:  # before any model is loaded
         raise ValueError(f"{run_dir} already trained {done} of {max_steps} steps: nothing to resume "
                          f"(publish it with `hubkit push {run_dir} OWNER/NAME`)")
-    processor = AutoProcessor.from_pretrained(base_model)
-    processor.image_processor.size = {"height": vision_size, "width": vision_size}
     max_length = sequence_budget(processor, config)
     if rank.main:
         preflight.warn_gpu_memory(base_config, config, max_length)
@@ -198,7 +202,9 @@ def _callbacks(run_dir: Path, config: TrainConfig, resume: bool, main: bool = Tr
     from transformers import EarlyStoppingCallback, TrainerCallback
     from transformers.integrations import TensorBoardCallback, is_tensorboard_available
 
-    log_path = run_dir / "training_log.jsonl"
+    from hubkit.run_record import TRAINING_LOG
+
+    log_path = run_dir / TRAINING_LOG
     run_dir.mkdir(parents=True, exist_ok=True)
     if not resume and main:
         log_path.write_text("")
@@ -233,7 +239,9 @@ def _add_transformers_keys(run_dir: Path, peft_model) -> None:
     from peft.utils.other import ModulesToSaveWrapper
     from safetensors.torch import load_file, save_file
 
-    path = run_dir / "adapter_model.safetensors"
+    from hubkit.run_record import ADAPTER_WEIGHTS
+
+    path = run_dir / ADAPTER_WEIGHTS
     wrapped = [name for name, m in peft_model.named_modules() if isinstance(m, ModulesToSaveWrapper)]
     if not wrapped:
         return
@@ -249,32 +257,27 @@ def _write_run_config(run_dir, trainer, config, dataset, base_model, backend, st
                       runtime, vision_size: int, world_size: int = 1, backend_note: str | None = None) -> None:
     from hubkit import modeling
     from hubkit._imports import versions
-    from hubkit.config import config_to_dict, write_json
+    from hubkit.cards.citation import dataset_citation
+    from hubkit.config import config_to_dict
+    from hubkit.run_record import DatasetRef, RunRecord, write_run
 
     evals = [e["eval_loss"] for e in trainer.state.log_history if "eval_loss" in e]
-    write_json(run_dir / "hubkit_config.json", {
-        "train_config": config_to_dict(config),
-        "base_model": base_model,
-        "dataset": {"source": dataset, **streams["identity"], "train_rows": streams["train_rows"],
-                    "validation_rows": streams["validation_rows"], "oversample": config.oversample,
-                    # the build's facts (slice size, picker, label counts): the card and the pipeline read them here
-                    "manifest": streams["manifest"]},
-        "vision_input_size": vision_size,
-        # the base's own licence and tags (its model card), which the adapter's card repeats: never guessed
-        "base_model_card": modeling.base_card_facts(base_model),
-        "quantized_4bit": bool(getattr(trainer.model, "is_loaded_in_4bit", False)),
-        "backend": backend,
-        **({"backend_note": backend_note} if backend_note else {}),
-        "world_size": world_size,  # processes (GPUs) that trained; the effective batch is world_size x this config's
-        "max_length": max_length,
-        "planned_steps": max_steps,
-        "global_step": trainer.state.global_step,
-        "stopped_early": trainer.state.global_step < max_steps,
-        "first_eval_loss": evals[0] if evals else None,
-        "best_eval_loss": trainer.state.best_metric,
-        "best_checkpoint": Path(trainer.state.best_model_checkpoint).name if trainer.state.best_model_checkpoint
-        else None,
-        "train_runtime_s": round(runtime, 1),
-        "versions": versions(("hubkit", "torch", "transformers", "trl", "peft", "datasets", "accelerate", "unsloth",
-                              "unsloth_zoo", "bitsandbytes")),
-    })
+    best = trainer.state.best_model_checkpoint
+    write_run(run_dir, RunRecord(
+        base_model=base_model, train_config=config_to_dict(config),
+        # the build's facts (slice size, picker, label counts): the card and the pipeline read them here
+        dataset=DatasetRef(source=dataset, **streams["identity"], train_rows=streams["train_rows"],
+                           validation_rows=streams["validation_rows"], oversample=config.oversample,
+                           manifest=streams["manifest"], citation=dataset_citation(dataset)),
+        vision_input_size=vision_size,
+        # the base's own licence, tags and citation (its model card), which the adapter's card repeats: never guessed
+        base_model_card=modeling.base_card_facts(base_model),
+        quantized_4bit=bool(getattr(trainer.model, "is_loaded_in_4bit", False)),
+        backend=backend, backend_note=backend_note, world_size=world_size, max_length=max_length,
+        planned_steps=max_steps, global_step=trainer.state.global_step,
+        stopped_early=trainer.state.global_step < max_steps, first_eval_loss=evals[0] if evals else None,
+        best_eval_loss=trainer.state.best_metric, best_checkpoint=Path(best).name if best else None,
+        train_runtime_s=round(runtime, 1),
+        versions=versions(("hubkit", "torch", "transformers", "trl", "peft", "datasets", "accelerate", "unsloth",
+                           "unsloth_zoo", "bitsandbytes")),
+    ))
