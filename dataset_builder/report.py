@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hubkit.config import BuildConfig, config_to_dict, write_json
+from hubkit.config import BuildConfig
+from hubkit.config_io import config_to_dict, write_json
 
 REPORT_FILE = "build_report.json"
 
