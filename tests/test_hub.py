@@ -268,3 +268,61 @@ def test_push_killed_mid_upload_keeps_previous_commit(local_hub, tmp_path):
     assert new_sha != v1_sha and commit.endswith(new_sha)
     snap = hub.download_snapshot(repo, "model", local_dir=tmp_path / "after-rerun")
     assert _digests(snap, names) == v2
+
+
+# ------------------------------------------------------------------------------------- the CLI's Hub failures
+INTERNAL_NAMES = ("download_snapshot", "ensure_repo", "dataset_info", "repo_info", "push_dataset", "whoami",
+                  "download_file", "check push access")
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(tmp_path_factory):
+    """A built dataset folder (local) for the verbs that also need one."""
+    from hubkit.config import BuildConfig
+    from hubkit.dataset_builder.build import build_dataset
+    from hubkit.devkit.synth import synth_cohort
+
+    root = tmp_path_factory.mktemp("failing-hub")
+    synth_cohort(root / "cohort", 3, seed=3, progress=False)
+    build_dataset(BuildConfig(data_dir=str(root / "cohort"), slice_size=32, validation_fraction=0.34), root / "ds")
+    return root / "ds"
+
+
+def _verbs(ds, tmp_path) -> dict[str, list[str]]:
+    """Every verb that reads or writes a Hub repo, pointed at a repo that is not there."""
+    missing = "owner/no-such-repo"
+    return {
+        "train": ["train", "--dataset", missing, "--base-model", "owner/no-such-base", "--output",
+                  str(tmp_path / "run")],
+        "evaluate (dataset)": ["evaluate", "--model", str(tmp_path), "--dataset", missing, "--output",
+                               str(tmp_path / "e1")],
+        "evaluate (model)": ["evaluate", "--model", missing, "--dataset", str(ds), "--output", str(tmp_path / "e2")],
+        "predict": ["predict", str(ds.parent / "cohort" / "train_images"), "--model", missing, "--output",
+                    str(tmp_path / "s.csv")],
+    }
+
+
+@pytest.mark.parametrize("hub_state", ["missing repo", "unreachable hub"])
+def test_every_verb_fails_on_the_hub_in_one_line_within_seconds(tiny_dataset, tmp_path, monkeypatch, hub_state):
+    import time
+
+    from click.testing import CliRunner
+
+    from hubkit.cli import cli
+
+    verbs = _verbs(tiny_dataset, tmp_path)
+    if hub_state == "unreachable hub":
+        monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there: connection refused
+        verbs["push"] = ["push", str(tiny_dataset), "owner/no-such-repo"]  # (where it answers, a push creates it)
+    for verb, args in verbs.items():
+        t0 = time.perf_counter()
+        res = CliRunner().invoke(cli, args)
+        took = time.perf_counter() - t0
+        lines = [x for x in res.output.splitlines() if x.strip()]
+        assert res.exit_code == 1, (verb, res.output)
+        assert len(lines) == 1 and lines[0].startswith("Error: "), (verb, res.output)  # no retry lines
+        assert not any(name in lines[0] for name in INTERNAL_NAMES), (verb, lines[0])
+        want = "cannot reach the Hub" if hub_state == "unreachable hub" else "not found"
+        assert want in lines[0] and "Traceback" not in res.output, (verb, lines[0])
+        assert took < 8, f"{verb}: {took:.1f} s before the error"  # datasets alone retried for 25-33 s
+    assert not (tmp_path / "e1").exists() and not (tmp_path / "e2").exists()  # nothing left behind

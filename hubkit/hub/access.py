@@ -31,7 +31,7 @@ def ensure_repo(repo_id: str, repo_type: str = "model", private: bool = True, to
 def _ensure_repo(api, repo_id: str, repo_type: str, private: bool) -> tuple[str, Any]:
     """`ensure_repo` through `api`: (the repo URL, its `RepoInfo` read after creation, so that a push can take the
     head commit and the file list from it instead of asking again)."""
-    with hub_errors(repo_id, repo_type, "ensure_repo"):
+    with hub_errors(repo_id, repo_type, "push to"):
         url = str(api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True))
         info = api.repo_info(repo_id, repo_type=repo_type)
     _check_private(info, repo_id, repo_type, private)
@@ -52,7 +52,7 @@ def whoami(token: str | None = None) -> dict:
         HubError: no token, the token is rejected, or the Hub cannot be reached.
     """
     tok = _token(token, required=True)
-    with hub_errors("-", "model", "whoami"):  # a 401 becomes "rejected the token" there
+    with hub_errors("-", "model", "check", what="the token"):  # a 401 becomes "rejected the token" there
         return _api(tok).whoami(cache=True)
 
 
@@ -92,7 +92,7 @@ def check_push_access(repo_id: str, repo_type: str = "model", private: bool = Tr
                        f"{' (role ' + str(orgs[owner]) + ')' if owner in orgs else ''}: push to {user}/... or use "
                        f"a token of {owner}.")
     api = _api(tok)
-    with hub_errors(repo_id, repo_type, "check push access"):
+    with hub_errors(repo_id, repo_type, "push to"):
         try:
             info = api.repo_info(repo_id, repo_type=repo_type)
         except RepositoryNotFoundError:
@@ -106,6 +106,14 @@ def check_push_access(repo_id: str, repo_type: str = "model", private: bool = Tr
     return user
 
 
+def check_readable(repo_id: str, repo_type: str = "dataset", token: str | None = None) -> str:
+    """One quick metadata read: the repo's head commit if this token can read it; HubError at once otherwise (not
+    found, private, gated, Hub unreachable), before a library that retries for half a minute is asked."""
+    _check_type(repo_type)
+    with hub_errors(repo_id, repo_type, "read"):
+        return _api(_token(token, required=False)).repo_info(repo_id, repo_type=repo_type).sha
+
+
 def check_model_readable(repo_id: str, token: str | None = None) -> None:
     """Check that this token can download model `repo_id`.
 
@@ -117,7 +125,7 @@ def check_model_readable(repo_id: str, token: str | None = None) -> None:
     api = _api(_token(token, required=False))
     page = repo_url(repo_id)
     try:
-        with hub_errors(repo_id, "model", "base model"):
+        with hub_errors(repo_id, "model", "read", what=f"base model {repo_id}"):
             try:
                 api.auth_check(repo_id, repo_type="model")
             except GatedRepoError as e:

@@ -8,7 +8,6 @@ import os
 import sys
 from typing import Iterator
 
-import httpx
 from huggingface_hub import HfApi, constants, get_token
 from huggingface_hub.errors import (
     EntryNotFoundError,
@@ -62,8 +61,13 @@ def _check_type(repo_type: str) -> str:
 
 
 @contextlib.contextmanager
-def hub_errors(repo_id: str, repo_type: str, action: str) -> Iterator[None]:
-    """Translate client exceptions into `HubError` (messages carry no token; the original is kept as __cause__)."""
+def hub_errors(repo_id: str, repo_type: str, action: str, what: str | None = None) -> Iterator[None]:
+    """Translate client exceptions into `HubError` (messages carry no token; the original is kept as __cause__).
+
+    Each message reads "<action> <what>: <what went wrong and what to do>", e.g. "download model repo me/x: not
+    found at https://huggingface.co, or not visible with this token (...)": `action` is what the user asked for in
+    plain words ("download", "push to", "read"), never a function's name; `what` defaults to "<type> repo <id>".
+    """
     # Only `datasets.load_dataset` raises datasets' own not-found error: where datasets is not loaded (inference-only
     # installs, every plain Hub call) it cannot have been raised, and importing it here would cost every call.
     datasets_exc = sys.modules.get("datasets.exceptions")
@@ -71,39 +75,50 @@ def hub_errors(repo_id: str, repo_type: str, action: str) -> Iterator[None]:
 
     endpoint = hub_endpoint()
     page = repo_url(repo_id, repo_type)
-    what = f"{repo_type} repo {repo_id}"
+    what = what or f"{repo_type} repo {repo_id}"
+    head = f"{action} {what}"
     try:
         yield
     except HubError:
         raise
     except GatedRepoError as e:  # before RepositoryNotFoundError, its parent
-        raise HubError(f"{action}: {what} is gated: accept its terms at {page} with the account of this token, then "
-                       f"run again.") from e
+        raise HubError(f"{head}: it is gated: accept its terms at {page} with the account of this token, then run "
+                       "again.") from e
     except (RepositoryNotFoundError, DatasetNotFoundError) as e:
-        raise HubError(f"{action}: {what} not found at {endpoint}, or not visible with this token "
-                       f"(private repos need their owner's token: {_AUTH_HINT}).") from e
+        raise HubError(f"{head}: not found at {endpoint}, or not visible with this token (private repos need their "
+                       f"owner's token: {_AUTH_HINT}).") from e
     except RevisionNotFoundError as e:
-        raise HubError(f"{action}: revision not found in {what} at {endpoint}.") from e
+        raise HubError(f"{head}: no such revision at {endpoint}.") from e
     except LocalEntryNotFoundError as e:  # before EntryNotFoundError, its parent: the Hub was not asked
-        raise HubError(f"{action}: cannot reach the Hub at {endpoint} and the file is not cached; check the "
-                       f"network or HF_ENDPOINT.") from e
+        raise HubError(f"{head}: cannot reach the Hub at {endpoint} and the file is not cached; check the network "
+                       "or HF_ENDPOINT.") from e
     except EntryNotFoundError as e:  # before HfHubHTTPError: the remote kind is both
-        raise HubFileNotFound(f"{action}: file not found in {what} at {endpoint}.") from e
+        raise HubFileNotFound(f"{head}: no such file there (at {endpoint}).") from e
     except HfHubHTTPError as e:
         status = e.response.status_code if e.response is not None else None
         if status == 401:
-            raise HubError(f"{action}: the Hub at {endpoint} rejected the token (missing or invalid): "
+            raise HubError(f"{head}: the Hub at {endpoint} rejected the token (missing or invalid): "
                            f"{_AUTH_HINT}.") from e
         if status == 403:
-            raise HubError(f"{action}: this token has no write access to {what} at {endpoint}; use a token of the "
+            raise HubError(f"{head}: this token has no write access there (at {endpoint}); use a token of the "
                            f"repo's owner with write scope or push to your own namespace.") from e
         detail = (getattr(e, "server_message", None) or "").strip().replace("\n", " ")[:200]
-        raise HubError(f"{action}: the Hub at {endpoint} answered HTTP {status} for {what}"
-                       f"{': ' + detail if detail else ''}.") from e
+        raise HubError(f"{head}: the Hub at {endpoint} answered HTTP {status}{': ' + detail if detail else ''}.") \
+            from e
     except OfflineModeIsEnabled as e:
-        raise HubError(f"{action}: offline mode is on (HF_HUB_OFFLINE); unset it to reach {endpoint}.") from e
-    except (httpx.TransportError, ConnectionError) as e:
-        raise HubError(f"{action}: cannot reach the Hub at {endpoint} ({type(e).__name__}); is the server running "
-                       f"and HF_ENDPOINT correct?") from e
+        raise HubError(f"{head}: offline mode is on (HF_HUB_OFFLINE); unset it to reach {endpoint}.") from e
+    except Exception as e:  # noqa: BLE001 - only transport failures are turned into "cannot reach"
+        if not _is_transport_error(e):
+            raise
+        raise HubError(f"{head}: cannot reach the Hub at {endpoint} ({type(e).__name__}); is the server running "
+                       "and HF_ENDPOINT correct?") from e
 
 
+def _is_transport_error(e: BaseException) -> bool:
+    """A network failure (refused, reset, timed out, DNS), whichever HTTP client huggingface_hub uses (httpx in 1.x,
+    httpx2 in 2.x, requests before): told by the exception's class names, so no client is imported here."""
+    if isinstance(e, (ConnectionError, TimeoutError)):
+        return True
+    names = {c.__name__ for c in type(e).__mro__}
+    return bool(names & {"TransportError", "ConnectError", "ConnectionError", "TimeoutException", "NetworkError",
+                         "ReadTimeout", "ConnectTimeout", "RemoteProtocolError", "ProxyError"})

@@ -95,7 +95,7 @@ def push_dataset(dataset_dir: str | os.PathLike, repo_id: str, private: bool = T
         ops += [CommitOperationAdd("README.md", readme.encode("utf-8"))]
         ops += [CommitOperationAdd(Path(f).name, str(f)) for f in extra_files]
         # Shards of an earlier push that this one does not overwrite (another split, fewer shards) are deleted.
-        res = _commit(tok, repo_id, "dataset", private, ops, "Upload dataset (hubkit push)", "push_dataset",
+        res = _commit(tok, repo_id, "dataset", private, ops, "Upload dataset (hubkit push)", "push to",
                       replace_under=DATA_DIR)
     log.info("pushed %s to %s (%s)", dataset_dir, res.url, res.commit)
     return res

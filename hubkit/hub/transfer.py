@@ -35,7 +35,7 @@ def _commit(tok: str, repo_id: str, repo_type: str, private: bool, ops: list, me
         commit = api.create_commit(repo_id, ops + [CommitOperationDelete(f) for f in stale], repo_type=repo_type,
                                    commit_message=message)
     if not commit.oid:
-        raise HubError(f"{action}: the Hub answered without a commit for {repo_type} repo {repo_id}")
+        raise HubError(f"{action} {repo_type} repo {repo_id}: the Hub answered without a commit")
     return PushResult(url, commit.oid, commit.oid != info.sha)
 
 
@@ -70,7 +70,7 @@ def push_files(folder: str | os.PathLike, repo_id: str, repo_type: str = "model"
     if validate is not None and (folder / "README.md") in files:
         validate((folder / "README.md").read_text(encoding="utf-8"))
     ops = [CommitOperationAdd(p.relative_to(folder).as_posix(), str(p)) for p in files]
-    res = _commit(_token(token, required=True), repo_id, repo_type, private, ops, commit_message, "upload")
+    res = _commit(_token(token, required=True), repo_id, repo_type, private, ops, commit_message, "push to")
     log.info("uploaded %s to %s (%s)", folder, repo_id, res.commit)
     return res
 
@@ -89,7 +89,7 @@ def dataset_revision(repo_id: str, token: str | None = None) -> str:
     Raises:
         HubError: repo not found or not visible, bad token, Hub unreachable.
     """
-    with hub_errors(repo_id, "dataset", "dataset_info"):
+    with hub_errors(repo_id, "dataset", "read"):
         return _api(_token(token, required=False)).dataset_info(repo_id).sha
 
 
@@ -100,7 +100,7 @@ def repo_file_sizes(repo_id: str, repo_type: str = "model", revision: str | None
     Raises:
         HubError: repo not found or not visible, bad token, Hub unreachable.
     """
-    with hub_errors(repo_id, repo_type, "repo_info"):
+    with hub_errors(repo_id, repo_type, "read"):
         info = _api(_token(token, required=False)).repo_info(repo_id, repo_type=repo_type, revision=revision,
                                                              files_metadata=True)
     return {s.rfilename: int(s.size or 0) for s in (info.siblings or [])}
@@ -125,7 +125,7 @@ def download_file(repo_id: str, filename: str, repo_type: str = "model", revisio
     from huggingface_hub import hf_hub_download
 
     _check_type(repo_type)
-    with hub_errors(repo_id, repo_type, f"download_file {filename}"):
+    with hub_errors(repo_id, repo_type, f"download {filename} from"):
         return Path(hf_hub_download(repo_id, filename, repo_type=repo_type, revision=revision,
                                     token=_token(token, required=False), endpoint=hub_endpoint(), cache_dir=cache_dir))
 
@@ -151,7 +151,7 @@ def download_snapshot(repo_id: str, repo_type: str = "model", revision: str | No
     from huggingface_hub import snapshot_download
 
     _check_type(repo_type)
-    with hub_errors(repo_id, repo_type, "download_snapshot"):
+    with hub_errors(repo_id, repo_type, "download"):
         return Path(snapshot_download(repo_id, repo_type=repo_type, revision=revision, local_dir=local_dir,
                                       token=_token(token, required=False), allow_patterns=allow_patterns,
                                       endpoint=hub_endpoint(), cache_dir=cache_dir))
