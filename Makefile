@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.hubkit-installed
+NEWER := $(VENV)/newer-stack
 PYTEST_ARGS ?=
 DEMO_DIR ?= demo-out
 
@@ -15,9 +16,17 @@ help: ## Show this help
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	# CPU torch first (a local wheel on our machines), or pip pulls a multi-GB CUDA build for trl/peft.
-	$(BIN)/python -m pip install -q "torch==2.13.0"
+	# CPU torch first, or pip pulls a multi-GB CUDA build for trl/peft: this machine's local wheel when it has one
+	# (no download), else the CPU build from PyTorch's own index.
+	if $(BIN)/python -m pip install -q --no-index --no-deps "torch==2.13.0" 2>/dev/null; then \
+	    $(BIN)/python -m pip install -q "torch==2.13.0"; \
+	else \
+	    $(BIN)/python -m pip install -q "torch>=2.6,<2.15" --index-url https://download.pytorch.org/whl/cpu; \
+	fi
 	$(BIN)/python -m pip install -q -e ".[test]"
+	# The newest transformers the index has, with what it needs, for tests/test_install.py (which installs it offline
+	# beside the inference extra; skipped there when the index could not be reached here).
+	-$(BIN)/python -m pip download -q --only-binary :all: -d $(NEWER) "transformers>5.17.0"
 	touch $(STAMP)
 
 install: $(STAMP) ## Create .venv with CPU torch and hubkit (editable) + test deps

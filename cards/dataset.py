@@ -14,6 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
 
+from hubkit.cards.citation import HUBKIT, RSNA, unique
 from hubkit.schema import CONDITION_TITLES, CONDITIONS, SEVERITY_NAMES, Picker
 
 CHART_FILE = "label_distribution.png"
@@ -74,6 +75,38 @@ def _pct(n: int, total: int) -> str:
     return f"{100.0 * n / total:.1f}%" if total else "–"
 
 
+LIMITATIONS = {
+    False: [
+        "One competition's cohort and its annotators: other scanners, vendors, protocols, populations and readers may "
+        "differ, and a model trained here is likely to do worse on them.",
+        "Grades are radiologists' reads of the images, not clinical or surgical outcomes; labels the annotators left "
+        "out stay missing here (ClassLabel −1).",
+        "Most grades are Normal/Mild (see the table): Moderate and Severe are rare, Severe rarest.",
+        "Each study is a few picked 2-D slices, not its whole series: what lies outside them is not in this dataset.",
+    ],
+    True: [
+        "A phantom, not anatomy: cylinders and tubes whose radii encode the grades on DICOM files of plausible "
+        "geometry. Numbers measured on it demonstrate the workflow, never clinical performance.",
+        "Each study is a few picked 2-D slices, not its whole series.",
+    ],
+}
+DEIDENTIFICATION = {
+    False: [
+        "hubkit reads only a whitelist of DICOM header tags (geometry, timing, windowing, series identity: "
+        "`hubkit.dataset_builder.dicom.HEADER_TAGS`); no patient name, id, birth date or other identifying tag "
+        "reaches the dataset, its manifest or the build report.",
+        "`study_id` and series ids are the source folders' names: RSNA's own anonymised ids.",
+        "Pixels are kept as they are: hubkit does not look for text burned into the images. RSNA de-identified its "
+        "data before release; de-identify your own scans before building from them.",
+        "The images remain under the RSNA competition's terms: never redistribute them, keep the repo private.",
+    ],
+    True: [
+        "No patient: the phantom's DICOM headers carry made-up names, which hubkit never reads (it reads a whitelist "
+        "of geometry, timing and windowing tags only).",
+    ],
+}
+
+
 def render_dataset_card(manifest: Mapping[str, Any], repo_id: str | None = None, dataset_dir: str | None = None) -> str:
     """README.md text for a built dataset (YAML front matter through huggingface_hub's DatasetCardData).
 
@@ -96,14 +129,16 @@ def render_dataset_card(manifest: Mapping[str, Any], repo_id: str | None = None,
     synthetic = bool(manifest.get("synthetic"))
     build = manifest.get("build") or {}
     tags = ["medical", "radiology", "mri", "lumbar-spine", "rsna-2024", "hubkit"] + (["synthetic"] if synthetic else [])
+    pretty = ("Synthetic lumbar spine MRI slices (hubkit phantom)" if synthetic
+              else "RSNA 2024 lumbar spine MRI slices (hubkit)")
     data = DatasetCardData(
         task_categories=["image-text-to-text"], tags=tags, size_categories=[size_category(n_rows)],
-        pretty_name="RSNA 2024 lumbar spine — hubkit slices", **LICENSES[synthetic],
+        pretty_name=pretty, **LICENSES[synthetic],
     )
     picker = Picker(manifest["picker"])
     template = resources.files("hubkit.cards").joinpath("dataset_card.md").read_text()
     card = DatasetCard.from_template(
-        data, template_str=template, pretty_name="RSNA 2024 lumbar spine — hubkit slices",
+        data, template_str=template, title=repo_id.split("/")[-1] if repo_id else pretty,
         max_images=len(manifest.get("views") or ()) or 8, slice_size=manifest["slice_size"],
         terms=SYNTHETIC_TERMS if synthetic else RSNA_TERMS, competition_url=COMPETITION_URL,
         source_name=build.get("data_dir") or "–",
@@ -112,7 +147,9 @@ def render_dataset_card(manifest: Mapping[str, Any], repo_id: str | None = None,
         n_skipped=manifest.get("studies_skipped") or 0, picker=picker.value, picker_text=PICKER_TEXT[picker],
         splits=splits, seed=build.get("seed"), validation_fraction=build.get("validation_fraction"), label_rows=rows,
         repo_id=repo_id, dataset_dir=dataset_dir or "path/to/dataset", chart=CHART_FILE,
-        hubkit_version=manifest.get("hubkit_version"),
+        hubkit_version=manifest.get("hubkit_version"), limitations=LIMITATIONS[synthetic],
+        deidentification=DEIDENTIFICATION[synthetic],
+        citations=unique([HUBKIT] if synthetic else [*RSNA, HUBKIT]),
     )
     return str(card)
 

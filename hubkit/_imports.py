@@ -9,9 +9,13 @@ from __future__ import annotations
 import importlib.util
 from importlib.metadata import PackageNotFoundError, version
 
-# The name pip installs hubkit under ("hubkit" on the public index is another project); extras: train, gpu,
-# decoders, test.
+# The name pip installs hubkit under ("hubkit" on the public index is another project); extras: inference, train,
+# gpu, decoders, test.
 DISTRIBUTION = "hubkit-lumbar"
+# Where its source lives (pyproject.toml's [project.urls] Repository; a test holds the two equal).
+SOURCE_URL = "https://github.com/hubkit-lumbar/hubkit"
+# What the consumer's verbs (the pipeline, predict) need beyond the base install: the `inference` extra.
+INFERENCE_MODULES = ("torch", "transformers", "peft", "accelerate")
 # What the trainer's verbs (build-dataset, train, evaluate, synth, the demo) need beyond an inference install.
 TRAIN_MODULES = ("datasets", "trl", "evaluate", "matplotlib", "pandas")
 
@@ -32,9 +36,16 @@ def require(module: str, extra: str, purpose: str) -> None:
         raise ImportError(f"{purpose} needs {module}: {install_hint(extra)}")
 
 
+def require_inference(purpose: str) -> None:
+    """`require` for everything the `inference` extra brings (the base install lacks the model stack)."""
+    missing = [m for m in INFERENCE_MODULES if not available(m)]
+    if missing:
+        raise ImportError(f"{purpose} needs {', '.join(missing)}: {install_hint('inference')}")
+
+
 def require_train(purpose: str) -> None:
-    """`require` for everything the `train` extra brings (an inference-only install lacks it)."""
-    missing = [m for m in TRAIN_MODULES if not available(m)]
+    """`require` for everything the `train` extra brings (it includes the inference extra's model stack)."""
+    missing = [m for m in INFERENCE_MODULES + TRAIN_MODULES if not available(m)]
     if missing:
         raise ImportError(f"{purpose} needs {', '.join(missing)}: {install_hint('train')}")
 

@@ -21,7 +21,7 @@ REMOTE_CODE_REFUSED = "trust_remote_code=True is refused: hubkit never runs code
 
 
 def base_card_facts(base_model: str) -> dict | None:
-    """The licence and tags a base model's own card declares (local folder or Hub repo); None without a card.
+    """The licence, tags and citation a base model's own card declares (local folder or Hub repo); None without a card.
 
     A card that cannot be read is left out (None), not guessed from the model's name.
     """
@@ -40,10 +40,15 @@ def base_card_facts(base_model: str) -> dict | None:
                 path = download_file(base_model, "README.md")
             except (HubError, ValueError):
                 return None
-        data = ModelCard(path.read_text(encoding="utf-8")).data.to_dict()
+        text = path.read_text(encoding="utf-8")
+        data = ModelCard(text).data.to_dict()
     except (OSError, ValueError):
         return None
-    return {k: data[k] for k in ("license", "license_name", "license_link", "tags") if data.get(k)}
+    from hubkit.cards.citation import citation_of
+
+    facts = {k: data[k] for k in ("license", "license_name", "license_link", "tags") if data.get(k)}
+    citation = citation_of(text)
+    return {**facts, "citation": citation} if citation else facts
 
 
 def check_vision_base(base_model: str) -> Any:

@@ -81,3 +81,17 @@ def test_readme_states_the_two_commands():
 
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     assert "make demo" in readme and "make test" in readme
+
+
+def test_env_reports_versions_devices_and_the_hub_but_never_the_token(monkeypatch):
+    import json
+
+    monkeypatch.setenv("HF_TOKEN", "hf_do_not_print_me_123")
+    res = CliRunner().invoke(cli, ["env"])
+    assert res.exit_code == 0, res.output
+    for key in ("- hubkit: 0.1.0", "- torch: ", "- transformers: ", "- huggingface_hub: ", "- accelerators: ",
+                "- hub endpoint: ", "- hub token: set (from HF_TOKEN)"):
+        assert key in res.output, key
+    assert "hf_do_not_print_me_123" not in res.output
+    info = json.loads(CliRunner().invoke(cli, ["env", "--json"]).output)
+    assert info["hub token"] == "set (from HF_TOKEN)" and "hf_do_not_print_me_123" not in json.dumps(info)
