@@ -48,17 +48,22 @@ def result_files(variant: str) -> dict[str, str]:
 class EvalRecord:
     """`eval_config.json`: one `hubkit evaluate` run."""
 
+    # The model as given (run folder or repo), the dataset and its split, and how many of its studies were scored.
     model: str
     dataset: str
     split: str
     n_studies: int
+    # Where the model's files were read (a Hub repo's snapshot), and its base (None for a full model).
     model_dir: str | None = None
     base_model: str | None = None
+    # The studies in the order they were scored; `max_studies` the cap asked for.
     study_ids: list | None = None
     max_studies: int | None = None
     batch_size: int | None = None
+    # Constrained decoding's method; `answer_plan` how the answer's tokens were fed ("template" or "per_choice").
     decoding: dict = dataclasses.field(default_factory=dict)
     compare_base: bool = False
+    # What the model ran on and in.
     device: str | None = None
     dtype: str | None = None
     quantized_4bit: bool = False

@@ -53,14 +53,15 @@ class DatasetRef:
 
     # What was passed to `hubkit train --dataset` (a folder or a Hub repo id).
     source: str = ""
-    # "save_to_disk", "local" (a Parquet/Arrow folder) or "hub"; with its path or repo id and revision.
+    # "save_to_disk", "local" (a Parquet/Arrow folder) or "hub".
     kind: str | None = None
+    # Where it was: a local folder (resolved), or a Hub repo and the commit the stream read (the card links both).
     path: str | None = None
     repo_id: str | None = None
     revision: str | None = None
     # Split fingerprints (save_to_disk), a file-listing digest (local) or None (the Hub's revision says it).
     fingerprint: Any = None
-    # Rows per epoch (after oversampling) and validation rows.
+    # Rows per epoch (after oversampling: `oversample` is the rule that repeated them) and validation rows.
     train_rows: int | None = None
     validation_rows: int | None = None
     oversample: str = ""
@@ -83,18 +84,23 @@ class RunRecord:
     # The licence, tags and citation the base model's own card declares (`modeling.base_card_facts`).
     base_model_card: dict | None = None
     quantized_4bit: bool = False
+    # "unsloth" or "trl", and why it is not the one asked for when it is not (DDP, loss_weights).
     backend: str | None = None
     backend_note: str | None = None
     # Processes (GPUs) that trained; the effective batch is world_size x the config's.
     world_size: int = 1
+    # The token budget per example (derived from the images, never truncating them).
     max_length: int | None = None
+    # Optimiser steps planned and done (fewer when early stopping ended the run).
     planned_steps: int | None = None
     global_step: int | None = None
     stopped_early: bool = False
+    # Validation losses: at step 0 (the untrained adapter) and the best, with the checkpoint that gave it.
     first_eval_loss: float | None = None
     best_eval_loss: float | None = None
     best_checkpoint: str | None = None
     train_runtime_s: float | None = None
+    # Installed versions of hubkit and every library that trained (None: not installed).
     versions: dict = dataclasses.field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
