@@ -37,7 +37,7 @@ if str(REPO) not in sys.path:  # run from a checkout without installing (the GPU
     sys.path.insert(0, str(REPO))
 
 from hubkit import schema  # noqa: E402
-from hubkit.schema import VIEWS  # noqa: E402
+from hubkit.slots import VIEWS  # noqa: E402
 
 _OUT = None
 

@@ -30,10 +30,25 @@ LICENSES = {
     True: {"license": "cc0-1.0"},
 }
 PICKER_TEXT = {
-    Picker.COORDS: "slices chosen from train_label_coordinates.csv (midline Sag T2, left/right parasagittal Sag T1, "
-                   "one Axial T2 per level)",
-    Picker.GEOMETRY: "slices chosen from DICOM geometry only (the rule the inference pipeline uses)",
+    Picker.COORDS: "whole slices chosen from train_label_coordinates.csv (midline Sag T2, left/right parasagittal "
+                   "Sag T1, one Axial T2 per level)",
+    Picker.GEOMETRY: "whole slices chosen from DICOM geometry only (the rule the inference pipeline uses)",
 }
+
+
+def picker_text(manifest: Mapping[str, Any]) -> str:
+    """What the build's picker made of each study, in words (its slot table and, for crops, the crop rule)."""
+    picker = str(manifest["picker"])
+    crop = manifest.get("crop")
+    if crop:
+        n = len(manifest.get("views") or ())
+        cells = " as one 2×2 mosaic per level" if crop.get("layout") == "mosaic" else ", each its own image"
+        return (f"per-level crops at train_label_coordinates.csv's points: the canal on the sagittal T2, each foramen "
+                f"on the sagittal T1, both recesses on the axial T2{cells} ({n} images per study, crops of "
+                f"{crop.get('crop_px')} px); {crop.get('rule')}")
+    if picker in (p.value for p in Picker):
+        return PICKER_TEXT[Picker(picker)]
+    return f"the {picker!r} picker mode's slots: " + ", ".join(manifest.get("views") or ())
 
 
 def plot_label_distribution(counts: dict[str, list[int]], path: Path) -> Path:
@@ -135,7 +150,7 @@ def render_dataset_card(manifest: Mapping[str, Any], repo_id: str | None = None,
         task_categories=["image-text-to-text"], tags=tags, size_categories=[size_category(n_rows)],
         pretty_name=pretty, **LICENSES[synthetic],
     )
-    picker = Picker(manifest["picker"])
+    picker = str(manifest["picker"])
     template = resources.files("hubkit.cards").joinpath("dataset_card.md").read_text()
     card = DatasetCard.from_template(
         data, template_str=template, title=repo_id.split("/")[-1] if repo_id else pretty,
@@ -144,7 +159,7 @@ def render_dataset_card(manifest: Mapping[str, Any], repo_id: str | None = None,
         source_name=build.get("data_dir") or "–",
         source_kind="synthetic phantom cohort from `hubkit synth`, RSNA 2024 layout" if synthetic
         else "RSNA 2024 layout", studies_built=manifest.get("studies_built"),
-        n_skipped=manifest.get("studies_skipped") or 0, picker=picker.value, picker_text=PICKER_TEXT[picker],
+        n_skipped=manifest.get("studies_skipped") or 0, picker=picker, picker_text=picker_text(manifest),
         splits=splits, seed=build.get("seed"), validation_fraction=build.get("validation_fraction"), label_rows=rows,
         repo_id=repo_id, dataset_dir=dataset_dir or "path/to/dataset", chart=CHART_FILE,
         hubkit_version=manifest.get("hubkit_version"), limitations=LIMITATIONS[synthetic],

@@ -21,7 +21,8 @@ from typing import Any
 from hubkit import eval_record, run_record
 from hubkit._imports import DISTRIBUTION, SOURCE_URL
 from hubkit.cards.citation import HUBKIT, unique
-from hubkit.schema import CONDITION_TITLES, CONDITIONS, GROUPS, VIEWS, build_prompt
+from hubkit.schema import CONDITION_TITLES, CONDITIONS, GROUPS, build_prompt
+from hubkit.slots import VIEWS
 from hubkit.sources import display_name
 
 ASSETS = "card_assets"
@@ -139,6 +140,7 @@ def build_card_context(run_dir: str | Path, eval_dir: str | Path | None = None,
         "oversample": ds.oversample or None, "label_rows": _label_section(manifest),
         "synthetic": bool(manifest.get("synthetic")),
         "picker": manifest.get("picker"), "slice_size": manifest.get("slice_size"),
+        "n_images": len(views), "crop": _crop(manifest),
         "vision_input_size": rec.vision_input_size,
         "eval_picker": (made.get("slices") or {}).get("picker"),
         "eval_slice_size": (made.get("slices") or {}).get("slice_size"),
@@ -171,6 +173,17 @@ def build_card_context(run_dir: str | Path, eval_dir: str | Path | None = None,
     ctx["license_note"] = None if (rec.base_model_card or {}).get("license") else (
         "the base model's card declares no licence, so this card cannot state one")
     return ctx
+
+
+def _crop(manifest: dict) -> dict | None:
+    """A crops dataset's crop facts, for the card's input section (None for whole slices)."""
+    crop = manifest.get("crop")
+    if not crop:
+        return None
+    cells = "as one 2×2 mosaic image per level" if crop.get("layout") == "mosaic" else "each its own image"
+    return {"layout": crop.get("layout"), "rule": str(crop.get("rule", "")).capitalize(),
+            "what": f"the canal on the sagittal T2, each foramen on the sagittal T1, both recesses on the axial T2, "
+                    f"{cells} ({crop.get('crop_px')} px a crop)"}
 
 
 def _wheel(run: Path) -> str | None:

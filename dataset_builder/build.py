@@ -15,7 +15,6 @@ import shutil
 from pathlib import Path
 
 from hubkit.config import BuildConfig
-from hubkit.schema import Picker
 
 from . import rsna_csv
 from .report import REPORT_FILE, nothing_built, write_report
@@ -126,7 +125,9 @@ def plan_records(cfg: BuildConfig) -> tuple[dict[str, list[dict]], list[dict], l
     problems = rsna_csv.RowProblems()
     labels = rsna_csv.read_labels(data, problems)
     descriptions = rsna_csv.read_descriptions(data, problems)
-    coords = rsna_csv.read_coordinates(data, required=cfg.picker is Picker.COORDS, problems=problems)
+    from hubkit.slots import mode
+
+    coords = rsna_csv.read_coordinates(data, required=mode(cfg.picker).coordinates != "none", problems=problems)
     images = data / "train_images"
     if not images.is_dir():
         raise FileNotFoundError(f"{images}: folder not found; expected train_images/<study_id>/<series_id>/*.dcm")
@@ -197,9 +198,9 @@ def build_dataset(cfg: BuildConfig, output: str | Path, push: str | None = None,
 
     LumbarSpine = _builder_class()[1]
     builder = LumbarSpine(cache_dir=str(work / "cache"), dataset_name="rsna_lumbar",
-                          config_name=f"{cfg.picker}-{cfg.slice_size}",
+                          config_name=f"{cfg.pick_spec.replace('/', '-')}-{cfg.slice_size}",
                           # names the (temporary) cache folder; given, so datasets does not hash every record
-                          config_id=f"{cfg.picker}-{cfg.slice_size}",
+                          config_id=f"{cfg.pick_spec.replace('/', '-')}-{cfg.slice_size}",
                           build=cfg, splits={k: v for k, v in built.items() if v}, report_dir=str(report_dir),
                           cache_studies=str(cache_dir), done=done)
     builder.download_and_prepare(download_mode="force_redownload")

@@ -1,7 +1,7 @@
-"""Pixels: decode one DICOM slice, window it to 8 bits, orient it, resize it.
+"""Pixels: decode one DICOM slice, window it to 8 bits, orient it, resize it (whole, or a square cut from it).
 
-The ONE place where pixels are made; the dataset builder and the inference pipeline both call `load_slice`, so
-training and inference see identical images.
+The ONE place where pixels are made; the dataset builder and the inference pipeline both go through `to_image`
+(`load_study`: `to_image(decode_picked(...))`), so training and inference see identical images.
 
 Example:
     >>> img = load_slice(header, size=448)     # PIL.Image, mode "L", 448x448
@@ -176,19 +176,23 @@ def orient(img: np.ndarray, header: SliceHeader) -> np.ndarray:
     Axial: patient right on image left (columns run toward patient left), anterior at the top.
     Sagittal: anterior on image left, superior at the top. Coronal: patient right on image left, superior at top.
     """
-    r, c = header.row_dir, header.col_dir
-    plane = header.plane
-    if plane is Plane.AXIAL:
-        flip_lr, flip_ud = r[0] < 0, c[1] < 0
-    elif plane is Plane.SAGITTAL:
-        flip_lr, flip_ud = r[1] < 0, c[2] > 0
-    else:
-        flip_lr, flip_ud = r[0] < 0, c[2] > 0
+    flip_lr, flip_ud = _flips(header)
     if flip_lr:
         img = img[:, ::-1]
     if flip_ud:
         img = img[::-1, :]
     return np.ascontiguousarray(img)
+
+
+def _flips(header: SliceHeader) -> tuple[bool, bool]:
+    """(flip left-right, flip up-down) that `orient` applies to this slice."""
+    r, c = header.row_dir, header.col_dir
+    plane = header.plane
+    if plane is Plane.AXIAL:
+        return bool(r[0] < 0), bool(c[1] < 0)
+    if plane is Plane.SAGITTAL:
+        return bool(r[1] < 0), bool(c[2] > 0)
+    return bool(r[0] < 0), bool(c[2] > 0)
 
 
 def load_slice(header: SliceHeader, size: int):
@@ -200,8 +204,12 @@ def load_slice(header: SliceHeader, size: int):
     return to_image(decode(header), header, size)
 
 
-def to_image(arr: np.ndarray, header: SliceHeader, size: int):
-    """The float image `decode` gave for `header` -> the `size`x`size` 8-bit image of `load_slice`."""
+def to_image(arr: np.ndarray, header: SliceHeader, size: int, region=None):
+    """The float image `decode` gave for `header` -> a `size`x`size` 8-bit image: the whole slice (`load_slice`), or
+    with `region` (`crops.Region`: a centre in the slice's pixels and a side in mm) the square it names, cut after
+    orienting, so left, right, up and down mean what they mean in whole slices. The window is the whole slice's
+    either way (a crop is as bright as the same place in the slice); outside the slice a crop is the slice's
+    darkest value."""
     from PIL import Image
 
     finite = np.isfinite(arr)
@@ -212,8 +220,31 @@ def to_image(arr: np.ndarray, header: SliceHeader, size: int):
         lo, hi = (float(v) for v in np.percentile(arr, PERCENTILES))
         win = ((lo + hi) / 2.0, max(hi - lo, 1e-6))
     oriented = orient(arr.astype(np.float32, copy=False), header)
-    small = np.asarray(Image.fromarray(oriented, mode="F").resize((size, size), Image.BILINEAR))
+    if region is None:
+        small = np.asarray(Image.fromarray(oriented, mode="F").resize((size, size), Image.BILINEAR))
+    else:
+        small = _cut(oriented, header, region, size)
     img8 = window(small, win)
     if header.photometric == "MONOCHROME1":
         img8 = 255 - img8  # MONOCHROME1: high stored values are dark; the VOI window applies before inversion
     return Image.fromarray(img8, mode="L")
+
+
+def _cut(oriented: np.ndarray, header: SliceHeader, region, size: int) -> np.ndarray:
+    """The `region` square of an oriented slice, resampled (bilinear, antialiased like a whole slice's resize) to
+    size x size; padded with the slice's darkest value where it runs past the slice's edge."""
+    from PIL import Image
+
+    rows, cols = oriented.shape
+    flip_lr, flip_ud = _flips(header)
+    col = (cols - 1 - region.col) if flip_lr else region.col  # the centre, where orienting moved it
+    row = (rows - 1 - region.row) if flip_ud else region.row
+    half_w = region.side_mm / 2.0 / header.pixel_spacing[1]  # PixelSpacing: (between rows, between columns)
+    half_h = region.side_mm / 2.0 / header.pixel_spacing[0]
+    box = (col + 0.5 - half_w, row + 0.5 - half_h, col + 0.5 + half_w, row + 0.5 + half_h)  # pixel edges
+    pad = int(np.ceil(max(0.0, -box[0], -box[1], box[2] - cols, box[3] - rows))) + 1
+    if pad > 1:
+        oriented = np.pad(oriented, pad, constant_values=float(oriented.min()))
+        box = tuple(v + pad for v in box)
+    return np.asarray(Image.fromarray(np.ascontiguousarray(oriented), mode="F").resize(
+        (size, size), Image.BILINEAR, box=box))

@@ -122,6 +122,25 @@ def read_coordinates(data_dir: str | Path, required: bool = True,
     path = Path(data_dir) / COORDS_CSV
     if not required and not path.is_file():
         return {}
+    return _coordinates_file(path, problems)
+
+
+def read_coordinates_csv(path: str | os.PathLike) -> dict[str, list[dict]]:
+    """A CSV in train_label_coordinates.csv's format (a consumer's points for a crops model) -> {study_id: rows},
+    read once per version of the file (cached by path and modification time). Shared: do not mutate it.
+
+    Raises:
+        CsvError: a missing column or a row with a non-numeric id, instance number or coordinate (file:line).
+    """
+    return _coordinates_cached(str(path), os.stat(path).st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4)
+def _coordinates_cached(path: str, mtime_ns: int) -> dict[str, list[dict]]:
+    return _coordinates_file(Path(path), None)
+
+
+def _coordinates_file(path: Path, problems: RowProblems | None) -> dict[str, list[dict]]:
     out: dict[str, list[dict]] = defaultdict(list)
     for i, row in enumerate(_read(path, COORD_COLUMNS), start=2):
         sid = _number(row["study_id"])

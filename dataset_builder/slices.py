@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
-from typing import Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from hubkit.schema import CONDITION_TITLES, LEVEL_TITLES, LEVELS, VIEW_SAG_T2, VIEW_T1, Picker, SeriesKind, axial_view
+from hubkit.schema import CONDITION_TITLES, LEVEL_TITLES, LEVELS, Picker, SeriesKind
+from hubkit.slots import VIEW_SAG_T2, VIEW_T1, Slot, axial_view
 
 from .dicom import Series, SliceHeader
 from .series import classify_series
@@ -40,9 +41,10 @@ SAG_T2, SAG_T1, AX_T2 = SeriesKind.SAG_T2, SeriesKind.SAG_T1, SeriesKind.AX_T2
 
 @dataclasses.dataclass(frozen=True)
 class Pick:
-    view: str  # e.g. "Sagittal T1 left", "Axial T2 L4/L5"
+    view: str  # e.g. "Sagittal T1 left", "Axial T2 L4/L5", "L4/L5 Sagittal T2 canal"
     series_id: str
     header: SliceHeader
+    region: Any = None  # None: the whole slice; a `crops.Region`: a square cut from it
 
 
 def _choose_series(candidates: list[Series], preferred: Iterable[str] = ()) -> Series | None:
@@ -99,21 +101,9 @@ def _geometry_axials(series: Series) -> dict[str, SliceHeader]:
     return out
 
 
-def pick_slices(series: Mapping[str, Series], mode: Picker | str = Picker.GEOMETRY,
-                coords: Sequence[Mapping] | None = None) -> tuple[list[Pick], list[str]]:
-    """Choose up to 8 slices for one study.
-
-    Args:
-        series: series_id -> Series (descriptions from train_series_descriptions.csv or the DICOM header).
-        mode: `Picker.COORDS` (use `coords`, the study's rows of train_label_coordinates.csv) or
-            `Picker.GEOMETRY` (or their values).
-        coords: rows with keys series_id, instance_number, condition, level (RSNA text, e.g. "L4/L5").
-    Returns:
-        (picks in slot order, notes saying which slots are empty or fell back and why)
-    """
-    mode = Picker(mode)
-    rows = list(coords or []) if mode is Picker.COORDS else []
-    by_kind: dict[str, list[Series]] = {SAG_T2: [], SAG_T1: [], AX_T2: []}
+def series_by_kind(series: Mapping[str, Series]) -> tuple[dict[SeriesKind, list[Series]], list[str]]:
+    """The study's series by kind (`series.classify_series`), and a note for each one left out and why."""
+    by_kind: dict[SeriesKind, list[Series]] = {SAG_T2: [], SAG_T1: [], AX_T2: []}
     notes: list[str] = []
     for sid, s in sorted(series.items()):
         cls = classify_series(s)
@@ -121,6 +111,26 @@ def pick_slices(series: Mapping[str, Series], mode: Picker | str = Picker.GEOMET
             by_kind[cls.kind].append(s)
         else:
             notes.append(f"series {sid} not used: {cls.reason}")
+    return by_kind, notes
+
+
+def pick_slices(series: Mapping[str, Series], mode: Picker | str = Picker.GEOMETRY,
+                coords: Sequence[Mapping] | None = None,
+                slots: Sequence[Slot] | None = None) -> tuple[list[Pick], list[str]]:
+    """Choose up to 8 slices for one study.
+
+    Args:
+        series: series_id -> Series (descriptions from train_series_descriptions.csv or the DICOM header).
+        mode: `Picker.COORDS` (use `coords`, the study's rows of train_label_coordinates.csv) or
+            `Picker.GEOMETRY` (or their values).
+        coords: rows with keys series_id, instance_number, condition, level (RSNA text, e.g. "L4/L5").
+        slots: the mode's slots (`hubkit.slots.SLICES`, which this picks; given by the mode registry).
+    Returns:
+        (picks in slot order, notes saying which slots are empty or fell back and why)
+    """
+    mode = Picker(mode)
+    rows = list(coords or []) if mode is Picker.COORDS else []
+    by_kind, notes = series_by_kind(series)
     picks: list[Pick] = []
 
     def rows_for(*conditions: str) -> list[Mapping]:

@@ -28,7 +28,7 @@ def build_study(cfg: BuildConfig, rec: dict, report_dir: Path, cache_dir: Path, 
     """
     sid = rec["study_id"]
     study_dir = Path(cfg.data_dir) / "train_images" / sid
-    key = key or study_key(cfg.picker, cfg.slice_size, rec, study_dir)
+    key = key or study_key(cfg.pick_spec, cfg.slice_size, rec, study_dir)
     cached = load_entry(cache_dir, sid, key)
     if cached is not None:  # built by an earlier, interrupted run: identical bytes, no DICOM read
         row, pngs, entry = cached
@@ -38,7 +38,7 @@ def build_study(cfg: BuildConfig, rec: dict, report_dir: Path, cache_dir: Path, 
     entry = {"study_id": sid, "status": "built", "views": [], "notes": [], "skipped": []}
     try:
         study = load_study(study_dir, rec["descriptions"], picker=cfg.picker, coords=rec["coords"],
-                           slice_size=cfg.slice_size)
+                           slice_size=cfg.slice_size, layout=cfg.layout)
     except DicomError as e:
         entry.update(status="skipped", reason=str(e))
         _write_entry(report_dir, entry)
@@ -58,7 +58,7 @@ def build_study(cfg: BuildConfig, rec: dict, report_dir: Path, cache_dir: Path, 
 def _first_pass_study(job: tuple) -> tuple[str, str | None]:
     """Worker of `build_dataset`'s pool: build (or find cached) one study -> (study id, cache key or None)."""
     cfg, rec, report_dir, cache_dir = job
-    key = study_key(cfg.picker, cfg.slice_size, rec, Path(cfg.data_dir) / "train_images" / rec["study_id"])
+    key = study_key(cfg.pick_spec, cfg.slice_size, rec, Path(cfg.data_dir) / "train_images" / rec["study_id"])
     built = build_study(cfg, rec, report_dir, cache_dir, key=key)
     return rec["study_id"], (key if built is not None else None)
 

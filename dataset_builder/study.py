@@ -11,11 +11,8 @@ import dataclasses
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from hubkit.schema import Picker
-
 from .dicom import DicomError, Series, SliceHeader, read_header, read_series
 from .pixels import decode_picked, to_image
-from .slices import pick_slices
 
 
 @dataclasses.dataclass
@@ -110,45 +107,71 @@ def _series_per_folder(folders: list[Path]) -> dict[Path, dict[Path, SliceHeader
 
 
 def load_study(study_dir: str | Path, descriptions: Mapping[str, str] | None = None,
-               picker: Picker | str = Picker.GEOMETRY, coords: Sequence[Mapping] | None = None, *,
-               slice_size: int) -> StudyImages:
-    """Find the series of a study, pick the slices, decode only the picked ones.
+               picker: str = "geometry", coords: Sequence[Mapping] | None = None, *,
+               slice_size: int, layout: str | None = None) -> StudyImages:
+    """Find the series of a study, pick its images as the picker mode's slots say (`hubkit.slots`), decode only the
+    picked slices.
 
     Args:
         study_dir: a study's folder: one sub-folder per series (RSNA `train_images/<study_id>`), nested folders, or
             all files in one folder (series are then told apart by SeriesInstanceUID).
         descriptions: series id -> series description (the RSNA CSV); it wins over the DICOM SeriesDescription.
-        picker: `coords` (with `coords`, the study's train_label_coordinates.csv rows) or `geometry`.
-        slice_size: side of the square 8-bit slices.
+        picker: a registered picker mode (`coords`, `geometry`, `crops`, ...); `coords` are the study's
+            train_label_coordinates.csv rows (or a caller's in that format), for the modes that use them.
+        slice_size: side of every stored square 8-bit image (a mosaic's cells are half of it).
+        layout: the mode's layout (crops: "separate" or "mosaic"); None: its default.
     Raises:
         DicomError: the folder is missing, or no slice at all could be used (the message says why).
     """
+    from hubkit.slots import mode as picker_mode
+
     d = Path(study_dir)
     if not d.is_dir():
         raise DicomError(f"{d}: study folder not found")
-    coords_mode = Picker(picker) is Picker.COORDS
-    # coords mode with the RSNA CSV reads each picked file once (header and pixels together), in its folder;
+    m = picker_mode(picker)
+    slots = m.slots(layout)
+    uses_coords = m.coordinates != "none" and bool(coords)
+    # with coordinates and the RSNA CSV each picked file is read once (header and pixels together), in its folder;
     # otherwise every header is read anyway (geometry), which also groups the files by SeriesInstanceUID.
-    series, skipped = find_series(d, descriptions, keep_pixels=coords_mode, by_uid=not (coords_mode and descriptions))
+    series, skipped = find_series(d, descriptions, keep_pixels=uses_coords, by_uid=not (uses_coords and descriptions))
     if descriptions:
         for sid in sorted(set(descriptions) - set(series)):
             if not any(sid == Path(f).name for f, _ in skipped):
                 skipped.append((str(d / sid), f"series listed as {descriptions[sid]!r} but its folder is missing"))
-    picks, notes = pick_slices(series, mode=picker, coords=coords)
+    picks, notes = m.picker()(series, mode=m.name, coords=coords, slots=slots)
     for s in series.values():  # headers are read lazily: collect what the picking found unreadable
         skipped.extend(s.skipped)
-    images, views, used = [], [], []
+    cells = any(s.cells for s in slots)
+    rendered: dict[str, object] = {}
     for p in picks:
         try:
-            img = to_image(decode_picked(series[p.series_id], p.header), p.header, slice_size)  # = load_slice
+            arr = decode_picked(series[p.series_id], p.header)
+            rendered[p.view] = (to_image(arr, p.header, slice_size // 2 if cells else slice_size, p.region), p)
         except DicomError as e:
             skipped.append((str(p.header.path), str(e)))
-            notes.append(f"{p.view}: picked slice unreadable, slot left empty")
+            notes.append(f"{p.view}: picked slice unreadable, left out")
+    images, views, used = [], [], []
+    for slot in slots:
+        parts = [rendered.get(c.view) for c in slot.cells] if slot.cells else [rendered.get(slot.view)]
+        if not any(parts):
             continue
-        images.append(img)
-        views.append(p.view)
-        used.append((p.view, p.series_id, p.header.instance_number))
+        images.append(_mosaic([x and x[0] for x in parts], slice_size) if slot.cells else parts[0][0])
+        views.append(slot.view)
+        used += [(x[1].view, x[1].series_id, x[1].header.instance_number) for x in parts if x]
+        notes += [f"{slot.view}: cell {c.view!r} empty" for c, x in zip(slot.cells, parts) if not x]
     if not images:
         reasons = "; ".join(notes[:3] + [r for _, r in skipped[:2]]) or "no DICOM files"
         raise DicomError(f"{d}: no usable slice ({reasons})")
     return StudyImages(d.name, images, views, used, notes, skipped)
+
+
+def _mosaic(cells: list, size: int):
+    """Up to four cell images (None: an empty cell, left black) in a 2x2 grid, row-major, `size` px square."""
+    from PIL import Image
+
+    out = Image.new("L", (size, size))
+    half = size // 2
+    for i, im in enumerate(cells):
+        if im is not None:
+            out.paste(im, ((i % 2) * half, (i // 2) * half))
+    return out

@@ -16,6 +16,7 @@ from hubkit.cli_group import Group, kept as _kept, progress as _progress, quiet 
 from hubkit.cli_group import relaunch_here as _relaunch
 from hubkit.config import BuildConfig
 from hubkit.schema import Picker
+from hubkit.slots import CROP_LAYOUTS, modes
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -40,31 +41,16 @@ def cli(ctx: click.Context, quiet: bool, debug: bool) -> None:
     _quiet(quiet)
 
 
-@cli.command()
-@click.argument("out", type=click.Path(file_okay=False))
-@click.option("--studies", default=40, show_default=True, help="Number of synthetic studies.")
-@click.option("--seed", default=0, show_default=True, help="Random seed (same seed, same files).")
-@click.option("--num-proc", default=1, show_default=True, help="Worker processes (same files as one).")
-def synth(out: str, studies: int, seed: int, num_proc: int) -> None:
-    """Write a synthetic RSNA-layout DICOM cohort whose labels are visible in the pixels.
-
-    \b
-    Example:
-      hubkit synth /tmp/cohort --studies 40 --seed 0 --num-proc 2
-    """
-    from hubkit.devkit.synth import synth_cohort
-
-    _kept(f"the studies written so far stay in {out} (a new run rewrites them)")
-    path = synth_cohort(out, studies, seed, num_proc=num_proc, progress=_progress())
-    click.echo(f"wrote {studies} synthetic studies to {path}")
-
-
 @cli.command("build-dataset")
 @click.argument("data_dir", type=click.Path(file_okay=False))
 @click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="Where to save the dataset.")
 @click.option("--num-proc", default=1, show_default=True, help="Worker processes.")
-@click.option("--picker", type=click.Choice([p.value for p in Picker]), default=Picker.COORDS.value, show_default=True,
-              help="coords: use train_label_coordinates.csv; geometry: DICOM geometry only (as at inference).")
+@click.option("--picker", type=click.Choice(modes()), default=Picker.COORDS.value, show_default=True,
+              help="coords: whole slices at train_label_coordinates.csv's points; geometry: whole slices from DICOM "
+                   "geometry only (as a DICOM folder at inference); crops: a square around each structure of each "
+                   "level, at the coordinates.")
+@click.option("--crop-layout", type=click.Choice(CROP_LAYOUTS), default=None,
+              help="With --picker crops: separate (20 images a study) or mosaic (one 2x2 image per level).")
 @click.option("--slice-size", "--image-size", "slice_size", default=BuildConfig.slice_size, show_default=True,
               help="Side of the stored square slices (the pipeline reads DICOM at this size too).")
 @click.option("--validation-fraction", default=0.1, show_default=True, help="Share of studies held out.")
@@ -72,7 +58,7 @@ def synth(out: str, studies: int, seed: int, num_proc: int) -> None:
 @click.option("--max-studies", type=int, default=None, help="Build at most this many studies.")
 @click.option("--push", "push_repo", default=None, metavar="OWNER/NAME", help="Push to this (private) dataset repo.")
 @click.option("--public", is_flag=True, help="Make the pushed repo public (RSNA imagery must stay private).")
-def build_dataset(data_dir, output, num_proc, picker, slice_size, validation_fraction, seed, max_studies,
+def build_dataset(data_dir, output, num_proc, picker, crop_layout, slice_size, validation_fraction, seed, max_studies,
                   push_repo, public) -> None:
     """Turn an RSNA-layout folder of DICOMs + CSVs into an Arrow dataset with a card and a build report.
 
@@ -87,7 +73,7 @@ def build_dataset(data_dir, output, num_proc, picker, slice_size, validation_fra
     from hubkit.dataset_builder.build import work_dir
     from hubkit.dataset_builder.report import summary
 
-    cfg = BuildConfig(data_dir=data_dir, picker=picker, slice_size=slice_size,
+    cfg = BuildConfig(data_dir=data_dir, picker=picker, crop_layout=crop_layout, slice_size=slice_size,
                       validation_fraction=validation_fraction, seed=seed, num_proc=num_proc, max_studies=max_studies)
     out = Path(output)
     _kept(f"finished studies stay in {work_dir(out)}: run the same command to resume")
@@ -118,53 +104,6 @@ def push(path: str, repo: str, public: bool) -> None:
     res = publish(path, repo, private=not public)
     state = "committed" if res.changed else "nothing changed, no new commit"
     click.echo(f"pushed {path} to {res.url} ({'public' if public else 'private'}; {state}: {res.commit[:12]})")
-
-
-@cli.group()
-def base() -> None:
-    """Write a base model that loads offline: a tiny random Gemma 3 VLM or MedGemma 1.5 4B's architecture."""
-
-
-@base.command("tiny")
-@click.argument("out", type=click.Path(file_okay=False))
-@click.option("--seed", default=0, show_default=True, help="Random seed of the weights.")
-@click.option("--push", "push_repo", default=None, metavar="OWNER/NAME", help="Also push it to this (private) repo.")
-def base_tiny(out: str, seed: int, push_repo: str | None) -> None:
-    """A tiny random Gemma 3 vision-language model + Gemma-style processor (CPU tests and the demo).
-
-    \b
-    Example:
-      hubkit base tiny runs/tiny-base --push me/tiny-gemma3-base
-    """
-    from hubkit.devkit.base_models import write_tiny_base
-
-    path = write_tiny_base(out, seed=seed)
-    click.echo(f"wrote {path}")
-    _push_folder(path, push_repo, "Tiny random Gemma 3 base (hubkit base tiny)")
-
-
-@base.command("medgemma-arch")
-@click.argument("out", type=click.Path(file_okay=False))
-@click.option("--device", type=click.Choice(["cuda", "cpu"]), default="cuda", show_default=True)
-@click.option("--dtype", default="bfloat16", show_default=True)
-def base_medgemma_arch(out: str, device: str, dtype: str) -> None:
-    """Random weights with MedGemma 1.5 4B's exact configuration (GPU speed and memory work; ~8 GB).
-
-    \b
-    Example:
-      hubkit base medgemma-arch /tmp/medgemma-arch --device cuda
-    """
-    from hubkit.devkit.base_models import write_medgemma_arch_base
-
-    click.echo(f"wrote {write_medgemma_arch_base(out, dtype=dtype, device=device)}")
-
-
-def _push_folder(path, repo: str | None, message: str) -> None:
-    if repo:
-        from hubkit.hub import upload_folder
-
-        upload_folder(path, repo, repo_type="model", commit_message=message)
-        click.echo(f"pushed to {repo} (private)")
 
 
 @cli.command()
@@ -286,8 +225,10 @@ def calibrate(run_dir, eval_dir, push_repo) -> None:
               help="GPUs of this host to split the studies over (torchrun; one process per GPU, one CSV).")
 @click.option("--overwrite", is_flag=True,
               help="Replace an output written by another model or with other settings (else: refused).")
+@click.option("--coordinates", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="For a model trained on crops: the studies' points, in train_label_coordinates.csv's format.")
 def predict(data_dir, model, output, batch_size, no_calibration, series_descriptions, num_workers, slice_size,
-            num_gpus, overwrite) -> None:
+            num_gpus, overwrite, coordinates) -> None:
     """Competition test folder (test_images/<study>/<series>/*.dcm) -> submission CSV (25 rows per study).
 
     \b
@@ -301,7 +242,8 @@ def predict(data_dir, model, output, batch_size, no_calibration, series_descript
 
     report = predict_folder(data_dir, model, output, batch_size=batch_size, calibrate=not no_calibration,
                             series_descriptions=series_descriptions, num_workers=num_workers, slice_size=slice_size,
-                            overwrite=overwrite, on_warning=lambda m: click.echo(f"warning: {m}", err=True),
+                            overwrite=overwrite, coordinates=coordinates,
+                            on_warning=lambda m: click.echo(f"warning: {m}", err=True),
                             progress=_progress())
     if report.main:
         again = ("; all were there already, from this model with these settings (--overwrite predicts again)"
@@ -351,34 +293,14 @@ def env(as_json: bool) -> None:
     click.echo(json.dumps(info, indent=2) if as_json else "\n".join(f"- {k}: {v}" for k, v in info.items()))
 
 
-@cli.group()
-def hub() -> None:
-    """A loopback Hub-compatible server for offline work (a local stand-in, not a production hub)."""
+def _add_dev_verbs() -> None:
+    from hubkit.cli_dev import VERBS
+
+    for verb in VERBS:
+        cli.add_command(verb)
 
 
-@hub.command("serve")
-@click.option("--root", required=True, type=click.Path(file_okay=False), help="Folder holding repos and tokens.")
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8765, show_default=True)
-@click.option("--token", "tokens", multiple=True, metavar="TOKEN=USER", help="Add a user token (repeatable).")
-def hub_serve(root: str, host: str, port: int, tokens: tuple[str, ...]) -> None:
-    """Serve a Hub-compatible API on HOST:PORT until interrupted.
-
-    \b
-    Example:
-      hubkit hub serve --root /tmp/hub --port 8765 --token hf_me=me
-      HF_ENDPOINT=http://127.0.0.1:8765 HF_TOKEN=hf_me HF_HUB_DISABLE_XET=1 hubkit build-dataset ... --push me/ds
-    """
-    from hubkit.devkit.local_hub import serve
-
-    mapping = {}
-    for t in tokens:
-        if "=" not in t:
-            raise click.BadParameter(f"{t!r}: expected TOKEN=USER", param_hint="--token")
-        tok, user = t.split("=", 1)
-        mapping[tok] = user
-    serve(root, host=host, port=port, tokens=mapping or None)
-
+_add_dev_verbs()
 
 if __name__ == "__main__":  # pragma: no cover
     cli()

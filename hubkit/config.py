@@ -28,9 +28,13 @@ class BuildConfig:
 
     # RSNA-layout folder (train.csv, train_series_descriptions.csv, train_label_coordinates.csv, train_images/).
     data_dir: str = ""
-    # `coords` uses train_label_coordinates.csv (as the seed did); `geometry` uses DICOM geometry only, exactly as
-    # the inference pipeline does.
-    picker: Picker = Picker.COORDS
+    # How a study becomes images (a mode of `hubkit.slots`): `coords` whole slices at train_label_coordinates.csv's
+    # points (as the reference recipe did); `geometry` whole slices from DICOM geometry only, exactly as the pipeline
+    # reads a folder; `crops` a square around each graded structure of each level, at the coordinates.
+    picker: str = Picker.COORDS.value
+    # `crops` only: "separate" (4 images per level, 20 per study) or "mosaic" (one 2x2 image per level); None: the
+    # mode's default.
+    crop_layout: str | None = None
     # Side of the square 8-bit grayscale slices stored in the dataset (the seed used 448). It travels with the
     # dataset (its manifest) into the run, and the pipeline reads DICOM at the run's size: never re-defaulted.
     slice_size: int = 448
@@ -44,10 +48,28 @@ class BuildConfig:
 
     def __post_init__(self) -> None:
         coerce_fields(self, "build config")
+        from hubkit.slots import mode
+
+        picker = mode(self.picker)  # ValueError naming the modes there are
+        if self.crop_layout is not None and not picker.crops:
+            raise ValueError(f"crop_layout is for a crop picker; picker {self.picker!r} takes whole slices")
+        picker.slots(self.crop_layout)  # ValueError naming the layouts there are
         if not 32 <= self.slice_size <= 2048:
             raise ValueError(f"slice_size must be between 32 and 2048, got {self.slice_size}")
         if not 0.0 <= self.validation_fraction < 1.0:
             raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
+
+    @property
+    def layout(self) -> str | None:
+        """The picker mode's layout this build uses (its default when `crop_layout` is None)."""
+        from hubkit.slots import mode
+
+        return self.crop_layout or mode(self.picker).default_layout
+
+    @property
+    def pick_spec(self) -> str:
+        """The picker and its layout in one name ("geometry", "crops/mosaic"): what a study's images depend on."""
+        return f"{self.picker}/{self.layout}" if self.layout else str(self.picker)
 
 
 BACKENDS = ("auto", "unsloth", "trl")

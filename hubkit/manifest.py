@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from hubkit.schema import CONDITIONS, LEVELS, VIEWS, label_column
+from hubkit.schema import CONDITIONS, LEVELS, label_column
 
 MANIFEST_FILE = "hubkit_dataset.json"
 # Written by `hubkit synth` at a cohort's root: a build from such a folder is marked synthetic.
@@ -51,6 +51,9 @@ def build_manifest(cfg, dd, report: Mapping[str, Any]) -> dict:
     from hubkit import __version__
     from hubkit.config import config_to_dict
 
+    from hubkit.slots import describe, mode
+
+    slots = mode(cfg.picker).slots(cfg.layout)
     build = config_to_dict(cfg)
     build["data_dir"] = Path(cfg.data_dir).name  # the folder's name only: a local path says nothing elsewhere
     return {
@@ -59,7 +62,10 @@ def build_manifest(cfg, dd, report: Mapping[str, Any]) -> dict:
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "slice_size": cfg.slice_size,
         "picker": str(cfg.picker),
-        "views": list(VIEWS),
+        # the picker mode's slots, in order: the images' names in the prompt (`hubkit.slots`)
+        "views": [s.view for s in slots],
+        "slots": describe(slots),
+        **({"crop": crop_spec(cfg)} if mode(cfg.picker).crops else {}),
         "splits": {k: len(v) for k, v in dd.items()},
         "images": {k: sum(len(x) for x in v.select_columns(["views"])["views"]) for k, v in dd.items()},
         "fingerprints": dict(report["fingerprints"]),
@@ -69,6 +75,15 @@ def build_manifest(cfg, dd, report: Mapping[str, Any]) -> dict:
         "synthetic": (Path(cfg.data_dir) / SYNTH_MARKER).is_file(),
         "build": build,
     }
+
+
+def crop_spec(cfg) -> dict:
+    """What a crops build's images are (what the pipeline must cut alike): layout, sizes, the mm rule."""
+    from hubkit.dataset_builder.crops import RULE, SIDE_MM, SPACING_FACTOR
+
+    cell = cfg.slice_size // 2 if cfg.layout == "mosaic" else cfg.slice_size
+    return {"layout": cfg.layout, "image_px": cfg.slice_size, "crop_px": cell, "rule": RULE,
+            "side_mm": list(SIDE_MM), "spacing_factor": SPACING_FACTOR}
 
 
 def write_manifest(folder: str | Path, manifest: Mapping[str, Any]) -> Path:

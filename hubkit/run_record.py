@@ -230,6 +230,10 @@ class RunFacts:
     picker: str | None = None
     calibration: Any = None  # hubkit.inference.calibration.Calibration
     label_counts: dict | None = None
+    # The images the model was trained on, in order (the dataset's slot table, `hubkit.slots`), and for a crops
+    # picker how they were cut (the manifest's `crop`: layout, sizes, rule).
+    views: list | None = None
+    crop: dict | None = None
     # The folder the model was loaded from (a run folder, or a Hub repo's snapshot): where its processor is.
     source: str | None = None
 
@@ -241,7 +245,7 @@ class RunFacts:
         """JSON-ready form for `model.config.hubkit`."""
         cal = self.calibration.to_dict() if self.calibration is not None else None
         return {"slice_size": self.slice_size, "picker": self.picker, "calibration": cal,
-                "label_counts": self.label_counts, "source": self.source}
+                "label_counts": self.label_counts, "source": self.source, "views": self.views, "crop": self.crop}
 
     @classmethod
     def from_config(cls, data: Mapping[str, Any] | None) -> "RunFacts":
@@ -251,7 +255,8 @@ class RunFacts:
         cal = data.get("calibration")
         return cls(slice_size=data.get("slice_size"), picker=data.get("picker"),
                    calibration=Calibration.from_dict(cal, "model.config.hubkit") if cal else None,
-                   label_counts=data.get("label_counts"), source=data.get("source"))
+                   label_counts=data.get("label_counts"), source=data.get("source"), views=data.get("views"),
+                   crop=data.get("crop"))
 
     @classmethod
     def of_model(cls, model) -> "RunFacts":
@@ -267,6 +272,15 @@ class RunFacts:
         """The facts a pipeline cannot work out for itself and that this run does not give."""
         return [name for name in ("slice_size",) if getattr(self, name) is None]
 
+    @property
+    def folder_picker(self) -> tuple[str, str | None]:
+        """(picker mode, layout) a DICOM folder is read with: the training slices' own, except that slices picked at
+        the annotators' coordinates (`coords`) are picked from geometry, which a consumer's folder always allows."""
+        picker = self.picker or "geometry"
+        if picker == "coords":
+            return "geometry", None
+        return picker, (self.crop or {}).get("layout")
+
 
 def run_facts(run_dir: str | os.PathLike) -> RunFacts:
     """The facts of the run in RUN_DIR (a run or adapter folder; a folder without a record gives empty facts).
@@ -278,4 +292,4 @@ def run_facts(run_dir: str | os.PathLike) -> RunFacts:
     manifest = record.manifest if record is not None else {}
     return RunFacts(slice_size=manifest.get("slice_size"), picker=manifest.get("picker"),
                     calibration=read_calibration(run_dir), label_counts=manifest.get("label_counts"),
-                    source=str(run_dir))
+                    source=str(run_dir), views=manifest.get("views"), crop=manifest.get("crop"))

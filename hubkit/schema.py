@@ -67,10 +67,12 @@ SEVERITY_TO_INDEX: dict[str, int] = {name: i for i, name in enumerate(SEVERITY_N
 
 
 class Picker(str, enum.Enum):
-    """How the dataset builder chooses the slices of a study (`hubkit.dataset_builder.slices.pick_slices`)."""
+    """The built-in picker modes: how a study becomes images (their slots: `hubkit.slots`, which may register more).
+    """
 
-    COORDS = "coords"  # from train_label_coordinates.csv: the slices the annotators marked (training data only)
-    GEOMETRY = "geometry"  # from DICOM geometry alone: what the inference pipeline can always do
+    COORDS = "coords"  # whole slices from train_label_coordinates.csv: the slices the annotators marked
+    GEOMETRY = "geometry"  # whole slices from DICOM geometry alone: what the pipeline can always do
+    CROPS = "crops"  # per-level crops around each graded structure, at coordinates (`hubkit.dataset_builder.crops`)
 
     def __str__(self) -> str:
         return self.value
@@ -87,25 +89,7 @@ class SeriesKind(str, enum.Enum):
         return self.value
 
 
-# View names: the text before each image in the prompt and the dataset's `views` column, one slot each, in slot
-# order (the midline sagittal T2, the left and right parasagittal T1, one axial T2 per level).
-VIEW_SAG_T2 = "Sagittal T2"
-VIEW_T1 = {"left": "Sagittal T1 left", "right": "Sagittal T1 right"}
-
-
-def axial_view(level: str) -> str:
-    """`axial_view("L4L5")` -> `"Axial T2 L4/L5"`."""
-    return f"Axial T2 {LEVEL_TITLES[level]}"
-
-
-VIEWS: tuple[str, ...] = (VIEW_SAG_T2, VIEW_T1["left"], VIEW_T1["right"], *(axial_view(lv) for lv in LEVELS))
-
-
-def is_axial_view(view: str) -> bool:
-    """True for an axial slot's view name (`axial_view(...)`)."""
-    return view.startswith("Axial ")
-
-# The seed's schema block, verbatim (the seed model card's "How to use"): training and inference prompts use it.
+# The reference recipe's schema block, verbatim (its card's "How to use"): training and inference prompts use it.
 SCHEMA_BLOCK = (
     "Use a compact JSON object. Keys are spinal levels (L1L2..L5S1); each value "
     "is an object whose keys are conditions (canal=spinal canal stenosis, lf=left "
@@ -116,7 +100,7 @@ SCHEMA_BLOCK = (
 
 
 def build_prompt(views: Sequence[str]) -> str:
-    """The seed's exact training prompt for images described by `views` (one description per image)."""
+    """The reference recipe's exact training prompt for images described by `views` (one description per image)."""
     return (
         f"You are provided with {len(views)} lumbar spine MRI image(s) ({', '.join(views)}). "
         "Classify all degenerative conditions at each spinal level from L1/L2 to L5/S1.\n\n"

@@ -121,7 +121,7 @@ def test_card_install_line_and_snippet_without_hubkit(tmp_path, monkeypatch):
 
     from hubkit.inference.generate import free_generate
     from hubkit.inference.loading import load_model
-    from hubkit.schema import VIEWS
+    from hubkit.slots import VIEWS
     from tests.fixtures.tiny_run import _images, trained_tiny_run
 
     run, base = trained_tiny_run()

@@ -10,7 +10,8 @@ from hubkit.cards import metadata
 from hubkit.cards.dataset import render_dataset_card
 from hubkit.cards.metadata import HUB_LICENSES, PIPELINE_TAGS, card_problems, card_warnings, check_card
 from hubkit.cards.model import render_model_card
-from hubkit.schema import CONDITIONS, VIEWS
+from hubkit.schema import CONDITIONS
+from hubkit.slots import VIEWS
 from tests.fixtures.records import eval_folder, run_folder
 
 FT = {"kappa": 0.91, "qwk": 0.95, "weighted_accuracy": 0.9, "f1_weighted": 0.93, "accuracy": 0.96,

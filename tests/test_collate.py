@@ -13,6 +13,7 @@ from PIL import Image
 from hubkit import chat, schema
 from hubkit.processor_cache import difference
 from hubkit.training.collate import CachedVLMCollator
+from hubkit.slots import VIEWS
 
 SIZE = 128
 
@@ -36,7 +37,7 @@ def _rows(n: int, seed: int = 0) -> list[dict]:
     rows = []
     for i in range(n):
         k = (8, 5, 3)[i % 3]
-        views = list(schema.VIEWS[:k])
+        views = list(VIEWS[:k])
         images = [Image.fromarray(rng.integers(0, 256, (SIZE, SIZE), dtype=np.uint8), mode="L") for _ in views]
         labels = {c: int(rng.integers(-1, 3)) for c in schema.LABEL_COLUMNS}
         rows.append(chat.build_chat_row(images, views, schema.build_prompt(views), schema.build_target(labels)))

@@ -11,6 +11,7 @@ from PIL import Image
 from hubkit import schema
 from hubkit.config import TrainConfig
 from hubkit.model_family import GEMMA3, expand_images, family_of, resample_of, resize_like, tokens_per_image
+from hubkit.slots import VIEWS
 
 SIZE, STORED = 64, 96  # the tower's input side, and the side the dataset stores its slices at
 
@@ -50,7 +51,7 @@ def test_training_streams_the_pixels_inference_makes_with_a_bicubic_processor(bi
 
     assert resample_of(bicubic.image_processor) == Image.Resampling.BICUBIC
     rng = np.random.default_rng(0)
-    views = list(schema.VIEWS[:3])
+    views = list(VIEWS[:3])
     images = [Image.fromarray(rng.integers(0, 256, (STORED, STORED), dtype=np.uint8), mode="L") for _ in views]
     ds = _dataset(tmp_path / "ds", images, views)
     cfg = TrainConfig(image_cache_mb=cache_mb, shuffle_buffer=1)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from hubkit import schema
+from hubkit.slots import VIEWS
 from tests.fixtures.tiny_run import flat, make_study, trained_tiny_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread beats two busy ones
@@ -177,7 +178,7 @@ def test_missing_views_warn_once_and_are_in_the_output(pipe):
         out = pipe({"images": study.images, "views": study.views, "study_id": "two-views"})
     hits = [w for w in caught if issubclass(w.category, MissingViewsWarning)]
     assert len(hits) == 1 and "two-views: 6 of 8 views missing" in str(hits[0].message)
-    assert out["missing_views"] == list(schema.VIEWS[2:])
+    assert out["missing_views"] == list(VIEWS[2:])
     full = make_study(8, 92)
     with warnings.catch_warnings():
         warnings.simplefilter("error", MissingViewsWarning)

@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from hubkit.processor_cache import PixelTable, difference
+from hubkit.slots import VIEWS
 
 SIZE = 128
 
@@ -40,13 +41,12 @@ def test_pixel_table_equals_the_processor_at_every_size_and_mode(processor):
 
 
 def _studies(n: int):
-    from hubkit import schema
     from hubkit.inference.studies import StudyInput
 
     rng = np.random.default_rng(1)
     out = []
     for i in range(n):
-        views = list(schema.VIEWS[:(8, 5, 3)[i % 3]])  # different lengths: left padding matters
+        views = list(VIEWS[:(8, 5, 3)[i % 3]])  # different lengths: left padding matters
         out.append(StudyInput([_gray(rng, 160) for _ in views], views))
     return out
 

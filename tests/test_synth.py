@@ -199,3 +199,61 @@ def test_class_mix_close_to_rsna(tmp_path, monkeypatch):
     assert sev("l4_l5") > 2 * sev("l1_l2")
     nan_studies = train[list(LABEL_COLUMNS)].isna().any(axis=1).mean()
     assert 0 < nan_studies < 0.1
+
+
+@pytest.fixture(scope="module")
+def realistic(tmp_path_factory):
+    """6 realistic-pose studies, half Normal / half Severe labels."""
+    return synth.synth_cohort(tmp_path_factory.mktemp("real") / "rsna", 6, seed=17, progress=False, pose="realistic",
+                              label_probs=(0.5, 0.0, 0.5), rates={"missing_series": 0.0, "nan_study": 0.0,
+                                                                  "angled_axial": 0.5})
+
+
+def test_realistic_pose_moves_spaces_and_curves_the_spine(realistic):
+    """Tens of millimetres of translation, varied fields of view, tilted discs, axial stacks that end anywhere."""
+    co = pd.read_csv(realistic / "train_label_coordinates.csv")
+    sd = pd.read_csv(realistic / "train_series_descriptions.csv")
+    canal = co[co.condition == "Spinal Canal Stenosis"]
+    points, fovs, ax_fovs, axial_counts = {}, [], [], []
+    for r in canal.itertuples():
+        ds = _read(realistic, r.study_id, r.series_id, r.instance_number)
+        points.setdefault(r.study_id, {})[r.level] = _patient_point(ds, r.x, r.y)
+        fovs.append(float(ds.PixelSpacing[0]) * ds.Rows)
+    for r in sd[sd.series_description == "Axial T2"].itertuples():
+        dss = _series(realistic, r.study_id, r.series_id)
+        ax_fovs.append(float(dss[0].PixelSpacing[1]) * dss[0].Columns)
+        axial_counts.append(len(dss))
+    l3 = np.array([p["L3/L4"] for p in points.values()])
+    assert (l3.max(0) - l3.min(0) > 15).all(), l3  # the spine is not in the same place in every study
+    assert 240 <= min(fovs) and max(fovs) <= 320 and max(fovs) - min(fovs) > 15
+    assert 150 <= min(ax_fovs) and max(ax_fovs) <= 220
+    for p in points.values():  # a lordotic curve: the discs are not on one vertical line, their spacing varies
+        z = np.array([p[lv][2] for lv in sorted(p)])
+        y = np.array([p[lv][1] for lv in sorted(p)])
+        assert np.ptp(y) > 3 and np.ptp(np.diff(z)) > 0.5
+    assert len(set(axial_counts)) > 1
+    # Subarticular points exist only where an axial series reaches the level, and lie on their slice.
+    sub = co[co.condition.str.contains("Subarticular")]
+    assert 0 < len(sub) <= 2 * 5 * 6
+
+
+def test_realistic_labels_are_visible_at_their_coordinates(realistic):
+    """The same statistic against the point's own 30 mm surroundings (fields of view differ, so the image mean is not
+    a common scale): a bright lumen at a Normal point, a narrowed dark one at a Severe point."""
+    co = pd.read_csv(realistic / "train_label_coordinates.csv")
+    train = pd.read_csv(realistic / "train.csv").set_index("study_id")
+    stats = {}
+    for r in co.itertuples():
+        ds = _read(realistic, r.study_id, r.series_id, r.instance_number)
+        a, ps = ds.pixel_array.astype(float), float(ds.PixelSpacing[0])
+
+        def box(mm):
+            h = mm / ps
+            return a[max(0, int(r.y - h)):int(r.y + h) + 1, max(0, int(r.x - h)):int(r.x + h) + 1].mean()
+
+        col = f"{r.condition.lower().replace(' ', '_')}_{r.level.lower().replace('/', '_')}"
+        stats.setdefault(r.condition.split()[-2], {}).setdefault(train.loc[r.study_id, col], []).append(
+            box(3) / box(15))
+    assert set(stats) == {"Canal", "Foraminal", "Subarticular"}
+    for group, by in stats.items():
+        assert min(by["Normal/Mild"]) > 1.3 * max(by["Severe"]), (group, by)

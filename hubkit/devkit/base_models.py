@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+
 from hubkit import schema
+from hubkit.slots import VIEWS
 
 # Gemma 3's chat template (system text merged into the first user turn; an image item renders as <start_of_image>,
 # which the processor expands to "\n\n<start_of_image>" + N soft tokens + "<end_of_image>\n\n").
@@ -63,7 +65,7 @@ def _tokenizer_corpus() -> list[str]:
     import itertools
     import random
 
-    views = list(schema.VIEWS)
+    views = list(VIEWS)
     texts = [schema.build_prompt(views), schema.build_prompt(views[:3]), "user\n", "model\n", "Sagittal T1"]
     texts += views + list(schema.SEVERITY_NAMES) + list(schema.CONDITION_TITLES.values())
     for n in range(1, len(views) + 1):

@@ -13,7 +13,6 @@ is a real `hubkit` command.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess

@@ -7,30 +7,38 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from hubkit.schema import Picker
 
 
-def study_from_input(inputs: Any, slice_size: int | None = None, descriptions: Any = None):
+def study_from_input(inputs: Any, slice_size: int | None = None, descriptions: Any = None, *,
+                     picker: str = "geometry", layout: str | None = None, coordinates: Any = None):
     """A `StudyInput` (+ notes) from a study folder path, {"images", "views"[, "study_id", "prompt"]} or a
-    dataset row. A folder's slices are read at `slice_size` (the run's); `descriptions` (a series-descriptions CSV
-    path, {series_id: description} or {study_id: {series_id: description}}) names its series, else the CSV beside
-    a `*_images/` folder if there is one, else each series' own SeriesDescription. Raises ValueError saying what is
-    missing or unreadable."""
+    dataset row. A folder's images are read at `slice_size` (the run's) with the run's `picker` and `layout`
+    (`RunFacts.folder_picker`); a crops picker needs the study's points, `coordinates` (`coordinates_of`).
+    `descriptions` (a series-descriptions CSV path, {series_id: description} or {study_id: {series_id:
+    description}}) names its series, else the CSV beside a `*_images/` folder if there is one, else each series'
+    own SeriesDescription. Raises ValueError saying what is missing or unreadable."""
     from .studies import StudyInput
 
     if isinstance(inputs, (str, os.PathLike)):
         from hubkit.dataset_builder.dicom import DicomError
         from hubkit.dataset_builder.study import load_study
+        from hubkit.slots import mode
 
         path = Path(inputs)
         if path.is_file():
             raise ValueError(f"{path}: expected a study folder (one sub-folder of DICOM files per series), got a file")
         if not slice_size:
-            raise ValueError(f"{path}: the model does not say at which size its training slices were stored (its "
-                             "hubkit_config.json has no dataset manifest); pass slice_size=N, the dataset's "
+            raise ValueError(f"{path}: the model does not say at which size its training slices were stored (no run "
+                             "record with a dataset manifest came with it); pass slice_size=N, the dataset's "
                              "--slice-size")
+        rows = coordinates_of(coordinates, path.name)
+        if mode(picker).coordinates == "required" and not rows:
+            raise ValueError(f"{path}: this model was trained on {picker} at each level's points: pass coordinates= "
+                             "(a table in train_label_coordinates.csv's format, or {study_id: rows}) for this study, "
+                             "or use a model that ships a localiser; it never falls back to whole slices")
         try:
-            s = load_study(path, _descriptions_of(path, descriptions), picker=Picker.GEOMETRY, slice_size=slice_size)
+            s = load_study(path, _descriptions_of(path, descriptions), picker=picker, coords=rows,
+                           slice_size=slice_size, layout=layout)
         except DicomError as e:
             raise ValueError(f"lumbar-classify cannot read study {path}: {e}") from e
         return StudyInput(s.images, s.views, study_id=s.study_id), list(s.notes)
@@ -47,6 +55,31 @@ def study_from_input(inputs: Any, slice_size: int | None = None, descriptions: A
         return StudyInput(images, views, inputs.get("prompt"), None if sid is None else str(sid)), []
     raise TypeError(f"lumbar-classify takes a study folder path, a dict with images and views, or a dataset row; "
                     f"got {type(inputs).__name__}")
+
+
+def read_coordinates(coordinates: Any) -> dict[str, list[dict]] | list[dict] | None:
+    """The `coordinates=` parameter, read once: a CSV in train_label_coordinates.csv's format (path) becomes
+    {study_id: rows}; a dict or a list of rows is kept; None stays None. ValueError naming a file it cannot read."""
+    if coordinates is None or isinstance(coordinates, (dict, list, tuple)):
+        return coordinates
+    if isinstance(coordinates, (str, os.PathLike)):
+        from hubkit.dataset_builder import rsna_csv
+
+        path = Path(coordinates)
+        if not path.is_file():
+            raise ValueError(f"coordinates: {path}: no such file (give a CSV in train_label_coordinates.csv's format)")
+        return rsna_csv.read_coordinates_csv(path)
+    raise TypeError(f"coordinates= takes a CSV path, {{study_id: rows}} or a list of rows; got "
+                    f"{type(coordinates).__name__}")
+
+
+def coordinates_of(coordinates: Any, study_id: str) -> list[dict] | None:
+    """This study's rows of the `coordinates=` parameter (`read_coordinates`' forms: {study_id: rows} or the rows
+    of a single study)."""
+    table = read_coordinates(coordinates)
+    if isinstance(table, dict):
+        return list(table.get(str(study_id)) or table.get(study_id) or []) or None
+    return list(table) if table else None
 
 
 def _descriptions_of(study_dir: Path, given: Any) -> dict[str, str] | None:

@@ -31,7 +31,7 @@ from typing import Any
 
 from hubkit.run_record import RunFacts
 
-from .inputs import study_from_input
+from .inputs import read_coordinates, study_from_input
 from .loading import LumbarLoadError, load_model, resolve_model_dir
 from .registration import TASK, register
 
@@ -68,21 +68,24 @@ def load_pipeline(model: str | os.PathLike, device: Any = None, batch_size: int 
 
 
 class MissingViewsWarning(UserWarning):
-    """A study was graded from fewer than the 8 views the model was trained with (see the output's
+    """A study was graded from fewer views than the model was trained with (its run's slot table; see the output's
     `missing_views`); filter it with `warnings.simplefilter("ignore", MissingViewsWarning)`."""
 
 
-def _format(pred, views: list[str], notes: list[str], calibration=None) -> dict[str, Any]:
+def _format(pred, views: list[str], notes: list[str], calibration=None, expected: list[str] | None = None
+            ) -> dict[str, Any]:
     import warnings
 
     from hubkit import schema
+    from hubkit.slots import VIEWS
 
     # Calibration moves the probabilities only: the labels and the JSON stay the decoder's answer (its argmax).
     probs = calibration.apply(pred.probs) if calibration is not None else pred.probs
 
-    missing = [v for v in schema.VIEWS if v not in views]
-    if missing:  # once per study: its grades rest on fewer slices than training's
-        warnings.warn(f"study {pred.study_id}: {len(missing)} of {len(schema.VIEWS)} views missing "
+    expected = list(expected or VIEWS)  # the run's slot table (its dataset's views)
+    missing = [v for v in expected if v not in views]
+    if missing:  # once per study: its grades rest on fewer images than training's
+        warnings.warn(f"study {pred.study_id}: {len(missing)} of {len(expected)} views missing "
                       f"({', '.join(missing)}); the grades that depend on them are less reliable. See the "
                       "output's 'missing_views' and 'notes'.", MissingViewsWarning, stacklevel=2)
     levels = {}
@@ -124,8 +127,10 @@ def _collate(items: list[dict]) -> dict:
     return {"studies": [s for it in items for s in it["studies"]], "notes": [n for it in items for n in it["notes"]]}
 
 
-def _preprocess(inputs: Any, slice_size: int | None = None, series_descriptions: Any = None) -> dict:
-    study, notes = study_from_input(inputs, slice_size=slice_size, descriptions=series_descriptions)
+def _preprocess(inputs: Any, slice_size: int | None = None, series_descriptions: Any = None,
+                picker: str = "geometry", layout: str | None = None, coordinates: Any = None) -> dict:
+    study, notes = study_from_input(inputs, slice_size=slice_size, descriptions=series_descriptions, picker=picker,
+                                    layout=layout, coordinates=coordinates)
     return {"studies": [study], "notes": [notes]}
 
 
@@ -235,8 +240,10 @@ def _classes():
                             ", ".join(f"{m}=..." for m in missing))
 
         def _sanitize_parameters(self, method=None, draft=None, slice_size=None, series_descriptions=None,
-                                 calibrate=None, **kwargs):
+                                 calibrate=None, coordinates=None, **kwargs):
             pre, fwd, post = {}, {}, {}
+            if coordinates is not None:
+                pre["coordinates"] = read_coordinates(coordinates)
             if calibrate is not None:
                 post["calibrate"] = bool(calibrate)
             if slice_size is not None:
@@ -256,8 +263,15 @@ def _classes():
                 inputs = (row for row in inputs)
             return super().__call__(inputs, *args, **kwargs)
 
-        def preprocess(self, inputs, slice_size: int | None = None, series_descriptions: Any = None):
-            return _preprocess(inputs, slice_size or self.slice_size, series_descriptions)
+        def preprocess(self, inputs, slice_size: int | None = None, series_descriptions: Any = None,
+                       coordinates: Any = None):
+            return _preprocess(inputs, **self._read_params(slice_size, series_descriptions, coordinates))
+
+        def _read_params(self, slice_size=None, series_descriptions=None, coordinates=None) -> dict:
+            """How a study is read: the call's parameters, else the run's facts (picker, layout, slice size)."""
+            picker, layout = self.facts.folder_picker
+            return {"slice_size": slice_size or self.slice_size, "series_descriptions": series_descriptions,
+                    "picker": picker, "layout": layout, "coordinates": coordinates}
 
         def _forward(self, model_inputs, method: str = "auto", draft: Any = "N"):
             studies = model_inputs["studies"]
@@ -292,7 +306,7 @@ def _classes():
             if isinstance(res, list):
                 res = res[0]
             pred, views, notes = res
-            return _format(pred, views, notes, self.calibration if calibrate else None)
+            return _format(pred, views, notes, self.calibration if calibrate else None, self.facts.views)
 
         def get_iterator(self, inputs, num_workers, batch_size, preprocess_params, forward_params,
                          postprocess_params):
@@ -300,8 +314,7 @@ def _classes():
 
             # The next batches are read and run through the processor (in worker processes, or on a thread) while
             # this one is on the device.
-            params = {"slice_size": preprocess_params.get("slice_size") or self.slice_size,
-                      "series_descriptions": preprocess_params.get("series_descriptions")}
+            params = self._read_params(**preprocess_params)
             if num_workers:  # each study read and encoded by whichever worker is free; batches merged here
                 pool = self._pool(num_workers, params)
                 singles = (encoded for _, encoded in pool.batches(chunked(inputs, 1), depth=2 * batch_size))

@@ -110,7 +110,7 @@ def predict_folder(data_dir: str | os.PathLike, model: str | os.PathLike, output
                    batch_size: int = 8, calibrate: bool = True, series_descriptions: Any = None,
                    slice_size: int | None = None, method: str = "stepwise", device: Any = None,
                    num_workers: int | None = None, progress: bool = True, overwrite: bool = False,
-                   on_warning: Callable[[str], None] | None = None) -> PredictReport:
+                   coordinates: Any = None, on_warning: Callable[[str], None] | None = None) -> PredictReport:
     """Write the submission CSV of every study under DATA_DIR (see the module docstring); returns a report.
 
     Args:
@@ -126,6 +126,8 @@ def predict_folder(data_dir: str | os.PathLike, model: str | os.PathLike, output
         num_workers: processes reading DICOM ahead of the device (default: the pipeline's choice for the device).
         progress: show a progress bar (rank 0).
         overwrite: replace an output written by another model or with other settings (else: ValueError).
+        coordinates: for a model trained on crops, the studies' points (a CSV in train_label_coordinates.csv's
+            format, or {study_id: rows}); a study without points is unreadable for such a model (priors, warning).
         on_warning: called with each one-line warning (default: `warnings.warn(..., UnreadableStudyWarning)`).
 
     Raises:
@@ -142,12 +144,13 @@ def predict_folder(data_dir: str | os.PathLike, model: str | os.PathLike, output
     out = Path(output)
     out.parent.mkdir(parents=True, exist_ok=True)
     with resume.group(w):
-        return _predict(studies, out, overwrite, w, model, batch_size, calibrate, series_descriptions, slice_size,
-                        method, device, num_workers, progress, on_warning)
+        reading = {"slice_size": slice_size, "series_descriptions": series_descriptions, "coordinates": coordinates}
+        return _predict(studies, out, overwrite, w, model, batch_size, calibrate, reading, method, device,
+                        num_workers, progress, on_warning)
 
 
-def _predict(studies, out, overwrite, w, model, batch_size, calibrate, series_descriptions, slice_size, method,
-             device, num_workers, progress, on_warning) -> PredictReport:
+def _predict(studies, out, overwrite, w, model, batch_size, calibrate, reading, method, device, num_workers,
+             progress, on_warning) -> PredictReport:
     from tqdm.auto import tqdm
 
     from .batching import WorkerPool, prefetched_batches
@@ -155,7 +158,14 @@ def _predict(studies, out, overwrite, w, model, batch_size, calibrate, series_de
 
     pin_device(w)
     pipe = _pipeline(model, device, w)  # before any file is touched: a model that does not load leaves no trace
-    size = slice_size or pipe.slice_size
+    params = pipe._read_params(**reading)  # how a study is read: the run's picker and size, unless given
+    size = params["slice_size"]
+    from hubkit.slots import mode
+
+    if mode(params["picker"]).coordinates == "required" and not params["coordinates"]:
+        raise ValueError(f"{model}: this model was trained on {params['picker']} at each level's points: pass "
+                         "--coordinates (a CSV in train_label_coordinates.csv's format), or use a model that ships a "
+                         "localiser")
     if not size:  # else every study would fail to read, and get the priors
         raise ValueError(f"{model}: the run does not say at which size its training slices were stored (its run "
                          "record has no dataset manifest); pass --slice-size N, the dataset's --slice-size")
@@ -173,10 +183,10 @@ def _predict(studies, out, overwrite, w, model, batch_size, calibrate, series_de
     priors = class_priors(pipe.facts.label_counts)  # the run's own, read once by the loader
     workers = DEFAULT_WORKERS if num_workers is None else num_workers
     warn = on_warning or (lambda m: warnings.warn(m, UnreadableStudyWarning, stacklevel=3))
-    read = functools.partial(_read_batch, slice_size=size, descriptions=series_descriptions)
+    read = functools.partial(_read_batch, params=params)
     failed, predicted = [], 0
     bar = tqdm(total=sum(map(len, mine)), desc="predict", unit="study", disable=not (progress and w.main))
-    pool = WorkerPool(workers, _reader, (size, series_descriptions), _read_in_worker) if workers > 0 else None
+    pool = WorkerPool(workers, _reader, (params,), _read_in_worker) if workers > 0 else None
     # one chunk = one of this rank's batches, read ahead (threads, or `workers` processes) while the device works
     stream = prefetched_batches(mine, 1, prepare=lambda chunk: read(chunk[0]), pool=pool)
     with bar, contextlib.closing(pool) if pool is not None else contextlib.nullcontext():
@@ -203,14 +213,16 @@ def _predict(studies, out, overwrite, w, model, batch_size, calibrate, series_de
 
 
 # ------------------------------------------------------------------------------------------------ plumbing
-def _read_batch(paths: list[Path], slice_size: int | None, descriptions: Any) -> list[tuple[str, Any, str | None]]:
+def _read_batch(paths: list[Path], params: dict) -> list[tuple[str, Any, str | None]]:
     """(study id, {"images", "views", "study_id"} or None, reason it could not be read) per study folder."""
     from .inputs import study_from_input
 
     out = []
     for p in paths:
         try:
-            study, _ = study_from_input(str(p), slice_size=slice_size, descriptions=descriptions)
+            study, _ = study_from_input(str(p), params["slice_size"], params["series_descriptions"],
+                                        picker=params["picker"], layout=params["layout"],
+                                        coordinates=params["coordinates"])
             out.append((p.name, {"images": study.images, "views": study.views, "study_id": p.name}, None))
         except Exception as e:  # noqa: BLE001 - one unreadable study must not cost the whole test set
             cause = e.__cause__ or e  # the reader's own message (it names the folder or file), not the wrapper's
@@ -219,9 +231,9 @@ def _read_batch(paths: list[Path], slice_size: int | None, descriptions: Any) ->
     return out
 
 
-def _reader(slice_size: int, descriptions: Any) -> dict:
+def _reader(params: dict) -> dict:
     """A reading worker's state (`batching.WorkerPool`)."""
-    return {"slice_size": slice_size, "descriptions": descriptions}
+    return {"params": params}
 
 
 def _read_in_worker(state: dict, chunk: list[list[Path]]) -> tuple[list, Any]:

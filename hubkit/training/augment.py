@@ -13,10 +13,11 @@ position of a grade is itself stable and fine (hubkit's synthetic phantom seen b
 shift of `SHIFT` moves a grade by a whole token block; BENCHMARKS.md 4 compares the modes).
 
 Left and right carry labels (left vs right foraminal / subarticular), so `Augmenter` never mirrors an image.
-`LeftRightMirror` (`lr_flip` in the config) mirrors a whole study instead, with its labels: the two parasagittal T1
-slices trade places, every axial slice is mirrored and the answer's lf/rf and ls/rs grades are swapped, which is
-the same study as if the patient's sides were exchanged (the flip-with-label-swap of RSNA 2024 solutions). The
-midline sagittal T2 is left as it is. Validation images are never augmented. Images stay 8-bit grayscale of the same
+`LeftRightMirror` (`lr_flip` in the config) mirrors a whole study instead, with its labels, as the slot table says
+(`hubkit.slots`): left and right images trade places (the parasagittal T1 slices, the foramen crops), images showing
+both sides (axial slices and crops) are mirrored, and the answer's lf/rf and ls/rs grades are swapped, which is the
+same study as if the patient's sides were exchanged (the flip-with-label-swap of RSNA 2024 solutions). The midline
+sagittal images are left as they are. Validation images are never augmented. Images stay 8-bit grayscale of the same
 size, so the processor and the token budget are unchanged.
 """
 
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hubkit.schema import VIEW_T1
+from hubkit.slots import MIRRORED_CONDITION, mirror_cells, mirror_view, slot_by_view
 
 SHIFT, SCALE, ROTATE = 0.06, 0.08, 6.0
 GAIN, OFFSET, GAMMA, NOISE = 0.2, 20.0, 0.25, 8.0
@@ -32,8 +33,6 @@ GAIN, OFFSET, GAMMA, NOISE = 0.2, 20.0, 0.25, 8.0
 __all__ = ["Augmenter", "LeftRightMirror", "mirror_study", "SHIFT", "SCALE", "ROTATE", "GAIN", "OFFSET", "GAMMA",
            "NOISE"]
 
-_T1_SIDES = {VIEW_T1["left"]: VIEW_T1["right"], VIEW_T1["right"]: VIEW_T1["left"]}
-_SIDE_SWAP = {"lf": "rf", "rf": "lf", "ls": "rs", "rs": "ls"}
 
 
 class Augmenter:
@@ -95,28 +94,54 @@ class Augmenter:
 def mirror_study(images: list, views: list[str], prompt: str, target: str) -> tuple[list, list[str], str, str]:
     """One study with the patient's left and right exchanged: (images, views, prompt, target) as given.
 
-    The left and right parasagittal T1 images trade slots (when only one is present its view text and the prompt
-    name the other side), axial images ("Axial ..." views) are mirrored horizontally, the answer's lf<->rf and
-    ls<->rs grades are swapped; the midline sagittal T2 and any other view are kept. Raises ValueError when
-    `target` is not a valid compact answer.
+    The slot table (`hubkit.slots`) says what moves: a sided slot's image trades places with its other-side twin
+    (the parasagittal T1 slices, the left and right foramen crops; when only one is present its view text and the
+    prompt name the other side), images that show both sides at once (axial slices and crops) are mirrored
+    horizontally, a mosaic's cells move and flip alike inside its image, and the answer's lf<->rf and ls<->rs grades
+    are swapped; the midline sagittal images and any view no mode knows are kept. Raises ValueError when `target` is
+    not a valid compact answer.
     """
     from PIL import ImageOps
 
     from hubkit import schema
 
     answer = schema.parse_target(target)
-    images = [ImageOps.mirror(im) if schema.is_axial_view(v) else im for im, v in zip(images, views)]
-    views = list(views)
-    sides = [i for i, v in enumerate(views) if v in _T1_SIDES]
-    if len(sides) == 2:  # both present: swap the images, keep the slot order (and so the prompt)
-        i, j = sides
-        images[i], images[j] = images[j], images[i]
-    elif len(sides) == 1:
-        old = views[sides[0]]
-        views[sides[0]] = _T1_SIDES[old]
-        prompt = prompt.replace(old, _T1_SIDES[old])
-    swapped = schema.answer_text([answer[lv][_SIDE_SWAP.get(c, c)] for lv, c in schema.ANSWER_FIELDS])
+    images, views = list(images), list(views)
+    for i, v in enumerate(views):
+        slot = slot_by_view(v)
+        if slot is not None and slot.cells:
+            images[i] = _mirror_mosaic(images[i], slot)
+        elif slot is not None and slot.mirrored_flip:
+            images[i] = ImageOps.mirror(images[i])
+    position = {v: i for i, v in enumerate(views)}
+    done = set()
+    for i, v in enumerate(list(views)):
+        twin = mirror_view(v)
+        if twin == v or i in done:
+            continue
+        j = position.get(twin)
+        if j is not None:  # both present: swap the images, keep the slot order (and so the prompt)
+            images[i], images[j] = images[j], images[i]
+            done |= {i, j}
+        else:
+            views[i] = twin
+            prompt = prompt.replace(v, twin)
+    swapped = schema.answer_text([answer[lv][MIRRORED_CONDITION.get(c, c)] for lv, c in schema.ANSWER_FIELDS])
     return images, views, prompt, swapped
+
+
+def _mirror_mosaic(image, slot):
+    """A 2x2 mosaic's mirror image: each cell moved to its twin's place (`slots.mirror_cells`), flipped if it shows
+    both sides."""
+    from PIL import ImageOps
+
+    w, h = image.size
+    cw, ch = w // 2, h // 2
+    cells = [image.crop(((i % 2) * cw, (i // 2) * ch, (i % 2 + 1) * cw, (i // 2 + 1) * ch)) for i in range(4)]
+    out = image.copy()
+    for pos, (src, flip) in enumerate(mirror_cells(slot)):
+        out.paste(ImageOps.mirror(cells[src]) if flip else cells[src], ((pos % 2) * cw, (pos // 2) * ch))
+    return out
 
 
 class LeftRightMirror:

@@ -216,9 +216,12 @@ def count_tokens(processor, row: dict) -> int:
     return len(processor.tokenizer(expand_images(processor, text), add_special_tokens=False)["input_ids"])
 
 
-def sequence_budget(processor, config: TrainConfig) -> int:
-    """max_length for a full 8-view study (+16 tokens slack); a configured smaller budget raises ValueError."""
-    views = list(schema.VIEWS)
+def sequence_budget(processor, config: TrainConfig, views: list[str] | None = None) -> int:
+    """max_length for a study with every view of the dataset's slot table (`views`, from its manifest; the whole-slice
+    modes' 8 when the dataset has none) plus 16 tokens of slack; a configured smaller budget raises ValueError."""
+    from hubkit.slots import VIEWS
+
+    views = list(views or VIEWS)
     row = chat.build_chat_row([None] * len(views), views, schema.build_prompt(views), schema.build_target({}))
     needed = count_tokens(processor, row) + 16
     if config.max_length and config.max_length < needed:

@@ -104,7 +104,7 @@ def train(dataset: str, base_model: str, output: str | Path, config: TrainConfig
     if resume and done >= max_steps:  # before any model is loaded
         raise ValueError(f"{run_dir} already trained {done} of {max_steps} steps: nothing to resume "
                          f"(publish it with `hubkit push {run_dir} OWNER/NAME`)")
-    max_length = sequence_budget(processor, config)
+    max_length = sequence_budget(processor, config, (streams["manifest"] or {}).get("views"))
     if rank.main:
         preflight.warn_gpu_memory(base_config, config, max_length)
     set_seed(config.seed)

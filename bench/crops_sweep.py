@@ -1,0 +1,167 @@
+"""BENCHMARKS.md 8's evidence: whole slices vs per-level crops (separate, mosaic), on the tight phantom and on the
+realistic one, tiny model, several training seeds, scored on a held-out cohort of another seed.
+
+    python bench/crops_sweep.py --seeds 0 1 2 --jobs 1 --threads 2          # this 2-core machine: hours
+    python bench/crops_sweep.py --seeds 0 1 2 --jobs 8 --threads 2          # a 16-core box
+    python bench/crops_sweep.py --smoke                                     # 16 studies, 20 steps: minutes
+
+Data, built once under --work (reused when present), per pose (`hubkit synth --pose tight|realistic`): a training
+cohort (--studies, seed 0; 90/10 split) and a held-out cohort (60 studies, seed 777), each built three ways: whole
+slices picked from geometry (the `geometry` picker: what a DICOM folder gets at inference), crops `separate` and
+crops `mosaic` (at the cohorts' own coordinates: the upper bound a localiser approaches). The tiny base once.
+
+Each (pose, layout, seed) job, one process, `--threads` torch threads: train with configs/tiny-cpu.yaml (the seed,
+--steps), evaluate the validation split, fit calibration on it (`hubkit calibrate`), evaluate the held-out cohort
+with it, and append one JSON line to --out:
+
+    {"pose", "layout", "seed", "steps", "images", "max_length", "train_s", "wall_s",
+     "validation": {"n", "kappa", "rsna_raw"}, "held_out": {"n", "kappa", "rsna_raw", "rsna_calibrated"}}
+
+`max_length` is the run's token budget per training example (its images' tokens and the text).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+HELD_OUT_SEED = 777
+LAYOUTS = {"slices": ("geometry", None), "separate": ("crops", "separate"), "mosaic": ("crops", "mosaic")}
+POSES = ("tight", "realistic")
+
+
+def prepare(work: Path, poses, layouts, studies: int, held_out: int, fraction: float, size: int,
+            num_proc: int) -> dict:
+    """{(pose, layout): {"ds", "held"}} and the tiny base, under `work` (each built once)."""
+    from hubkit.config import BuildConfig
+    from hubkit.dataset_builder.build import build_dataset
+    from hubkit.devkit.base_models import write_tiny_base
+    from hubkit.devkit.synth import synth_cohort
+
+    paths: dict = {"base": str(work / "tiny-base")}
+    for pose in poses:
+        cohorts = {}
+        for name, n, seed in (("ds", studies, 0), ("held", held_out, HELD_OUT_SEED)):
+            cohorts[name] = work / f"{pose}-{name}-cohort"
+            if not (cohorts[name] / "train.csv").is_file():
+                synth_cohort(cohorts[name], n, seed=seed, num_proc=num_proc, pose=pose, progress=False)
+        for layout in layouts:
+            picker, crop_layout = LAYOUTS[layout]
+            out = {}
+            for name, frac in (("ds", fraction), ("held", 0.0)):
+                folder = work / f"{pose}-{layout}-{name}"
+                if not (folder / "dataset_dict.json").is_file():
+                    build_dataset(BuildConfig(data_dir=str(cohorts[name]), picker=picker, crop_layout=crop_layout,
+                                              slice_size=size, validation_fraction=frac, num_proc=num_proc),
+                                  folder, progress=False)
+                out[name] = str(folder)
+            paths[(pose, layout)] = out
+    if not (work / "tiny-base" / "config.json").is_file():
+        write_tiny_base(work / "tiny-base", seed=0)
+    return paths
+
+
+def job(pose: str, layout: str, seed: int, ds: dict, base: str, work: str, steps: int, threads: int) -> dict:
+    """One run: train, evaluate validation, calibrate, evaluate the held-out cohort; its result line."""
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # before torch is imported in this process
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    import shutil
+
+    import torch
+
+    torch.set_num_threads(threads)
+    from hubkit.config import TrainConfig
+    from hubkit.evaluation import evaluate_model
+    from hubkit.evaluation.calibration import calibrate_run
+    from hubkit.manifest import read_manifest
+    from hubkit.run_record import read_run
+    from hubkit.training import train
+
+    t0 = time.perf_counter()
+    run = Path(work) / "runs" / f"{pose}-{layout}-seed{seed}"
+    shutil.rmtree(run, ignore_errors=True)
+    cfg = TrainConfig.from_yaml(REPO / "configs" / "tiny-cpu.yaml").with_overrides(seed=seed, max_steps=steps)
+    if steps < cfg.eval_steps:  # a short run evaluates (and checkpoints) once, at its end
+        cfg = cfg.with_overrides(eval_steps=steps, save_steps=steps)
+    train(ds["ds"], base, run, cfg)
+    train_s = time.perf_counter() - t0
+    val = evaluate_model(run, ds["ds"], "validation", output=run / "eval-validation", progress=False)["finetuned"]
+    cal = calibrate_run(run, run / "eval-validation")
+    held_res = evaluate_model(run, ds["held"], "train", output=run / "eval-held-out", progress=False)
+    held = held_res["finetuned"]
+    return {
+        "pose": pose, "layout": layout, "seed": seed, "steps": steps, "threads": threads,
+        "images": len(read_manifest(ds["ds"])["views"]), "max_length": read_run(run).max_length,
+        "train_s": round(train_s, 1), "wall_s": round(time.perf_counter() - t0, 1),
+        "validation": {"n": cal.n_studies, "kappa": val["kappa"], "rsna_raw": val["rsna_score_raw"]},
+        "held_out": {"n": held_res["eval_config"].n_studies, "kappa": held["kappa"],
+                     "rsna_raw": held["rsna_score_raw"], "rsna_calibrated": held["rsna_score"]},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds")
+    ap.add_argument("--poses", nargs="+", choices=POSES, default=list(POSES))
+    ap.add_argument("--layouts", nargs="+", choices=sorted(LAYOUTS), default=list(LAYOUTS))
+    ap.add_argument("--steps", type=int, default=None, help="optimiser steps (default: the config's)")
+    ap.add_argument("--studies", type=int, default=300, help="studies of the training cohort (seed 0)")
+    ap.add_argument("--held-out", type=int, default=60, help="studies of the held-out cohort (seed 777)")
+    ap.add_argument("--size", type=int, default=128, help="side of the stored images (the demo's)")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads per job")
+    ap.add_argument("--jobs", type=int, default=None, help="jobs at once (default: cores / threads)")
+    ap.add_argument("--work", default=str(REPO / ".sweep" / "crops"), help="data and runs (git-ignored)")
+    ap.add_argument("--out", default=None, help="JSON lines (default: bench/results/crops_sweep.jsonl; with --smoke, "
+                                                "WORK/smoke.jsonl)")
+    ap.add_argument("--smoke", action="store_true", help="16 studies (4 validation), 6 held out, 20 steps")
+    args = ap.parse_args(argv)
+
+    work = Path(args.work) / ("smoke" if args.smoke else "full")
+    work.mkdir(parents=True, exist_ok=True)
+    studies, held_out, steps, fraction = args.studies, args.held_out, args.steps, 0.1
+    if args.smoke:
+        studies, held_out, steps, fraction = 16, 6, steps or 20, 0.25
+    if steps is None:
+        from hubkit.config import TrainConfig
+
+        steps = TrainConfig.from_yaml(REPO / "configs" / "tiny-cpu.yaml").max_steps
+    out = Path(args.out or (work / "smoke.jsonl" if args.smoke else REPO / "bench" / "results" / "crops_sweep.jsonl"))
+    jobs = args.jobs or max(1, (os.cpu_count() or 2) // args.threads)
+    paths = prepare(work, args.poses, args.layouts, studies, held_out, fraction, args.size, num_proc=max(jobs, 2))
+    # seed by seed: every (pose, layout) has a result as early as possible, more seeds as the sweep goes on
+    todo = [(p, lay, s) for s in args.seeds for p in args.poses for lay in args.layouts]
+    print(f"{len(todo)} runs ({steps} steps each), {min(jobs, len(todo))} at once, {args.threads} threads each; "
+          f"lines -> {out}", flush=True)
+    import multiprocessing
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    failures = 0
+    with ProcessPoolExecutor(min(jobs, len(todo)), mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(job, p, lay, s, paths[(p, lay)], paths["base"], str(work), steps, args.threads):
+                   (p, lay, s) for p, lay, s in todo}
+        for fut in as_completed(futures):
+            pose, layout, seed = futures[fut]
+            try:
+                line = fut.result()
+            except Exception as e:  # noqa: BLE001 - one failed run must not lose the others' lines
+                failures += 1
+                print(f"{pose} {layout} seed {seed}: failed: {e!r}", file=sys.stderr, flush=True)
+                continue
+            with out.open("a") as f:
+                f.write(json.dumps(line) + "\n")
+            v, h = line["validation"], line["held_out"]
+            print(f"{pose:>9} {layout:>8} seed {seed}: kappa validation {v['kappa'] or 0:.3f}, held-out "
+                  f"{h['kappa'] or 0:.3f}; held-out score {h['rsna_raw']:.4f} -> {h['rsna_calibrated']:.4f} "
+                  f"({line['images']} images, {line['max_length']} tokens, {line['wall_s']} s)", flush=True)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
