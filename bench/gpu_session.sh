@@ -6,6 +6,8 @@
 #   bash bench/gpu_session.sh batches      # (c) hubkit at batch 2 and 4
 #   bash bench/gpu_session.sh attn         # (c) profiled (torch.profiler kernel tables): Unsloth's attention, all sdpa
 #   bash bench/gpu_session.sh vattn        # (c) with sdpa in the vision tower only, then (a)
+#   bash bench/gpu_session.sh layouts      # (c) per picker layout: slices, mosaic, separate (long: run it under setsid
+#                                          # with OUT set, and follow its layouts.jsonl over two calls)
 #   bash bench/gpu_session.sh unsloth      # (b) alone; `hubkit`: (c) alone (a second run on a warm machine)
 #   bash bench/gpu_session.sh inference    # bench/inference.py: seed generate vs constrained (+ streamed)
 #   bash bench/gpu_session.sh product      # bench/pipeline.py: the consumer's pipeline, new vs previous hubkit,
@@ -36,6 +38,11 @@ case "$PHASE" in
                 --out "$OUT/train.jsonl" --only hubkit plain --attn sdpa --steps 12 --warmup 3 --timeout 200 ;;
   vattn)      python3 bench/train_throughput.py --work $W --out "$OUT/train.jsonl" --only hubkit plain \
                 --attn vision:sdpa --steps 13 --warmup 3 --timeout 330 ;;
+  layouts)    # BENCHMARKS.md 8: hubkit train's throughput per picker layout (whole slices, crop mosaics, separate crops)
+              for lay in ${LAYOUTS:-slices mosaic separate}; do
+                python3 bench/train_throughput.py --work $W --out "$OUT/layouts.jsonl" --only hubkit --layout $lay \
+                  --steps 13 --warmup 3 --timeout 420
+              done ;;
   unsloth|hubkit) python3 bench/train_throughput.py --work $W --out "$OUT/train.jsonl" --only "$PHASE" \
                 --steps 13 --warmup 3 --timeout 330 ;;
   inference)  python3 bench/inference.py --model-dir .gpu/mg --batch-sizes 1,32 --seed-batch-sizes 1 --repeats 2 \

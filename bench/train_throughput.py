@@ -11,6 +11,10 @@ GPU memory) and a summary with the ratios.
 
     python bench/train_throughput.py --work /tmp/bench --out $OUT/train.jsonl            # all three
     python bench/train_throughput.py --work /tmp/bench --only hubkit --steps 20
+    python bench/train_throughput.py --work /tmp/bench --only hubkit --layout mosaic   # crops: 5 images a study
+
+`--layout`: the images per example as each picker layout gives them (`hubkit.slots`): slices (8 whole slices, the
+default), mosaic (5 per-level 2x2 crop mosaics) or separate (20 per-level crops); same side, same recipe.
 """
 
 from __future__ import annotations
@@ -24,8 +28,16 @@ import sys
 import time
 from pathlib import Path
 
-def prepare(work: Path, rows: int = 48) -> tuple[Path, Path]:
-    """The medgemma-arch model and a 448px, 8-image dataset (saved with save_to_disk)."""
+LAYOUTS = {"slices": ("geometry", None), "mosaic": ("crops", "mosaic"), "separate": ("crops", "separate")}
+
+
+def paths(work: Path, layout: str) -> tuple[Path, Path]:
+    """The model and the layout's dataset (whole slices keep the folder name earlier results used)."""
+    return work / "medgemma-arch", work / ("dataset" if layout == "slices" else f"dataset-{layout}")
+
+
+def prepare(work: Path, rows: int = 48, layout: str = "slices") -> tuple[Path, Path]:
+    """The medgemma-arch model and a 448px dataset of the layout's images (saved with save_to_disk)."""
     import numpy as np
     from datasets import DatasetDict
 
@@ -33,15 +45,16 @@ def prepare(work: Path, rows: int = 48) -> tuple[Path, Path]:
     from hubkit.dataset_builder.features import lumbar_features
     from hubkit.schema import LABEL_COLUMNS, build_prompt, build_target
 
-    model_dir, data_dir = work / "medgemma-arch", work / "dataset"
+    model_dir, data_dir = paths(work, layout)
     if not (model_dir / "config.json").is_file():
         write_medgemma_arch_base(model_dir, device="cuda")
     if not (data_dir / "dataset_dict.json").is_file():
         from datasets import Dataset
         from PIL import Image
 
-        views = ["Sagittal T2", "Sagittal T1 left", "Sagittal T1 right"] + [
-            f"Axial T2 L{a}/{b}" for a, b in (("1", "L2"), ("2", "L3"), ("3", "L4"), ("4", "L5"), ("5", "S1"))]
+        from hubkit.slots import views_of
+
+        views = views_of(*LAYOUTS[layout])
         rng = np.random.default_rng(0)
 
         def gen(n):
@@ -192,15 +205,23 @@ def timed_hubkit_train(data_dir: Path, model_dir: Path, run_dir: Path, backend: 
                       gradient_accumulation_steps=1, eval_steps=10_000, save_steps=10_000, logging_steps=5,
                       early_stopping_patience=0, eval_on_start=False, load_best_model_at_end=False,
                       dataloader_num_workers=workers,  # PNG decode + processor overlap the GPU step
+                      # this dataset has no manifest to size the budget from (hubkit's builds do): its own count
+                      max_length=json.loads((data_dir.parent / f"tokens-{_layout(data_dir)}.json").read_text())[
+                          "tokens_per_example"] + 16,
                       **({"vision_attn_implementation": attn[len("vision:"):]} if attn.startswith("vision:")
                          else {"attn_implementation": attn}))
     ht.train(str(data_dir), str(model_dir), run_dir, cfg)
     return timers[0].times
 
 
+def _layout(data_dir: Path) -> str:
+    return "slices" if data_dir.name == "dataset" else data_dir.name.removeprefix("dataset-")
+
+
 def run_hubkit(model_dir: Path, data_dir: Path, steps: int, work: Path, batch: int = 1,
                workers: int = 2, attn: str = "auto") -> list[float]:
-    return timed_hubkit_train(data_dir, model_dir, work / f"hubkit-b{batch}", "unsloth", batch, steps, workers, attn)
+    return timed_hubkit_train(data_dir, model_dir, work / f"hubkit-{data_dir.name}-b{batch}", "unsloth", batch, steps,
+                              workers, attn)
 
 
 def run_measured(cmd: list[str], log: Path, timeout: int, ident: dict, env: dict | None = None) -> dict:
@@ -239,12 +260,19 @@ def tokens_per_example(model_dir: Path, data_dir: Path) -> int:
     return int(proc(text=[text], images=[row["images"]], return_tensors="pt")["input_ids"].shape[1])
 
 
+def load_views(data_dir: Path) -> list[str]:
+    from datasets import load_from_disk
+
+    return load_from_disk(str(data_dir))["train"][0]["views"]
+
+
 def child(args) -> None:
     work = Path(args.work)
-    model_dir, data_dir = work / "medgemma-arch", work / "dataset"
+    model_dir, data_dir = paths(work, args.layout)
+    tokens = work / f"tokens-{args.layout}.json"
     if args.child == "prepare":  # own process: it imports transformers, which must not precede unsloth
-        prepare(work)
-        (work / "tokens.json").write_text(json.dumps({"tokens_per_example": tokens_per_example(model_dir, data_dir)}))
+        prepare(work, layout=args.layout)
+        tokens.write_text(json.dumps({"tokens_per_example": tokens_per_example(model_dir, data_dir)}))
         return
     if args.child == "unsloth":
         import unsloth  # noqa: F401  before anything imports transformers
@@ -255,10 +283,10 @@ def child(args) -> None:
     extra = {"batch": args.batch, **({"workers": args.workers, "attn": args.attn} if args.child == "hubkit" else {})}
     times = fn(model_dir, data_dir, args.steps, work, **extra)
     timed = times[args.warmup:]
-    tok = json.loads((work / "tokens.json").read_text())["tokens_per_example"] * args.batch
+    tok = json.loads(tokens.read_text())["tokens_per_example"] * args.batch
     med = statistics.median(timed)
     print("RESULT " + json.dumps({
-        "method": args.child, "batch": args.batch, **({"attn": args.attn} if args.child == "hubkit" else {}),
+        "method": args.child, "layout": args.layout, "images": len(load_views(data_dir)), "batch": args.batch, **({"attn": args.attn} if args.child == "hubkit" else {}),
         "steps_timed": len(timed), "first_step_s": round(times[0], 2),
         "median_s_per_step": round(med, 4), "tokens_per_step": tok, "tokens_per_s": round(tok / med, 1),
         "peak_gpu_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
@@ -280,6 +308,7 @@ def main() -> None:
     ap.add_argument("--timeout", type=int, default=420, help="seconds per method")
     ap.add_argument("--attn", default="auto", help="hubkit's attn_implementation (TrainConfig), e.g. sdpa; "
                     "vision:sdpa sets vision_attn_implementation only")
+    ap.add_argument("--layout", choices=sorted(LAYOUTS), default="slices", help="images per example (see above)")
     ap.add_argument("--child", choices=["prepare", "plain", "unsloth", "hubkit"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -287,7 +316,8 @@ def main() -> None:
     results = {}
     env = dict(os.environ)  # hubkit must be installed (its dataset_builder/cards map into the package)
     env.setdefault("CUDA_VISIBLE_DEVICES", "0")  # one GPU: with several visible, Trainer would use DataParallel
-    prep = subprocess.run([sys.executable, __file__, "--child", "prepare", "--work", args.work], env=env,
+    prep = subprocess.run([sys.executable, __file__, "--child", "prepare", "--work", args.work,
+                           "--layout", args.layout], env=env,
                           capture_output=True, text=True)
     if prep.returncode:
         print(json.dumps({"prepare_error": prep.stderr[-2000:]}), flush=True)
@@ -296,9 +326,9 @@ def main() -> None:
     for method, batch in runs:
         cmd = [sys.executable, __file__, "--child", method, "--work", args.work, "--steps", str(args.steps),
                "--warmup", str(args.warmup), "--batch", str(batch), "--workers", str(args.workers),
-               "--attn", args.attn]
+               "--attn", args.attn, "--layout", args.layout]
         rec = run_measured(cmd, Path(args.work, f"{method}-b{batch}.log"), args.timeout,
-                           {"method": method, "batch": batch}, env)
+                           {"method": method, "layout": args.layout, "batch": batch}, env)
         if batch == args.batch:  # the ratios compare the three methods at the same batch
             results[method] = rec
         emit(rec, args.out)

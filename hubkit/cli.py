@@ -50,7 +50,7 @@ def cli(ctx: click.Context, quiet: bool, debug: bool) -> None:
                    "geometry only (as a DICOM folder at inference); crops: a square around each structure of each "
                    "level, at the coordinates.")
 @click.option("--crop-layout", type=click.Choice(CROP_LAYOUTS), default=None,
-              help="With --picker crops: separate (20 images a study) or mosaic (one 2x2 image per level).")
+              help="With --picker crops: mosaic (one 2x2 image per level; the default) or separate (20 images a study).")
 @click.option("--slice-size", "--image-size", "slice_size", default=BuildConfig.slice_size, show_default=True,
               help="Side of the stored square slices (the pipeline reads DICOM at this size too).")
 @click.option("--validation-fraction", default=0.1, show_default=True, help="Share of studies held out.")

@@ -32,8 +32,8 @@ class BuildConfig:
     # points (as the reference recipe did); `geometry` whole slices from DICOM geometry only, exactly as the pipeline
     # reads a folder; `crops` a square around each graded structure of each level, at the coordinates.
     picker: str = Picker.COORDS.value
-    # `crops` only: "separate" (4 images per level, 20 per study) or "mosaic" (one 2x2 image per level); None: the
-    # mode's default.
+    # `crops` only: "mosaic" (one 2x2 image per level) or "separate" (4 images per level, 20 per study); None: the
+    # mode's default (mosaic).
     crop_layout: str | None = None
     # Side of the square 8-bit grayscale slices stored in the dataset (the seed used 448). It travels with the
     # dataset (its manifest) into the run, and the pipeline reads DICOM at the run's size: never re-defaulted.

@@ -23,7 +23,7 @@ SIDES = ("left", "right")
 # The answer's sided conditions, and each one's mirror image (a study seen from the other side).
 CONDITION_SIDE = {"lf": "left", "rf": "right", "ls": "left", "rs": "right"}
 MIRRORED_CONDITION = {"lf": "rf", "rf": "lf", "ls": "rs", "rs": "ls"}
-CROP_LAYOUTS = ("separate", "mosaic")
+CROP_LAYOUTS = ("mosaic", "separate")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -202,5 +202,6 @@ CROPS_MOSAIC: tuple[Slot, ...] = tuple(
 
 register_mode("coords", {None: SLICES}, "hubkit.dataset_builder.slices:pick_slices", coordinates="preferred")
 register_mode("geometry", {None: SLICES}, "hubkit.dataset_builder.slices:pick_slices")
-register_mode("crops", {"separate": CROPS_SEPARATE, "mosaic": CROPS_MOSAIC}, "hubkit.dataset_builder.crops:pick_crops",
+# mosaic first, so the default: on the realistic phantom it learned where separate crops did not (BENCHMARKS.md 8).
+register_mode("crops", {"mosaic": CROPS_MOSAIC, "separate": CROPS_SEPARATE}, "hubkit.dataset_builder.crops:pick_crops",
               coordinates="required", crops=True)

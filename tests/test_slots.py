@@ -23,7 +23,7 @@ def test_every_mode_shows_every_condition_at_every_level():
 
 def test_crop_tables_are_level_major_and_the_mosaic_holds_each_levels_four_crops():
     separate, mosaic = slots.slots_of("crops", "separate"), slots.slots_of("crops", "mosaic")
-    assert len(separate) == 20 and len(mosaic) == 5 and slots.mode("crops").default_layout == "separate"
+    assert len(separate) == 20 and len(mosaic) == 5 and slots.mode("crops").default_layout == "mosaic"
     assert [s.level for s in separate] == [lv for lv in schema.LEVELS for _ in range(4)]
     for m in mosaic:
         assert m.cells == slots.crop_slots(m.level) and set(m.conditions) == set(schema.CONDITIONS)
