@@ -286,7 +286,8 @@ def child(args) -> None:
     tok = json.loads(tokens.read_text())["tokens_per_example"] * args.batch
     med = statistics.median(timed)
     print("RESULT " + json.dumps({
-        "method": args.child, "layout": args.layout, "images": len(load_views(data_dir)), "batch": args.batch, **({"attn": args.attn} if args.child == "hubkit" else {}),
+        "method": args.child, "layout": args.layout, "images": len(load_views(data_dir)), "batch": args.batch,
+        **({"attn": args.attn} if args.child == "hubkit" else {}),
         "steps_timed": len(timed), "first_step_s": round(times[0], 2),
         "median_s_per_step": round(med, 4), "tokens_per_step": tok, "tokens_per_s": round(tok / med, 1),
         "peak_gpu_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),

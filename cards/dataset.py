@@ -43,7 +43,11 @@ def picker_text(manifest: Mapping[str, Any]) -> str:
     if crop:
         n = len(manifest.get("views") or ())
         cells = " as one 2×2 mosaic per level" if crop.get("layout") == "mosaic" else ", each its own image"
-        return (f"per-level crops at train_label_coordinates.csv's points: the canal on the sagittal T2, each foramen "
+        loc = manifest.get("localizer")
+        where = (f"the points of the localiser {loc.get('source')} (sha256 {str(loc.get('digest'))[:12]}; "
+                 f"out of fold for {loc.get('out_of_fold')} studies, located by its final model for "
+                 f"{loc.get('located')})" if loc else "train_label_coordinates.csv's points")
+        return (f"per-level crops at {where}: the canal on the sagittal T2, each foramen "
                 f"on the sagittal T1, both recesses on the axial T2{cells} ({n} images per study, crops of "
                 f"{crop.get('crop_px')} px); {crop.get('rule')}")
     if picker in (p.value for p in Picker):

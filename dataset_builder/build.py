@@ -149,6 +149,18 @@ def plan_records(cfg: BuildConfig) -> tuple[dict[str, list[dict]], list[dict], l
     return {"train": [rec(s) for s in train], "validation": [rec(s) for s in val]}, missing, list(problems)
 
 
+def _localize(cfg: BuildConfig, splits: dict[str, list[dict]], progress: bool) -> dict:
+    """Replace every record's coordinates with the localiser's points (`hubkit.localizer.points`); its facts."""
+    from hubkit.localizer.points import localized_coordinates
+
+    records = [r for recs in splits.values() for r in recs]
+    points, facts = localized_coordinates(cfg.localizer, cfg.data_dir, [r["study_id"] for r in records],
+                                          {r["study_id"]: r["descriptions"] for r in records}, progress=progress)
+    for r in records:
+        r["coords"] = points.get(r["study_id"], [])
+    return facts
+
+
 def work_dir(output: str | Path) -> Path:
     """The resumable work folder of a build into `output` (hidden beside it; deleted once the build is saved)."""
     out = Path(output)
@@ -177,6 +189,7 @@ def build_dataset(cfg: BuildConfig, output: str | Path, push: str | None = None,
     require_train("hubkit build-dataset")
     out = Path(output)
     splits, missing, bad_rows = plan_records(cfg)
+    localizer = _localize(cfg, splits, progress) if cfg.localizer else None
     if push:
         publish.check(push, "dataset", private=private)
     records = [r for recs in splits.values() for r in recs]
@@ -214,7 +227,7 @@ def build_dataset(cfg: BuildConfig, output: str | Path, push: str | None = None,
     from hubkit.cards.dataset import write_dataset_card
     from hubkit.manifest import build_manifest, write_manifest
 
-    manifest = build_manifest(cfg, dd, report)
+    manifest = build_manifest(cfg, dd, report, localizer=localizer)
     write_manifest(out, manifest)
     write_dataset_card(out, manifest, chart=chart)
     shutil.rmtree(work, ignore_errors=True)

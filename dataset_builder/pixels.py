@@ -176,7 +176,7 @@ def orient(img: np.ndarray, header: SliceHeader) -> np.ndarray:
     Axial: patient right on image left (columns run toward patient left), anterior at the top.
     Sagittal: anterior on image left, superior at the top. Coronal: patient right on image left, superior at top.
     """
-    flip_lr, flip_ud = _flips(header)
+    flip_lr, flip_ud = flips(header)
     if flip_lr:
         img = img[:, ::-1]
     if flip_ud:
@@ -184,7 +184,7 @@ def orient(img: np.ndarray, header: SliceHeader) -> np.ndarray:
     return np.ascontiguousarray(img)
 
 
-def _flips(header: SliceHeader) -> tuple[bool, bool]:
+def flips(header: SliceHeader) -> tuple[bool, bool]:
     """(flip left-right, flip up-down) that `orient` applies to this slice."""
     r, c = header.row_dir, header.col_dir
     plane = header.plane
@@ -236,7 +236,7 @@ def _cut(oriented: np.ndarray, header: SliceHeader, region, size: int) -> np.nda
     from PIL import Image
 
     rows, cols = oriented.shape
-    flip_lr, flip_ud = _flips(header)
+    flip_lr, flip_ud = flips(header)
     col = (cols - 1 - region.col) if flip_lr else region.col  # the centre, where orienting moved it
     row = (rows - 1 - region.row) if flip_ud else region.row
     half_w = region.side_mm / 2.0 / header.pixel_spacing[1]  # PixelSpacing: (between rows, between columns)

@@ -50,7 +50,11 @@ def cli(ctx: click.Context, quiet: bool, debug: bool) -> None:
                    "geometry only (as a DICOM folder at inference); crops: a square around each structure of each "
                    "level, at the coordinates.")
 @click.option("--crop-layout", type=click.Choice(CROP_LAYOUTS), default=None,
-              help="With --picker crops: mosaic (one 2x2 image per level; the default) or separate (20 images a study).")
+              help="With --picker crops: mosaic (one 2x2 image per level; the default) or separate (20 images a "
+                   "study).")
+@click.option("--localizer", default=None, metavar="DIR_OR_REPO",
+              help="With --picker crops: cut at this localiser's points (out-of-fold for the studies it was trained "
+                   "on) instead of the annotators' coordinates.")
 @click.option("--slice-size", "--image-size", "slice_size", default=BuildConfig.slice_size, show_default=True,
               help="Side of the stored square slices (the pipeline reads DICOM at this size too).")
 @click.option("--validation-fraction", default=0.1, show_default=True, help="Share of studies held out.")
@@ -58,14 +62,15 @@ def cli(ctx: click.Context, quiet: bool, debug: bool) -> None:
 @click.option("--max-studies", type=int, default=None, help="Build at most this many studies.")
 @click.option("--push", "push_repo", default=None, metavar="OWNER/NAME", help="Push to this (private) dataset repo.")
 @click.option("--public", is_flag=True, help="Make the pushed repo public (RSNA imagery must stay private).")
-def build_dataset(data_dir, output, num_proc, picker, crop_layout, slice_size, validation_fraction, seed, max_studies,
-                  push_repo, public) -> None:
+def build_dataset(data_dir, output, num_proc, picker, crop_layout, localizer, slice_size, validation_fraction, seed,
+                  max_studies, push_repo, public) -> None:
     """Turn an RSNA-layout folder of DICOMs + CSVs into an Arrow dataset with a card and a build report.
 
     \b
     Example:
       hubkit build-dataset /tmp/cohort --output /tmp/ds --num-proc 2
       hubkit build-dataset /tmp/cohort --output /tmp/ds --push me/lumbar-ds
+      hubkit build-dataset /tmp/cohort --output /tmp/ds-crops --picker crops --localizer runs/loc
     """
     from pathlib import Path
 
@@ -73,7 +78,8 @@ def build_dataset(data_dir, output, num_proc, picker, crop_layout, slice_size, v
     from hubkit.dataset_builder.build import work_dir
     from hubkit.dataset_builder.report import summary
 
-    cfg = BuildConfig(data_dir=data_dir, picker=picker, crop_layout=crop_layout, slice_size=slice_size,
+    cfg = BuildConfig(data_dir=data_dir, picker=picker, crop_layout=crop_layout, localizer=localizer,
+                      slice_size=slice_size,
                       validation_fraction=validation_fraction, seed=seed, num_proc=num_proc, max_studies=max_studies)
     out = Path(output)
     _kept(f"finished studies stay in {work_dir(out)}: run the same command to resume")
@@ -291,6 +297,39 @@ def env(as_json: bool) -> None:
 
     info = report()
     click.echo(json.dumps(info, indent=2) if as_json else "\n".join(f"- {k}: {v}" for k, v in info.items()))
+
+
+@cli.group()
+def localizer() -> None:
+    """The level localiser: where each level's structures are, for crops without the annotators' coordinates."""
+
+
+@localizer.command("train")
+@click.argument("cohort", type=click.Path(file_okay=False, exists=True))
+@click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="Folder to write.")
+@click.option("--folds", default=3, show_default=True, help="Folds of the out-of-fold points (then one final model).")
+@click.option("--epochs", default=None, type=int, help="Passes of the coarse networks (default: the recipe's).")
+@click.option("--seed", default=0, show_default=True, help="Random seed (folds, augmentation, weights).")
+def localizer_train(cohort, output, folds, epochs, seed) -> None:
+    """Fit the localiser on an RSNA-layout cohort's train_label_coordinates.csv: K folds (their out-of-fold points
+    in the Kaggle coordinates format, and the errors against the annotators'), then a final model on every study.
+
+    \b
+    Example:
+      hubkit localizer train /data/rsna --output runs/loc --folds 3
+    """
+    from hubkit.localizer.fit import METRICS_FILE, OOF_FILE, FitConfig, train_localizer
+
+    cfg = FitConfig(folds=folds, seed=seed, **({"epochs": epochs} if epochs else {}))
+    m = train_localizer(cohort, output, cfg, progress=_progress())
+    click.echo(f"out of fold ({m['points']} points): median {m['median_mm']} mm, 90th percentile {m['p90_mm']} mm, "
+               f"within 5 mm {m['within_5mm']:.1%}, right level {_pct(m['right_level'])}, right axial slice "
+               f"{_pct(m['axial_right_slice'])}, not placed {m['not_placed']}")
+    click.echo(f"wrote {output} (the localiser, {OOF_FILE}, {METRICS_FILE})")
+
+
+def _pct(x) -> str:
+    return "n/a" if x is None else f"{x:.1%}"
 
 
 def _add_dev_verbs() -> None:

@@ -35,6 +35,10 @@ class BuildConfig:
     # `crops` only: "mosaic" (one 2x2 image per level) or "separate" (4 images per level, 20 per study); None: the
     # mode's default (mosaic).
     crop_layout: str | None = None
+    # `crops` only: a localiser (`hubkit localizer train` folder or Hub repo) whose points the crops are cut at
+    # instead of the annotators' (out-of-fold for the studies it was trained on): training then sees the errors
+    # inference will. None: the annotators' coordinates (the oracle).
+    localizer: str | None = None
     # Side of the square 8-bit grayscale slices stored in the dataset (the seed used 448). It travels with the
     # dataset (its manifest) into the run, and the pipeline reads DICOM at the run's size: never re-defaulted.
     slice_size: int = 448
@@ -54,6 +58,8 @@ class BuildConfig:
         if self.crop_layout is not None and not picker.crops:
             raise ValueError(f"crop_layout is for a crop picker; picker {self.picker!r} takes whole slices")
         picker.slots(self.crop_layout)  # ValueError naming the layouts there are
+        if self.localizer is not None and not picker.crops:
+            raise ValueError(f"localizer is for a crop picker; picker {self.picker!r} takes whole slices")
         if not 32 <= self.slice_size <= 2048:
             raise ValueError(f"slice_size must be between 32 and 2048, got {self.slice_size}")
         if not 0.0 <= self.validation_fraction < 1.0:

@@ -45,9 +45,10 @@ def label_counts(dd) -> dict[str, list[int]]:
                            for row in split.select_columns(cols).with_format("arrow")[:].to_pylist())
 
 
-def build_manifest(cfg, dd, report: Mapping[str, Any]) -> dict:
+def build_manifest(cfg, dd, report: Mapping[str, Any], localizer: Mapping[str, Any] | None = None) -> dict:
     """The manifest of a finished build: `cfg` (BuildConfig), the saved `DatasetDict`, its build report
-    (`dataset_builder.report.write_report`'s)."""
+    (`dataset_builder.report.write_report`'s) and, for crops at a localiser's points, that localiser's facts
+    (`hubkit.localizer.points.localized_coordinates`')."""
     from hubkit import __version__
     from hubkit.config import config_to_dict
 
@@ -56,6 +57,10 @@ def build_manifest(cfg, dd, report: Mapping[str, Any]) -> dict:
     slots = mode(cfg.picker).slots(cfg.layout)
     build = config_to_dict(cfg)
     build["data_dir"] = Path(cfg.data_dir).name  # the folder's name only: a local path says nothing elsewhere
+    if cfg.localizer:
+        from hubkit.sources import display_name
+
+        build["localizer"] = display_name(cfg.localizer)
     return {
         "schema_version": SCHEMA_VERSION,
         "hubkit_version": __version__,
@@ -66,6 +71,8 @@ def build_manifest(cfg, dd, report: Mapping[str, Any]) -> dict:
         "views": [s.view for s in slots],
         "slots": describe(slots),
         **({"crop": crop_spec(cfg)} if mode(cfg.picker).crops else {}),
+        # which points the crops were cut at: a localiser's (named, hashed) or, absent, the annotators'
+        **({"localizer": dict(localizer)} if localizer else {}),
         "splits": {k: len(v) for k, v in dd.items()},
         "images": {k: sum(len(x) for x in v.select_columns(["views"])["views"]) for k, v in dd.items()},
         "fingerprints": dict(report["fingerprints"]),

@@ -1,0 +1,280 @@
+"""Localising a study: its sagittal series through the localiser's networks -> each level's points, as rows of
+train_label_coordinates.csv (series_id, instance_number, condition, level, x, y), the rows the crops picker cuts at.
+
+- Canal: every sagittal T2 slice, whole, through the `canal` head's coarse network; per level the slice whose
+  heatmap peaks highest and the peak; then a 32 mm square around it, at 1 mm a pixel, through the fine network: the
+  point to the millimetre, mapped back to that slice's own pixels.
+- Foramina: the same with the `foramen` head on the sagittal T1, the slices on the patient's left of the midline
+  (+x in patient coordinates; the midline is the canal points' mean) for the left foramen, on the right for the right.
+- Subarticular recesses: each level's recesses placed beside its canal point in the disc's frame (10 mm to each
+  side, 6 mm anterior, along the spine's local direction), then projected into the axial series through the DICOM
+  geometry: the slice whose plane is nearest, when one lies within reach (blocks angled to their disc and straight
+  stacks alike), and the point in that slice's own pixels.
+
+A level whose heatmap peak stays under the localiser's threshold (a series cut short, a slice missing) is not
+placed, and the notes say so: never guessed.
+
+    loc = Localizer("runs/loc")
+    rows, notes, placed = loc.locate(series)        # series: {series_id: dicom.Series} of one study
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Mapping
+
+import numpy as np
+
+from hubkit.schema import CONDITION_TITLES, LEVEL_TITLES, LEVELS, SeriesKind
+
+from . import net
+
+# The recesses around an axial slice's canal point (mm): to each side, and anterior (the canal lies posterior).
+RECESS_SIDE_MM, RECESS_ANTERIOR_MM = 10.0, 6.0
+# A level's canal lies between its foramina, this far behind their midpoint (+y, LPS); a canal point farther than
+# AGREE_MM from there is at another level (about half a disc spacing).
+CANAL_FROM_FORAMINA_MM, AGREE_MM = 6.0, 12.0
+SIDES = (("left", "lf", "ls", 1.0), ("right", "rf", "rs", -1.0))  # patient left is +x
+
+
+def slice_inputs(series, size: int) -> tuple[list, np.ndarray]:
+    """(headers, images uint8 (n, size, size)) of every readable slice of a series, in space order, through the one
+    pixel path (oriented, windowed, the whole slice resized to size x size)."""
+    from hubkit.dataset_builder.dicom import DicomError
+    from hubkit.dataset_builder.pixels import decode_picked, to_image
+
+    headers, images = [], []
+    for h in series.slices:
+        try:
+            images.append(np.asarray(to_image(decode_picked(series, h), h, size)))
+        except DicomError:
+            continue
+        headers.append(h)
+    return headers, (np.stack(images) if images else np.zeros((0, size, size), np.uint8))
+
+
+def net_to_pixel(u: float, v: float, header, size: int) -> tuple[float, float]:
+    """An input image's (u = column, v = row) -> the slice's own (col, row): undo the resize, then the orientation."""
+    from hubkit.dataset_builder.pixels import flips
+
+    col = (u + 0.5) * header.columns / size - 0.5
+    row = (v + 0.5) * header.rows / size - 0.5
+    flip_lr, flip_ud = flips(header)
+    return (header.columns - 1 - col if flip_lr else col), (header.rows - 1 - row if flip_ud else row)
+
+
+def pixel_to_net(col: float, row: float, header, size: int) -> tuple[float, float]:
+    """The inverse of `net_to_pixel`."""
+    from hubkit.dataset_builder.pixels import flips
+
+    flip_lr, flip_ud = flips(header)
+    col, row = (header.columns - 1 - col if flip_lr else col), (header.rows - 1 - row if flip_ud else row)
+    return (col + 0.5) * size / header.columns - 0.5, (row + 0.5) * size / header.rows - 0.5
+
+
+def world_to_pixel(p: np.ndarray, header) -> tuple[float, float, float]:
+    """A patient point -> (col, row) on a slice and its signed distance (mm) from the slice's plane."""
+    d = np.asarray(p, float) - np.asarray(header.position, float)
+    return (float(d @ header.row_dir / header.pixel_spacing[1]), float(d @ header.col_dir / header.pixel_spacing[0]),
+            float(d @ header.normal))
+
+
+class Localizer:
+    """The networks of a localiser folder (`net.save`), run on studies (see the module docstring)."""
+
+    def __init__(self, folder: str | os.PathLike | None = None, *, nets=None, config=None) -> None:
+        if folder is not None:
+            nets, config = net.load(folder)
+        self.nets, self.config = nets, config
+        self.threshold = float(config.get("threshold", 0.3))
+
+    def maps(self, name: str, images: np.ndarray) -> np.ndarray:
+        """Logit maps of network `name` ("canal.coarse", ...) for uint8 images (n, side, side)."""
+        import torch
+
+        model, out = self.nets[name], []
+        with torch.no_grad():
+            for i in range(0, len(images), 64):
+                out.append(model(torch.from_numpy(images[i:i + 64].astype(np.float32) / 255.0)[:, None]).numpy())
+        return np.concatenate(out)
+
+    def _coarse(self, head: str, headers: list, images: np.ndarray, keep) -> list[tuple[int, float, float, float]]:
+        """Per level: (slice index or -1, col, row, presence) over the slices `keep` allows, from the coarse net."""
+        idx = [i for i, h in enumerate(headers) if keep(h)]
+        if not idx:
+            return [(-1, 0.0, 0.0, 0.0)] * len(LEVELS)
+        presence, where = net.read_maps(self.maps(f"{head}.coarse", images[idx]))
+        out = []
+        for j in range(len(LEVELS)):
+            b = int(presence[:, j].argmax())
+            k = idx[b]
+            col, row = net_to_pixel(2 * where[b, j, 1] + 0.5, 2 * where[b, j, 0] + 0.5, headers[k], net.COARSE)
+            out.append((k if presence[b, j] >= self.threshold else -1, col, row, float(presence[b, j])))
+        return out
+
+    def refine(self, head: str, series, headers: list, k: int, col: float, row: float, keep) -> tuple[int, float,
+                                                                                                     float]:
+        """The fine network around (col, row) on slice k and its neighbours (those `keep` allows): the slice it
+        finds the structure on most surely, and the point there."""
+        from hubkit.dataset_builder.pixels import decode_picked
+
+        cand = [i for i in (k - 1, k, k + 1) if 0 <= i < len(headers) and keep(headers[i])]
+        patches = np.stack([fine_patch(decode_picked(series, headers[i]), headers[i], col, row) for i in cand])
+        presence, where = net.read_maps(self.maps(f"{head}.fine", patches))
+        b = int(presence[:, 0].argmax())
+        return (cand[b], *from_patch(headers[cand[b]], col, row, where[b, 0, 1], where[b, 0, 0]))
+
+    def _head(self, head: str, series, keep_of, notes: list[str], what: str):
+        """[(condition, level, header, col, row, presence)] of one head on one series (`keep_of`: {condition: keep})."""
+        headers, images = slice_inputs(series, net.COARSE)
+        found = []
+        for condition, keep in keep_of(headers).items():
+            for lv, (k, col, row, value) in zip(LEVELS, self._coarse(head, headers, images, keep)):
+                if k < 0:
+                    notes.append(f"{LEVEL_TITLES[lv]}: {what[condition]} not found (presence {value:.2f} under "
+                                 f"{self.threshold:g}): no crop of it")
+                    continue
+                k, col, row = self.refine(head, series, headers, k, col, row, keep)
+                found.append((condition, lv, headers[k], col, row, value))
+        return found
+
+    def locate(self, series: Mapping) -> tuple[list[dict], list[str], dict[str, bool]]:
+        """(rows in train_label_coordinates.csv's format, notes, {level: canal placed?}) for one study's series."""
+        from hubkit.dataset_builder.slices import series_by_kind
+
+        by_kind, notes = series_by_kind(series)
+        rows: list[dict] = []
+        canal_world: dict[str, np.ndarray] = {}
+        t2 = _largest(by_kind[SeriesKind.SAG_T2])
+        if t2 is None:
+            notes.append("no sagittal T2: the canal cannot be placed at any level")
+        else:
+            for c, lv, h, col, row, value in self._head("canal", t2, lambda hs: {"canal": lambda h: True}, notes,
+                                                         {"canal": "the canal (sagittal T2)"}):
+                rows.append(_row(t2, h, c, lv, col, row, value))
+                canal_world[lv] = h.pixel_to_patient(col, row)
+        t1 = _largest(by_kind[SeriesKind.SAG_T1])
+        if t1 is not None:
+            def sides(headers):
+                mid = (np.mean([p[0] for p in canal_world.values()]) if canal_world
+                       else np.mean([h.center[0] for h in headers]) if headers else 0.0)
+                return {c: (lambda h, s=sign: s * (float(h.center[0]) - mid) > 0) for _, c, _, sign in SIDES}
+
+            what = {c: f"the {side} foramen (sagittal T1)" for side, c, _, _ in SIDES}
+            foramina = {}
+            for c, lv, h, col, row, value in self._head("foramen", t1, sides, notes, what):
+                rows.append(_row(t1, h, c, lv, col, row, value))
+                foramina[c, lv] = h.pixel_to_patient(col, row)
+            if t2 is not None:
+                rows = self._agree(t2, rows, canal_world, foramina, notes)
+        rows += _axial_rows(by_kind[SeriesKind.AX_T2], canal_world, notes)
+        return rows, notes, {lv: lv in canal_world for lv in LEVELS}
+
+
+    def _agree(self, t2, rows: list[dict], canal_world: dict, foramina: Mapping, notes: list[str]) -> list[dict]:
+        """Levels told apart by two heads must agree: where a level's two foramina are placed, its canal lies
+        between them (`CANAL_FROM_FORAMINA_MM` behind their midpoint). A canal point farther than
+        `AGREE_MM` from there (the canal is one tube: its coarse map can slide a level up or down, while each
+        foramen is its own hole) is placed again from the foramina: projected onto the nearest sagittal T2 slice,
+        then the fine network. A level with no canal point gets one the same way."""
+        headers = list(t2.slices)
+        for lv in LEVELS:
+            if ("lf", lv) not in foramina or ("rf", lv) not in foramina:
+                continue
+            prior = (foramina["lf", lv] + foramina["rf", lv]) / 2 + np.array([0.0, CANAL_FROM_FORAMINA_MM, 0.0])
+            if lv in canal_world and float(np.linalg.norm(canal_world[lv] - prior)) <= AGREE_MM:
+                continue
+            k = min(range(len(headers)), key=lambda i: abs(world_to_pixel(prior, headers[i])[2]))
+            col, row, _ = world_to_pixel(prior, headers[k])
+            try:
+                k, col, row = self.refine("canal", t2, headers, k, col, row, lambda h: True)
+            except Exception:  # noqa: BLE001 - an unreadable slice: the projected point stands
+                pass
+            was = "moved" if lv in canal_world else "placed"
+            canal_world[lv] = headers[k].pixel_to_patient(col, row)
+            title = CONDITION_TITLES["canal"]
+            rows = [r for r in rows if not (r["condition"] == title and r["level"] == LEVEL_TITLES[lv])]
+            rows.append(_row(t2, headers[k], "canal", lv, col, row))
+            notes.append(f"{LEVEL_TITLES[lv]}: the canal {was} to agree with the foramina")
+        return rows
+
+
+def fine_patch(arr: np.ndarray, header, col: float, row: float) -> np.ndarray:
+    """The fine network's input: a `net.FINE` mm square around (col, row), 1 mm a pixel, oriented and windowed as
+    every image (`pixels.to_image`)."""
+    from hubkit.dataset_builder.crops import Region
+    from hubkit.dataset_builder.pixels import to_image
+
+    return np.asarray(to_image(arr, header, net.FINE, Region(col, row, float(net.FINE))))
+
+
+def from_patch(header, col: float, row: float, u: float, v: float) -> tuple[float, float]:
+    """A fine patch's (u = column, v = row) -> the slice's own (col, row): mm from the patch's centre, in the
+    oriented frame, turned back into the slice's pixels."""
+    from hubkit.dataset_builder.pixels import flips
+
+    flip_lr, flip_ud = flips(header)
+    dx, dy = u + 0.5 - net.FINE / 2.0, v + 0.5 - net.FINE / 2.0
+    return (col + (-dx if flip_lr else dx) / header.pixel_spacing[1],
+            row + (-dy if flip_ud else dy) / header.pixel_spacing[0])
+
+
+def to_patch(header, col: float, row: float, col_t: float, row_t: float) -> tuple[float, float]:
+    """The inverse of `from_patch`: where (col_t, row_t) lies in the patch around (col, row)."""
+    from hubkit.dataset_builder.pixels import flips
+
+    flip_lr, flip_ud = flips(header)
+    dx, dy = (col_t - col) * header.pixel_spacing[1], (row_t - row) * header.pixel_spacing[0]
+    return ((-dx if flip_lr else dx) + net.FINE / 2.0 - 0.5, (-dy if flip_ud else dy) + net.FINE / 2.0 - 0.5)
+
+
+def _largest(candidates: list):
+    return max(candidates, key=lambda s: (len(s.files), s.series_id), default=None)
+
+
+def _row(series, header, condition: str, level: str, col: float, row: float, score: float | None = None) -> dict:
+    out = {"series_id": series.series_id, "instance_number": int(header.instance_number),
+           "condition": CONDITION_TITLES[condition], "level": LEVEL_TITLES[level], "x": round(col, 3),
+           "y": round(row, 3)}
+    return {**out, "score": round(score, 4)} if score is not None else out
+
+
+def _axial_rows(axials: list, canal_world: Mapping[str, np.ndarray], notes: list[str]) -> list[dict]:
+    """Each placed level's recesses projected into the axial series (see the module docstring): each recess is put
+    beside its level's canal point in the disc's own frame (the spine's direction there from the neighbouring canal
+    points: a recess lies 6 mm anterior of the canal along the disc, not along the axial slice, which may be tilted
+    against it), and each takes the axial slice whose plane is nearest to it."""
+    out = []
+    for lv, p in canal_world.items():
+        ap = _posterior(lv, canal_world)
+        for _, _, condition, sign in SIDES:
+            q = p + sign * RECESS_SIDE_MM * np.array([1.0, 0.0, 0.0]) - RECESS_ANTERIOR_MM * ap
+            best = None
+            for s in axials:
+                spacing = float(np.median(np.abs(np.diff(s.positions())))) if len(s.slices) > 1 else 4.0
+                for h in s.slices:
+                    col, row, dist = world_to_pixel(q, h)
+                    inside = -0.5 <= col <= h.columns - 0.5 and -0.5 <= row <= h.rows - 0.5
+                    if inside and abs(dist) <= max(0.75 * spacing, 3.0) and (best is None or abs(dist) < best[0]):
+                        best = (abs(dist), s, h, col, row)
+            if best is None:
+                notes.append(f"{LEVEL_TITLES[lv]}: no axial slice reaches the {CONDITION_TITLES[condition].lower()}"
+                             " (no axial crop)")
+                continue
+            out.append(_row(best[1], best[2], condition, lv, best[3], best[4]))
+    return out
+
+
+def _posterior(level: str, canal_world: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The unit vector towards posterior in the disc plane of `level`: patient +y (LPS) made perpendicular to the
+    spine's direction there (from the neighbouring levels' canal points; +y itself when no neighbour is placed)."""
+    i = LEVELS.index(level)
+    near = [canal_world[LEVELS[j]] for j in (i - 1, i + 1) if 0 <= j < len(LEVELS) and LEVELS[j] in canal_world]
+    y = np.array([0.0, 1.0, 0.0])
+    if not near:
+        return y
+    ends = (near[0], near[1]) if len(near) == 2 else (near[0], canal_world[level])
+    t = np.asarray(ends[1], float) - np.asarray(ends[0], float)
+    t = t / max(float(np.linalg.norm(t)), 1e-6)
+    ap = y - (y @ t) * t
+    return ap / max(float(np.linalg.norm(ap)), 1e-6)

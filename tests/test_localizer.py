@@ -1,0 +1,194 @@
+"""The level localiser (issue 24, first part): its geometry, the axial projection, and `hubkit localizer train`."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hubkit.dataset_builder import rsna_csv
+from hubkit.dataset_builder.slices import series_by_kind
+from hubkit.dataset_builder.study import find_series
+from hubkit.schema import LEVEL_TITLES, LEVELS, SeriesKind
+
+pytest.importorskip("torch")
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory) -> Path:
+    from hubkit.devkit.synth import synth_cohort
+
+    return synth_cohort(tmp_path_factory.mktemp("loc") / "rsna", 8, seed=5, progress=False, pose="realistic")
+
+
+def _study(cohort: Path, sid: str):
+    desc = rsna_csv.read_descriptions(cohort)
+    series, _ = find_series(cohort / "train_images" / sid, desc.get(sid), by_uid=not desc.get(sid))
+    return series
+
+
+def test_pixel_frames_round_trip(cohort):
+    """Coarse input <-> slice pixels and fine patch <-> slice pixels are exact inverses on every series' geometry
+    (oriented, flipped or not), so a point survives the trip through both networks' frames."""
+    from hubkit.localizer import net
+    from hubkit.localizer.locate import from_patch, net_to_pixel, pixel_to_net, to_patch
+
+    sid = sorted(rsna_csv.read_coordinates(cohort), key=int)[0]
+    for s in _study(cohort, sid).values():
+        h = s.slices[len(s.slices) // 2]
+        for col, row in ((0.0, 0.0), (h.columns / 3, h.rows * 0.7), (h.columns - 1.0, h.rows - 1.0)):
+            u, v = pixel_to_net(col, row, h, net.COARSE)
+            assert np.allclose(net_to_pixel(u, v, h, net.COARSE), (col, row), atol=1e-9)
+            pu, pv = to_patch(h, 100.0, 120.0, col, row)
+            assert np.allclose(from_patch(h, 100.0, 120.0, pu, pv), (col, row), atol=1e-9)
+
+
+def test_axial_projection_finds_the_annotated_slice_from_the_canal_points(cohort):
+    """Given each level's canal point (here the annotators'), the recesses projected through the DICOM geometry land
+    on the annotated axial instance for angled blocks and continuous stacks alike, and a level no axial slice reaches
+    is named in a note, not guessed."""
+    from hubkit.localizer.locate import _axial_rows
+
+    coords = rsna_csv.read_coordinates(cohort)
+    right = total = 0
+    for sid, rows in coords.items():
+        series = _study(cohort, sid)
+        canal = {}
+        for r in rows:
+            if r["condition"] == "Spinal Canal Stenosis":
+                h = series[str(r["series_id"])].by_instance(int(r["instance_number"]))
+                canal[LEVELS[[LEVEL_TITLES[lv] for lv in LEVELS].index(r["level"])]] = h.pixel_to_patient(
+                    float(r["x"]), float(r["y"]))
+        notes: list[str] = []
+        got = {(r["condition"], r["level"]): r for r in _axial_rows(series_by_kind(series)[0][SeriesKind.AX_T2],
+                                                                      canal, notes)}
+        for r in rows:
+            if "Subarticular" in r["condition"]:
+                g = got.get((r["condition"], r["level"]))
+                total += 1
+                right += g is not None and (str(g["series_id"]), int(g["instance_number"])) == (
+                    str(r["series_id"]), int(r["instance_number"]))
+        assert all("no axial slice reaches" in n for n in notes)
+    assert total >= 40 and right / total >= 0.85, (right, total)
+
+
+def test_train_writes_a_localizer_that_locates(cohort, tmp_path):
+    """`hubkit localizer train`: the folder (weights, config with the training data's fingerprint, out-of-fold points
+    in train_label_coordinates.csv's columns, metrics), and a Localizer loaded from it places points on the study's
+    own series, the same on a second load."""
+    from click.testing import CliRunner
+
+    from hubkit.cli import cli
+    from hubkit.localizer import net
+    from hubkit.localizer.fit import COLUMNS, METRICS_FILE, OOF_FILE
+    from hubkit.localizer.locate import Localizer
+
+    out = tmp_path / "loc"
+    res = CliRunner().invoke(cli, ["-q", "localizer", "train", str(cohort), "--output", str(out), "--folds", "2",
+                                   "--epochs", "2"])
+    assert res.exit_code == 0, res.output
+    assert "out of fold" in res.output and "median" in res.output
+    config = json.loads((out / net.CONFIG_FILE).read_text())
+    assert config["trained_on"]["studies"] == 8 and len(config["trained_on"]["coordinates_fingerprint"]) == 16
+    assert (out / net.WEIGHTS_FILE).is_file()
+    with (out / OOF_FILE).open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert tuple(rows[0]) == COLUMNS and {r["study_id"] for r in rows} <= set(rsna_csv.read_coordinates(cohort))
+    metrics = json.loads((out / METRICS_FILE).read_text())
+    assert {"median_mm", "p90_mm", "within_5mm", "right_level", "axial_right_slice", "not_placed"} <= set(metrics)
+
+    sid = sorted(rsna_csv.read_coordinates(cohort), key=int)[0]
+    series = _study(cohort, sid)
+    first, notes, placed = Localizer(out).locate(series)
+    again, _, _ = Localizer(out).locate(series)
+    assert first == again and set(placed) == set(LEVELS)
+    for r in first:
+        assert str(r["series_id"]) in series and series[str(r["series_id"])].by_instance(int(r["instance_number"]))
+
+
+def test_train_refuses_a_cohort_without_coordinates(tmp_path):
+    from click.testing import CliRunner
+
+    from hubkit.cli import cli
+
+    (tmp_path / "empty").mkdir()
+    res = CliRunner().invoke(cli, ["localizer", "train", str(tmp_path / "empty"), "--output", str(tmp_path / "o")])
+    assert res.exit_code != 0 and len(res.output.strip().splitlines()) == 1, res.output
+    assert "Traceback" not in res.output
+
+
+@pytest.fixture(scope="module")
+def trained(cohort, tmp_path_factory) -> Path:
+    from hubkit.localizer.fit import FitConfig, train_localizer
+
+    out = tmp_path_factory.mktemp("trained") / "loc"
+    train_localizer(cohort, out, FitConfig(folds=2, epochs=2, fine_epochs=1), progress=False)
+    return out
+
+
+def _images(folder: Path) -> dict[str, list[bytes]]:
+    import datasets
+
+    dd = datasets.load_from_disk(str(folder))
+    return {r["study_id"]: [np.asarray(im).tobytes() for im in r["images"]] for split in dd.values() for r in split}
+
+
+def test_a_crops_build_cuts_at_the_localizers_out_of_fold_points(cohort, trained, tmp_path):
+    """--localizer: every training and validation study is cropped at the localiser's out-of-fold points, exactly
+    as a build given those points as its coordinates file, and the manifest and card name the localiser."""
+    import shutil
+
+    from hubkit.config import BuildConfig
+    from hubkit.dataset_builder.build import build_dataset
+    from hubkit.localizer import net
+    from hubkit.manifest import read_manifest
+
+    built = tmp_path / "ds-loc"
+    build_dataset(BuildConfig(data_dir=str(cohort), picker="crops", localizer=str(trained), slice_size=64,
+                              validation_fraction=0.25), built, progress=False)
+    oof = tmp_path / "oof-cohort"
+    shutil.copytree(cohort, oof)
+    shutil.copy(trained / "oof_coordinates.csv", oof / "train_label_coordinates.csv")
+    build_dataset(BuildConfig(data_dir=str(oof), picker="crops", slice_size=64, validation_fraction=0.25),
+                  tmp_path / "ds-oof", progress=False)
+    oracle = tmp_path / "ds-oracle"
+    build_dataset(BuildConfig(data_dir=str(cohort), picker="crops", slice_size=64, validation_fraction=0.25), oracle,
+                  progress=False)
+
+    assert _images(built) == _images(tmp_path / "ds-oof") != _images(oracle)
+    manifest = read_manifest(built)
+    assert manifest["localizer"]["digest"] == net.digest(trained)
+    assert (manifest["localizer"]["out_of_fold"], manifest["localizer"]["located"]) == (8, 0)
+    assert manifest["build"]["localizer"] == "loc" and "localizer" not in read_manifest(oracle)
+    assert "the points of the localiser loc" in (built / "README.md").read_text()
+
+
+def test_another_cohort_is_located_by_the_final_model(trained, tmp_path):
+    """A cohort the localiser never saw gets no out-of-fold points (its coordinates do not match the fingerprint):
+    the final model locates every study."""
+    from hubkit.config import BuildConfig
+    from hubkit.dataset_builder.build import build_dataset
+    from hubkit.devkit.synth import synth_cohort
+    from hubkit.manifest import read_manifest
+
+    other = synth_cohort(tmp_path / "other", 2, seed=9, progress=False, pose="realistic")
+    build_dataset(BuildConfig(data_dir=str(other), picker="crops", localizer=str(trained), slice_size=64,
+                              validation_fraction=0.0), tmp_path / "ds", progress=False)
+    assert (read_manifest(tmp_path / "ds")["localizer"]["out_of_fold"],
+            read_manifest(tmp_path / "ds")["localizer"]["located"]) == (0, 2)
+
+
+def test_localizer_is_for_crops_only(cohort, trained, tmp_path):
+    from click.testing import CliRunner
+
+    from hubkit.cli import cli
+
+    res = CliRunner().invoke(cli, ["build-dataset", str(cohort), "--output", str(tmp_path / "ds"), "--picker",
+                                   "geometry", "--localizer", str(trained)])
+    assert res.exit_code != 0 and len(res.output.strip().splitlines()) == 1 and "crop picker" in res.output
+    res = CliRunner().invoke(cli, ["build-dataset", str(cohort), "--output", str(tmp_path / "ds"), "--picker",
+                                   "crops", "--localizer", str(tmp_path)])
+    assert res.exit_code != 0 and "not a localiser" in res.output and len(res.output.strip().splitlines()) == 1
