@@ -46,25 +46,47 @@ def test_pixel_frames_round_trip(cohort):
             assert np.allclose(from_patch(h, 100.0, 120.0, pu, pv), (col, row), atol=1e-9)
 
 
-def test_axial_projection_finds_the_annotated_slice_from_the_canal_points(cohort):
-    """Given each level's canal point (here the annotators'), the recesses projected through the DICOM geometry land
-    on the annotated axial instance for angled blocks and continuous stacks alike, and a level no axial slice reaches
-    is named in a note, not guessed."""
-    from hubkit.localizer.locate import _axial_rows
+def _world(series, r):
+    h = series[str(r["series_id"])].by_instance(int(r["instance_number"]))
+    return h.pixel_to_patient(float(r["x"]), float(r["y"]))
+
+
+def test_geometry_priors_learn_the_anatomy_from_the_annotations(cohort):
+    """The phantom puts each foramen 18 mm from the midline and each recess 8 mm medial of its foramen, at the same
+    height: the medians over the annotated points find both (to within the slices' spacing), whatever the pose."""
+    from hubkit.localizer.fit import geometry_priors
 
     coords = rsna_csv.read_coordinates(cohort)
+    got = geometry_priors(dict.fromkeys(coords), coords, cohort, rsna_csv.read_descriptions(cohort))
+    assert abs(got["lateral_mm"] - 18.0) <= 1.5
+    assert np.allclose(got["recess_from_foramen_mm"], [8.0, 0.0, 0.0], atol=1.0)
+
+
+@pytest.mark.parametrize("source", ["foramina", "canal"])
+def test_axial_projection_finds_the_annotated_slice(cohort, source):
+    """Given each level's foramen points (or, without them, its canal points; here the annotators'), the recesses
+    projected through the DICOM geometry land on the annotated axial instance, for angled blocks and continuous
+    stacks alike, and a level no axial slice reaches is named in a note, not guessed."""
+    from hubkit.localizer.fit import geometry_priors
+    from hubkit.localizer.locate import _axial_rows
+    from hubkit.schema import CONDITION_TITLES
+
+    coords = rsna_csv.read_coordinates(cohort)
+    offset = geometry_priors(dict.fromkeys(coords), coords, cohort, rsna_csv.read_descriptions(cohort))[
+        "recess_from_foramen_mm"]
+    code = {v: k for k, v in CONDITION_TITLES.items()}
+    level = {LEVEL_TITLES[lv]: lv for lv in LEVELS}
     right = total = 0
     for sid, rows in coords.items():
         series = _study(cohort, sid)
-        canal = {}
-        for r in rows:
-            if r["condition"] == "Spinal Canal Stenosis":
-                h = series[str(r["series_id"])].by_instance(int(r["instance_number"]))
-                canal[LEVELS[[LEVEL_TITLES[lv] for lv in LEVELS].index(r["level"])]] = h.pixel_to_patient(
-                    float(r["x"]), float(r["y"]))
+        canal = {level[r["level"]]: _world(series, r) for r in rows if r["condition"] == CONDITION_TITLES["canal"]}
+        foramina = {(code[r["condition"]], level[r["level"]]): _world(series, r) for r in rows
+                    if code[r["condition"]] in ("lf", "rf")}
         notes: list[str] = []
-        got = {(r["condition"], r["level"]): r for r in _axial_rows(series_by_kind(series)[0][SeriesKind.AX_T2],
-                                                                      canal, notes)}
+        axials = series_by_kind(series)[0][SeriesKind.AX_T2]
+        placed = (_axial_rows(axials, {}, notes, foramina, offset) if source == "foramina"
+                  else _axial_rows(axials, canal, notes))
+        got = {(r["condition"], r["level"]): r for r in placed}
         for r in rows:
             if "Subarticular" in r["condition"]:
                 g = got.get((r["condition"], r["level"]))
@@ -93,6 +115,7 @@ def test_train_writes_a_localizer_that_locates(cohort, tmp_path):
     assert "out of fold" in res.output and "median" in res.output
     config = json.loads((out / net.CONFIG_FILE).read_text())
     assert config["trained_on"]["studies"] == 8 and len(config["trained_on"]["coordinates_fingerprint"]) == 16
+    assert config["lateral_mm"] > 0 and len(config["recess_from_foramen_mm"]) == 3  # the anatomy it learned
     assert (out / net.WEIGHTS_FILE).is_file()
     with (out / OOF_FILE).open() as fh:
         rows = list(csv.DictReader(fh))

@@ -38,7 +38,7 @@ class FitConfig:
     """How the localiser is trained (written into its config)."""
 
     folds: int = 3
-    epochs: int = 20  # passes of the coarse networks over their slices
+    epochs: int = 40  # passes of the coarse networks over their slices (20 left 7% of levels wrong: BENCHMARKS.md 9)
     fine_epochs: int = 4  # passes of the fine networks over their patches (several per point and slice)
     width: int = 8  # channels of a U-Net's first level (doubling per level, to 8x)
     batch: int = 64
@@ -226,6 +226,7 @@ def train_localizer(cohort: str | os.PathLike, output: str | os.PathLike, config
     base = {"architecture": {"levels": len(LEVELS), "width": config.width, "coarse_input": net.COARSE,
                              "fine_mm": net.FINE, "stages": net.STAGES}, "threshold": config.threshold}
     descriptions = rsna_csv.read_descriptions(cohort)
+    base.update(geometry_priors(studies, coords, cohort, descriptions))
     oof = []
     folds = range(config.folds)
     if progress:
@@ -250,6 +251,44 @@ def train_localizer(cohort: str | os.PathLike, output: str | os.PathLike, config
     return metrics
 
 
+def geometry_priors(studies: dict, coords: dict, cohort: Path, descriptions) -> dict:
+    """What the annotators' points say of the anatomy, as medians over the training studies' levels:
+    `lateral_mm`, half the distance between a level's left and right foramen points along the sagittal T1's normal
+    (where the localiser puts each foramen's slice, either side of the midline it finds), and
+    `recess_from_foramen_mm`, the vector from a foramen point to the same side's subarticular point in patient
+    millimetres, its x made medial-positive (where the localiser puts the recesses it projects into the axial
+    series). None where the training data has no such pair."""
+    from hubkit.dataset_builder.study import find_series
+
+    halves, offsets = [], []
+    titles = {c: CONDITION_TITLES[c] for c in ("lf", "rf", "ls", "rs")}
+    for sid in studies:
+        rows = {(r["condition"], r["level"]): r for r in coords[sid]}
+        series = None
+
+        def world(row):
+            s = series.get(str(row["series_id"]))
+            h = s.by_instance(int(row["instance_number"])) if s is not None else None
+            return None if h is None else (h.pixel_to_patient(float(row["x"]), float(row["y"])), s)
+
+        for lv in LEVELS:
+            got = {c: rows.get((t, LEVEL_TITLES[lv])) for c, t in titles.items()}
+            if got["lf"] is None and got["rf"] is None:
+                continue
+            if series is None:
+                series, _ = find_series(cohort / "train_images" / sid, descriptions.get(sid),
+                                        by_uid=not descriptions.get(sid))
+            pts = {c: world(r) for c, r in got.items() if r is not None}
+            if pts.get("lf") and pts.get("rf") and pts["lf"][1] is pts["rf"][1]:
+                halves.append(abs(float((pts["lf"][0] - pts["rf"][0]) @ pts["lf"][1].normal)) / 2)
+            for f, r, medial in (("lf", "ls", -1.0), ("rf", "rs", 1.0)):  # patient left is +x: medial is -x there
+                if pts.get(f) and pts.get(r):
+                    d = pts[r][0] - pts[f][0]
+                    offsets.append([medial * d[0], d[1], d[2]])
+    return {"lateral_mm": round(float(np.median(halves)), 3) if halves else None,
+            "recess_from_foramen_mm": np.round(np.median(offsets, axis=0), 3).tolist() if offsets else None}
+
+
 def write_rows(path: Path, rows: list[dict]) -> Path:
     """Rows in train_label_coordinates.csv's format."""
     with Path(path).open("w", newline="") as fh:
@@ -263,10 +302,11 @@ def write_rows(path: Path, rows: list[dict]) -> Path:
 def point_metrics(predicted: list[dict], annotated: dict[str, list[dict]], cohort: Path, descriptions) -> dict:
     """Errors of predicted points against annotated ones, in patient mm: median and 90th percentile, share within
     5 mm, share at the right level (nearer its own level's point than any other level's), share of axial points on
-    the annotated instance."""
+    the right slice (of the series chosen, the slice nearest the annotated point: a study may have two axial series
+    and either shows the level) and on the annotated instance itself."""
     from hubkit.dataset_builder.study import find_series
 
-    errors, right_level, axial_right, missing = [], [], [], 0
+    errors, right_level, axial_right, axial_instance, missing = [], [], [], [], 0
     by_study: dict[str, list[dict]] = {}
     for r in predicted:
         by_study.setdefault(str(r["study_id"]), []).append(r)
@@ -289,8 +329,13 @@ def point_metrics(predicted: list[dict], annotated: dict[str, list[dict]], cohor
                 continue
             errors.append(float(np.linalg.norm(p - q)))
             if "Subarticular" in r["condition"]:
-                axial_right.append(str(r["series_id"]) == str(ref["series_id"]) and
-                                   int(r["instance_number"]) == int(ref["instance_number"]))
+                axial_instance.append(str(r["series_id"]) == str(ref["series_id"]) and
+                                      int(r["instance_number"]) == int(ref["instance_number"]))
+                # the right slice: the one of the chosen series nearest the annotated point (the annotated
+                # instance itself when the series is the annotated one; a study may have two axial series)
+                s = series[str(r["series_id"])]
+                nearest = min(s.slices, key=lambda h: abs(world_to_pixel(q, h)[2]))
+                axial_right.append(int(nearest.instance_number) == int(r["instance_number"]))
             else:
                 others = [world(o) for (c, lv), o in truth.items() if c == r["condition"] and lv != r["level"]]
                 right_level.append(all(o is None or np.linalg.norm(p - o) > np.linalg.norm(p - q) for o in others))
@@ -299,4 +344,5 @@ def point_metrics(predicted: list[dict], annotated: dict[str, list[dict]], cohor
     return {"points": len(errors), "not_placed": missing, "median_mm": round(float(np.median(e)), 3),
             "p90_mm": round(float(np.percentile(e, 90)), 3), "within_5mm": round(float(np.mean(e <= 5)), 4),
             "right_level": round(float(np.mean(right_level)), 4) if right_level else None,
-            "axial_right_slice": round(float(np.mean(axial_right)), 4) if axial_right else None}
+            "axial_right_slice": round(float(np.mean(axial_right)), 4) if axial_right else None,
+            "axial_right_instance": round(float(np.mean(axial_instance)), 4) if axial_instance else None}

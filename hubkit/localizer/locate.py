@@ -1,15 +1,22 @@
 """Localising a study: its sagittal series through the localiser's networks -> each level's points, as rows of
 train_label_coordinates.csv (series_id, instance_number, condition, level, x, y), the rows the crops picker cuts at.
 
-- Canal: every sagittal T2 slice, whole, through the `canal` head's coarse network; per level the slice whose
-  heatmap peaks highest and the peak; then a 32 mm square around it, at 1 mm a pixel, through the fine network: the
-  point to the millimetre, mapped back to that slice's own pixels.
-- Foramina: the same with the `foramen` head on the sagittal T1, the slices on the patient's left of the midline
-  (+x in patient coordinates; the midline is the canal points' mean) for the left foramen, on the right for the right.
-- Subarticular recesses: each level's recesses placed beside its canal point in the disc's frame (10 mm to each
-  side, 6 mm anterior, along the spine's local direction), then projected into the axial series through the DICOM
-  geometry: the slice whose plane is nearest, when one lies within reach (blocks angled to their disc and straight
-  stacks alike), and the point in that slice's own pixels.
+- Which level, roughly where: every slice of a series, whole, through its head's coarse network (`canal` on the
+  sagittal T2, `foramen` on the sagittal T1, the slices on the patient's left of the midline for the left foramen,
+  on the right for the right); per level the slice whose heatmap peaks highest and the peak.
+- Which slice: a structure seen on several neighbouring slices (a foramen is a left-right tube, the canal a tube
+  along the spine) cannot be told from one slice alone. The midline is found halfway between the two sides' foramen
+  presence profiles, each foramen is put `lateral_mm` to its side of it and the canal on it (both learned from the
+  training annotations, `fit.geometry_priors`), and each point goes to the slice nearest its plane.
+- Where on it, to the millimetre: a 32 mm square around the point, 1 mm a pixel, through the head's fine network,
+  mapped back to that slice's own pixels. Without a midline (no sagittal T1) the fine network also chooses between
+  the coarse slice and its neighbours.
+- Levels must agree: a level's canal lies between its two foramina; a canal point far from there is placed again
+  from them (the canal's coarse map can slide a level along the tube; each foramen is its own hole).
+- Subarticular recesses: where training found them from their side's foramen (`recess_from_foramen_mm`), else
+  beside the level's canal point in the disc's frame, projected into the axial series through the DICOM geometry:
+  the slice whose plane is nearest, when one lies within reach (blocks angled to their disc and straight stacks
+  alike), and the point in that slice's own pixels.
 
 A level whose heatmap peak stays under the localiser's threshold (a series cut short, a slice missing) is not
 placed, and the notes say so: never guessed.
@@ -124,9 +131,15 @@ class Localizer:
         b = int(presence[:, 0].argmax())
         return (cand[b], *from_patch(headers[cand[b]], col, row, where[b, 0, 1], where[b, 0, 0]))
 
-    def _head(self, head: str, series, keep_of, notes: list[str], what: str):
-        """[(condition, level, header, col, row, presence)] of one head on one series (`keep_of`: {condition: keep})."""
+    def _head(self, head: str, series, keep_of, notes: list[str], what: str, plane_of=None):
+        """([(condition, level, header, col, row, presence)], planes) of one head on one series (`keep_of`:
+        {condition: keep}).
+        `plane_of(condition, headers, images)`, when given, names the position along the series' normal the
+        structure lies at (`_planes`): its point is then refined on the slice nearest to it, not on whichever of
+        the coarse slice and its neighbours the fine network likes best."""
         headers, images = slice_inputs(series, net.COARSE)
+        positions = np.array([float(np.asarray(h.position) @ series.normal) for h in headers])
+        planes = plane_of(headers, images, positions) if plane_of else {}
         found = []
         for condition, keep in keep_of(headers).items():
             for lv, (k, col, row, value) in zip(LEVELS, self._coarse(head, headers, images, keep)):
@@ -134,9 +147,38 @@ class Localizer:
                     notes.append(f"{LEVEL_TITLES[lv]}: {what[condition]} not found (presence {value:.2f} under "
                                  f"{self.threshold:g}): no crop of it")
                     continue
+                if planes.get(condition) is not None:
+                    p = headers[k].pixel_to_patient(col, row)
+                    k = int(np.argmin(np.abs(positions - planes[condition])))
+                    col, row, _ = world_to_pixel(p, headers[k])
+                    keep = (lambda h, only=headers[k]: h is only)
                 k, col, row = self.refine(head, series, headers, k, col, row, keep)
                 found.append((condition, lv, headers[k], col, row, value))
-        return found
+        return found, planes
+
+    def _planes(self, headers, images, positions) -> dict:
+        """{condition: position along the sagittal T1's normal} of each foramen: the midline is halfway between the
+        two sides' foramen presence profiles (each the presence-weighted mean position of its side's slices: the
+        anatomy is mirrored, so what each profile's shape adds cancels), and each foramen lies `lateral_mm` (the
+        annotators' median half-distance between left and right foramina, learned in training) to its side."""
+        lateral = self.config.get("lateral_mm")
+        if not lateral or len(headers) < 3:
+            return {}
+        presence = net.read_maps(self.maps("foramen.coarse", images))[0].max(1)
+        x = np.array([float(h.center[0]) for h in headers])
+        mid, out = float(np.median(positions)), {}
+        for _ in range(2):  # the side split by the midline, the midline by the sides
+            cents = []
+            for side in (x > np.interp(mid, positions, x), x <= np.interp(mid, positions, x)):
+                w = np.where(side, presence, 0.0)
+                w = np.where(w >= 0.5 * w.max(), w, 0.0) if w.max() > 0 else w
+                cents.append(float((w * positions).sum() / w.sum()) if w.sum() > 0 else None)
+            if None in cents:
+                return {}
+            mid = (cents[0] + cents[1]) / 2
+        left = 1.0 if cents[0] >= mid else -1.0  # which way along the normal patient left (+x) lies
+        normal = np.asarray(headers[0].normal, float)  # positions are along the series' normal (slices agree)
+        return {**{c: mid + sign * left * lateral for _, c, _, sign in SIDES}, "midline": (normal, mid)}
 
     def locate(self, series: Mapping) -> tuple[list[dict], list[str], dict[str, bool]]:
         """(rows in train_label_coordinates.csv's format, notes, {level: canal placed?}) for one study's series."""
@@ -145,12 +187,13 @@ class Localizer:
         by_kind, notes = series_by_kind(series)
         rows: list[dict] = []
         canal_world: dict[str, np.ndarray] = {}
+        foramina: dict[tuple[str, str], np.ndarray] = {}
         t2 = _largest(by_kind[SeriesKind.SAG_T2])
         if t2 is None:
             notes.append("no sagittal T2: the canal cannot be placed at any level")
         else:
             for c, lv, h, col, row, value in self._head("canal", t2, lambda hs: {"canal": lambda h: True}, notes,
-                                                         {"canal": "the canal (sagittal T2)"}):
+                                                         {"canal": "the canal (sagittal T2)"})[0]:
                 rows.append(_row(t2, h, c, lv, col, row, value))
                 canal_world[lv] = h.pixel_to_patient(col, row)
         t1 = _largest(by_kind[SeriesKind.SAG_T1])
@@ -161,41 +204,51 @@ class Localizer:
                 return {c: (lambda h, s=sign: s * (float(h.center[0]) - mid) > 0) for _, c, _, sign in SIDES}
 
             what = {c: f"the {side} foramen (sagittal T1)" for side, c, _, _ in SIDES}
-            foramina = {}
-            for c, lv, h, col, row, value in self._head("foramen", t1, sides, notes, what):
+            found, planes = self._head("foramen", t1, sides, notes, what, self._planes)
+            for c, lv, h, col, row, value in found:
                 rows.append(_row(t1, h, c, lv, col, row, value))
                 foramina[c, lv] = h.pixel_to_patient(col, row)
             if t2 is not None:
-                rows = self._agree(t2, rows, canal_world, foramina, notes)
-        rows += _axial_rows(by_kind[SeriesKind.AX_T2], canal_world, notes)
+                rows = self._agree(t2, rows, canal_world, foramina, notes, planes.get("midline"))
+        rows += _axial_rows(by_kind[SeriesKind.AX_T2], canal_world, notes, foramina,
+                            self.config.get("recess_from_foramen_mm"))
         return rows, notes, {lv: lv in canal_world for lv in LEVELS}
 
 
-    def _agree(self, t2, rows: list[dict], canal_world: dict, foramina: Mapping, notes: list[str]) -> list[dict]:
+    def _agree(self, t2, rows: list[dict], canal_world: dict, foramina: Mapping, notes: list[str],
+               midline=None) -> list[dict]:
         """Levels told apart by two heads must agree: where a level's two foramina are placed, its canal lies
-        between them (`CANAL_FROM_FORAMINA_MM` behind their midpoint). A canal point farther than
-        `AGREE_MM` from there (the canal is one tube: its coarse map can slide a level up or down, while each
-        foramen is its own hole) is placed again from the foramina: projected onto the nearest sagittal T2 slice,
-        then the fine network. A level with no canal point gets one the same way."""
-        headers = list(t2.slices)
+        between them (`CANAL_FROM_FORAMINA_MM` behind their midpoint). A canal point farther than `AGREE_MM` from
+        there (the canal is one tube: its coarse map can slide a level up or down, while each foramen is its own
+        hole) is placed again from the foramina; a level with no canal point gets one the same way. With the
+        midline the foramina gave (`_planes`), every canal point is then moved onto it: the sagittal T2 slice
+        nearest the midline, the point refined there by the fine network."""
+        headers, title = list(t2.slices), CONDITION_TITLES["canal"]
         for lv in LEVELS:
-            if ("lf", lv) not in foramina or ("rf", lv) not in foramina:
+            target, why = canal_world.get(lv), None
+            if ("lf", lv) in foramina and ("rf", lv) in foramina:
+                prior = (foramina["lf", lv] + foramina["rf", lv]) / 2 + np.array([0.0, CANAL_FROM_FORAMINA_MM, 0.0])
+                if target is None or float(np.linalg.norm(target - prior)) > AGREE_MM:
+                    target, why = prior, "moved" if lv in canal_world else "placed"
+            if target is None or (why is None and midline is None):
                 continue
-            prior = (foramina["lf", lv] + foramina["rf", lv]) / 2 + np.array([0.0, CANAL_FROM_FORAMINA_MM, 0.0])
-            if lv in canal_world and float(np.linalg.norm(canal_world[lv] - prior)) <= AGREE_MM:
-                continue
-            k = min(range(len(headers)), key=lambda i: abs(world_to_pixel(prior, headers[i])[2]))
-            col, row, _ = world_to_pixel(prior, headers[k])
+            keep = lambda h: True  # noqa: E731
+            if midline is not None:
+                normal, mid = midline
+                target = target + (mid - float(target @ normal)) * normal
+            k = min(range(len(headers)), key=lambda i: abs(world_to_pixel(target, headers[i])[2]))
+            if midline is not None:
+                keep = (lambda h, only=headers[k]: h is only)
+            col, row, _ = world_to_pixel(target, headers[k])
             try:
-                k, col, row = self.refine("canal", t2, headers, k, col, row, lambda h: True)
+                k, col, row = self.refine("canal", t2, headers, k, col, row, keep)
             except Exception:  # noqa: BLE001 - an unreadable slice: the projected point stands
                 pass
-            was = "moved" if lv in canal_world else "placed"
             canal_world[lv] = headers[k].pixel_to_patient(col, row)
-            title = CONDITION_TITLES["canal"]
             rows = [r for r in rows if not (r["condition"] == title and r["level"] == LEVEL_TITLES[lv])]
             rows.append(_row(t2, headers[k], "canal", lv, col, row))
-            notes.append(f"{LEVEL_TITLES[lv]}: the canal {was} to agree with the foramina")
+            if why:
+                notes.append(f"{LEVEL_TITLES[lv]}: the canal {why} to agree with the foramina")
         return rows
 
 
@@ -239,16 +292,24 @@ def _row(series, header, condition: str, level: str, col: float, row: float, sco
     return {**out, "score": round(score, 4)} if score is not None else out
 
 
-def _axial_rows(axials: list, canal_world: Mapping[str, np.ndarray], notes: list[str]) -> list[dict]:
-    """Each placed level's recesses projected into the axial series (see the module docstring): each recess is put
-    beside its level's canal point in the disc's own frame (the spine's direction there from the neighbouring canal
-    points: a recess lies 6 mm anterior of the canal along the disc, not along the axial slice, which may be tilted
-    against it), and each takes the axial slice whose plane is nearest to it."""
-    out = []
-    for lv, p in canal_world.items():
-        ap = _posterior(lv, canal_world)
-        for _, _, condition, sign in SIDES:
-            q = p + sign * RECESS_SIDE_MM * np.array([1.0, 0.0, 0.0]) - RECESS_ANTERIOR_MM * ap
+def _axial_rows(axials: list, canal_world: Mapping[str, np.ndarray], notes: list[str],
+                foramina: Mapping | None = None, from_foramen: list[float] | None = None) -> list[dict]:
+    """Each placed level's recesses projected into the axial series (see the module docstring). A recess is put
+    where training found it from its side's foramen (`from_foramen`, medial-positive x: the foramen is the point
+    placed most surely), else beside its level's canal point in the disc's own frame (the spine's direction there
+    from the neighbouring canal points: a recess lies 6 mm anterior of the canal along the disc, not along the
+    axial slice, which may be tilted against it); each takes the axial slice whose plane is nearest to it."""
+    out, foramina = [], foramina or {}
+    for lv in LEVELS:
+        for _, f, condition, sign in SIDES:
+            if from_foramen is not None and (f, lv) in foramina:
+                dx, dy, dz = from_foramen
+                q = foramina[f, lv] + np.array([-sign * dx, dy, dz])
+            elif lv in canal_world:
+                q = (canal_world[lv] + sign * RECESS_SIDE_MM * np.array([1.0, 0.0, 0.0])
+                     - RECESS_ANTERIOR_MM * _posterior(lv, canal_world))
+            else:
+                continue
             best = None
             for s in axials:
                 spacing = float(np.median(np.abs(np.diff(s.positions())))) if len(s.slices) > 1 else 4.0
