@@ -6,9 +6,11 @@ realistic one, tiny model, several training seeds, scored on a held-out cohort o
     python bench/crops_sweep.py --smoke                                     # 16 studies, 20 steps: minutes
 
 Data, built once under --work (reused when present), per pose (`hubkit synth --pose tight|realistic`): a training
-cohort (--studies, seed 0; 90/10 split) and a held-out cohort (60 studies, seed 777), each built three ways: whole
+cohort (--studies, seed 0; 90/10 split) and a held-out cohort (60 studies, seed 777), each built up to four ways: whole
 slices picked from geometry (the `geometry` picker: what a DICOM folder gets at inference), crops `separate` and
-crops `mosaic` (at the cohorts' own coordinates: the upper bound a localiser approaches). The tiny base once.
+crops `mosaic` (at the cohorts' own coordinates: the upper bound a localiser approaches), and `mosaic-localizer`
+(mosaic crops at the points of a localiser fitted on the training cohort: out of fold there, its final model's on
+the held-out cohort, as a model shipping it would see). The tiny base once.
 
 Each (pose, layout, seed) job, one process, `--threads` torch threads: train with configs/tiny-cpu.yaml (the seed,
 --steps), evaluate the validation split, fit calibration on it (`hubkit calibrate`), evaluate the held-out cohort
@@ -32,7 +34,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 HELD_OUT_SEED = 777
-LAYOUTS = {"slices": ("geometry", None), "separate": ("crops", "separate"), "mosaic": ("crops", "mosaic")}
+# layout -> (picker, crop layout, crops at the localiser's points rather than the annotators')
+LAYOUTS = {"slices": ("geometry", None, False), "separate": ("crops", "separate", False),
+           "mosaic": ("crops", "mosaic", False), "mosaic-localizer": ("crops", "mosaic", True)}
 POSES = ("tight", "realistic")
 
 
@@ -51,14 +55,22 @@ def prepare(work: Path, poses, layouts, studies: int, held_out: int, fraction: f
             cohorts[name] = work / f"{pose}-{name}-cohort"
             if not (cohorts[name] / "train.csv").is_file():
                 synth_cohort(cohorts[name], n, seed=seed, num_proc=num_proc, pose=pose, progress=False)
+        localizer = None
+        if any(LAYOUTS[lay][2] for lay in layouts):  # fitted once per pose on the training cohort
+            from hubkit.localizer.fit import train_localizer
+
+            localizer = work / f"{pose}-localizer"
+            if not (localizer / "localizer.json").is_file():
+                train_localizer(cohorts["ds"], localizer, progress=False)
         for layout in layouts:
-            picker, crop_layout = LAYOUTS[layout]
+            picker, crop_layout, located = LAYOUTS[layout]
             out = {}
             for name, frac in (("ds", fraction), ("held", 0.0)):
                 folder = work / f"{pose}-{layout}-{name}"
                 if not (folder / "dataset_dict.json").is_file():
                     build_dataset(BuildConfig(data_dir=str(cohorts[name]), picker=picker, crop_layout=crop_layout,
-                                              slice_size=size, validation_fraction=frac, num_proc=num_proc),
+                                              localizer=str(localizer) if located else None, slice_size=size,
+                                              validation_fraction=frac, num_proc=num_proc),
                                   folder, progress=False)
                 out[name] = str(folder)
             paths[(pose, layout)] = out
@@ -99,6 +111,9 @@ def job(pose: str, layout: str, seed: int, ds: dict, base: str, work: str, steps
     return {
         "pose": pose, "layout": layout, "seed": seed, "steps": steps, "threads": threads,
         "images": len(read_manifest(ds["ds"])["views"]), "max_length": read_run(run).max_length,
+        # crops at a localiser's points: its out-of-fold errors on the training cohort
+        **({"localizer": read_manifest(ds["ds"])["localizer"].get("metrics")}
+           if "localizer" in read_manifest(ds["ds"]) else {}),
         "train_s": round(train_s, 1), "wall_s": round(time.perf_counter() - t0, 1),
         "validation": {"n": cal.n_studies, "kappa": val["kappa"], "rsna_raw": val["rsna_score_raw"]},
         "held_out": {"n": held_res["eval_config"].n_studies, "kappa": held["kappa"],

@@ -140,7 +140,7 @@ def build_card_context(run_dir: str | Path, eval_dir: str | Path | None = None,
         "oversample": ds.oversample or None, "label_rows": _label_section(manifest),
         "synthetic": bool(manifest.get("synthetic")),
         "picker": manifest.get("picker"), "slice_size": manifest.get("slice_size"),
-        "n_images": len(views), "crop": _crop(manifest),
+        "n_images": len(views), "crop": _crop(manifest), "localizer": _localizer(manifest, run),
         "vision_input_size": rec.vision_input_size,
         "eval_picker": (made.get("slices") or {}).get("picker"),
         "eval_slice_size": (made.get("slices") or {}).get("slice_size"),
@@ -184,6 +184,29 @@ def _crop(manifest: dict) -> dict | None:
     return {"layout": crop.get("layout"), "rule": str(crop.get("rule", "")).capitalize(),
             "what": f"the canal on the sagittal T2, each foramen on the sagittal T1, both recesses on the axial T2, "
                     f"{cells} ({crop.get('crop_px')} px a crop)"}
+
+
+def _localizer(manifest: dict, run: Path) -> dict | None:
+    """The localiser a crops dataset was cut with and the run ships: its name, hash, out-of-fold errors and the
+    picture of one study (None for crops at the annotators' points, or whole slices)."""
+    from hubkit.localizer import FOLDER
+    from hubkit.localizer.figure import EXAMPLE_FILE
+
+    loc = manifest.get("localizer")
+    if not loc:
+        return None
+    m = loc.get("metrics") or {}
+
+    def pct(x):
+        return "–" if x is None else f"{100 * x:.1f}%"
+
+    rows = [("median error", _fmt(m.get("median_mm"), "{:.2f} mm")), ("90th percentile", _fmt(m.get("p90_mm"),
+            "{:.2f} mm")), ("within 5 mm", pct(m.get("within_5mm"))), ("right level", pct(m.get("right_level"))),
+            ("right axial slice", pct(m.get("axial_right_slice"))), ("points not placed", m.get("not_placed", "–"))]
+    picture = (run / FOLDER / EXAMPLE_FILE).is_file()
+    return {"source": loc.get("source"), "digest": str(loc.get("digest", ""))[:12], "folder": FOLDER,
+            "rows": [{"name": k, "value": v} for k, v in rows], "points": m.get("points"),
+            "picture": f"{FOLDER}/{EXAMPLE_FILE}" if picture else None}
 
 
 def _wheel(run: Path) -> str | None:

@@ -149,16 +149,17 @@ def plan_records(cfg: BuildConfig) -> tuple[dict[str, list[dict]], list[dict], l
     return {"train": [rec(s) for s in train], "validation": [rec(s) for s in val]}, missing, list(problems)
 
 
-def _localize(cfg: BuildConfig, splits: dict[str, list[dict]], progress: bool) -> dict:
-    """Replace every record's coordinates with the localiser's points (`hubkit.localizer.points`); its facts."""
+def _localize(cfg: BuildConfig, splits: dict[str, list[dict]], progress: bool) -> tuple[dict, Path]:
+    """Replace every record's coordinates with the localiser's points (`hubkit.localizer.points`); its facts and
+    folder."""
     from hubkit.localizer.points import localized_coordinates
 
     records = [r for recs in splits.values() for r in recs]
-    points, facts = localized_coordinates(cfg.localizer, cfg.data_dir, [r["study_id"] for r in records],
+    points, facts, folder = localized_coordinates(cfg.localizer, cfg.data_dir, [r["study_id"] for r in records],
                                           {r["study_id"]: r["descriptions"] for r in records}, progress=progress)
     for r in records:
         r["coords"] = points.get(r["study_id"], [])
-    return facts
+    return facts, folder
 
 
 def work_dir(output: str | Path) -> Path:
@@ -189,7 +190,7 @@ def build_dataset(cfg: BuildConfig, output: str | Path, push: str | None = None,
     require_train("hubkit build-dataset")
     out = Path(output)
     splits, missing, bad_rows = plan_records(cfg)
-    localizer = _localize(cfg, splits, progress) if cfg.localizer else None
+    localizer, localizer_dir = _localize(cfg, splits, progress) if cfg.localizer else (None, None)
     if push:
         publish.check(push, "dataset", private=private)
     records = [r for recs in splits.values() for r in recs]
@@ -228,6 +229,10 @@ def build_dataset(cfg: BuildConfig, output: str | Path, push: str | None = None,
     from hubkit.manifest import build_manifest, write_manifest
 
     manifest = build_manifest(cfg, dd, report, localizer=localizer)
+    if localizer_dir is not None:  # it travels with the dataset: training ships it with the model
+        from hubkit.localizer.points import copy_localizer
+
+        copy_localizer(localizer_dir, out)
     write_manifest(out, manifest)
     write_dataset_card(out, manifest, chart=chart)
     shutil.rmtree(work, ignore_errors=True)

@@ -75,6 +75,9 @@ def push_dataset_folder(folder: str | os.PathLike, repo_id: str, private: bool =
     manifest = read_manifest(folder) if folder.is_dir() else None
     card_text = render_dataset_card(manifest, repo_id) if manifest is not None else None
     extra = [folder / name for name in (MANIFEST_FILE, CHART_FILE) if (folder / name).is_file()]
+    from hubkit.localizer import FOLDER
+
+    extra += sorted((folder / FOLDER).glob("*"))  # the localiser the crops were cut with (training ships it)
     return push_dataset(folder, repo_id, private=private, token=token, card_text=card_text, extra_files=extra,
                         validate=lambda text: check_card(text, "dataset"))
 

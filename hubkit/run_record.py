@@ -23,6 +23,7 @@ from typing import Any, Mapping
 
 from hubkit._imports import DISTRIBUTION
 from hubkit.eval_record import SNAPSHOT_FILE
+from hubkit.localizer import FOLDER as LOCALIZER
 
 RUN_FILE = "hubkit_config.json"
 CALIBRATION_FILE = "calibration.json"
@@ -40,6 +41,7 @@ PUBLISHED = (
     ADAPTER_WEIGHTS, ADAPTER_CONFIG, RUN_FILE, TRAINING_LOG, CALIBRATION_FILE, "tokenizer.json",
     "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "chat_template.json",
     "processor_config.json", "preprocessor_config.json", "README.md", "card_assets/*", SNAPSHOT_FILE, WHEEL_PATTERN,
+    f"{LOCALIZER}/*",  # the localiser a crops model's dataset was cut with (`hubkit.localizer.points.ship_localizer`)
 )
 
 __all__ = ["RUN_FILE", "CALIBRATION_FILE", "ADAPTER_CONFIG", "ADAPTER_WEIGHTS", "TRAINING_LOG", "PUBLISHED",
@@ -234,6 +236,9 @@ class RunFacts:
     # picker how they were cut (the manifest's `crop`: layout, sizes, rule).
     views: list | None = None
     crop: dict | None = None
+    # For crops cut at a localiser's points: the folder of that localiser, shipped with the model, which finds a
+    # DICOM study's points when the caller gives none.
+    localizer: str | None = None
     # The folder the model was loaded from (a run folder, or a Hub repo's snapshot): where its processor is.
     source: str | None = None
 
@@ -245,7 +250,8 @@ class RunFacts:
         """JSON-ready form for `model.config.hubkit`."""
         cal = self.calibration.to_dict() if self.calibration is not None else None
         return {"slice_size": self.slice_size, "picker": self.picker, "calibration": cal,
-                "label_counts": self.label_counts, "source": self.source, "views": self.views, "crop": self.crop}
+                "label_counts": self.label_counts, "source": self.source, "views": self.views, "crop": self.crop,
+                "localizer": self.localizer}
 
     @classmethod
     def from_config(cls, data: Mapping[str, Any] | None) -> "RunFacts":
@@ -256,7 +262,7 @@ class RunFacts:
         return cls(slice_size=data.get("slice_size"), picker=data.get("picker"),
                    calibration=Calibration.from_dict(cal, "model.config.hubkit") if cal else None,
                    label_counts=data.get("label_counts"), source=data.get("source"), views=data.get("views"),
-                   crop=data.get("crop"))
+                   crop=data.get("crop"), localizer=data.get("localizer"))
 
     @classmethod
     def of_model(cls, model) -> "RunFacts":
@@ -290,6 +296,8 @@ def run_facts(run_dir: str | os.PathLike) -> RunFacts:
     """
     record = read_run(run_dir)
     manifest = record.manifest if record is not None else {}
+    shipped = Path(run_dir) / LOCALIZER
     return RunFacts(slice_size=manifest.get("slice_size"), picker=manifest.get("picker"),
                     calibration=read_calibration(run_dir), label_counts=manifest.get("label_counts"),
-                    source=str(run_dir), views=manifest.get("views"), crop=manifest.get("crop"))
+                    source=str(run_dir), views=manifest.get("views"), crop=manifest.get("crop"),
+                    localizer=str(shipped) if manifest.get("localizer") and shipped.is_dir() else None)

@@ -13,15 +13,14 @@ from hubkit.dataset_builder import rsna_csv
 from hubkit.dataset_builder.slices import series_by_kind
 from hubkit.dataset_builder.study import find_series
 from hubkit.schema import LEVEL_TITLES, LEVELS, SeriesKind
+from tests.fixtures.localizer import localizer_cohort, trained_localizer
 
 pytest.importorskip("torch")
 
 
 @pytest.fixture(scope="module")
-def cohort(tmp_path_factory) -> Path:
-    from hubkit.devkit.synth import synth_cohort
-
-    return synth_cohort(tmp_path_factory.mktemp("loc") / "rsna", 8, seed=5, progress=False, pose="realistic")
+def cohort() -> Path:
+    return localizer_cohort()
 
 
 def _study(cohort: Path, sid: str):
@@ -144,12 +143,8 @@ def test_train_refuses_a_cohort_without_coordinates(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def trained(cohort, tmp_path_factory) -> Path:
-    from hubkit.localizer.fit import FitConfig, train_localizer
-
-    out = tmp_path_factory.mktemp("trained") / "loc"
-    train_localizer(cohort, out, FitConfig(folds=2, epochs=2, fine_epochs=1), progress=False)
-    return out
+def trained() -> Path:
+    return trained_localizer()
 
 
 def _images(folder: Path) -> dict[str, list[bytes]]:
@@ -187,6 +182,27 @@ def test_a_crops_build_cuts_at_the_localizers_out_of_fold_points(cohort, trained
     assert (manifest["localizer"]["out_of_fold"], manifest["localizer"]["located"]) == (8, 0)
     assert manifest["build"]["localizer"] == "loc" and "localizer" not in read_manifest(oracle)
     assert "the points of the localiser loc" in (built / "README.md").read_text()
+    assert net.digest(built / net.FOLDER) == net.digest(trained)  # it travels with the dataset
+
+
+def test_training_ships_the_datasets_localizer_and_refuses_another(cohort, trained, tmp_path):
+    """`hubkit train`'s part: the localiser the dataset's crops were cut with goes into the run folder; a dataset
+    whose localiser files are not the ones its manifest names is refused in one line, before any training."""
+    from hubkit.config import BuildConfig
+    from hubkit.dataset_builder.build import build_dataset
+    from hubkit.localizer import net
+    from hubkit.localizer.points import ship_localizer
+    from hubkit.manifest import read_manifest
+
+    ds = tmp_path / "ds"
+    build_dataset(BuildConfig(data_dir=str(cohort), picker="crops", localizer=str(trained), slice_size=64,
+                              max_studies=2, validation_fraction=0.0), ds, progress=False)
+    shipped = ship_localizer(str(ds), read_manifest(ds), tmp_path / "run")
+    assert shipped == tmp_path / "run" / net.FOLDER and net.digest(shipped) == net.digest(trained)
+    assert ship_localizer(str(ds), {"picker": "crops"}, tmp_path / "run2") is None  # the oracle: nothing to ship
+    (ds / net.FOLDER / net.CONFIG_FILE).write_text((ds / net.FOLDER / net.CONFIG_FILE).read_text() + " ")
+    with pytest.raises(ValueError, match=r"cut at the localiser loc .*does not hold that localiser"):
+        ship_localizer(str(ds), read_manifest(ds), tmp_path / "run3")
 
 
 def test_another_cohort_is_located_by_the_final_model(trained, tmp_path):

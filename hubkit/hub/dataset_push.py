@@ -64,7 +64,8 @@ def push_dataset(dataset_dir: str | os.PathLike, repo_id: str, private: bool = T
         private: visibility asked for (see `ensure_repo`).
         token: Hub token; default ``HF_TOKEN`` or the stored login token.
         card_text: the dataset card (default: ``<dataset_dir>/README.md`` if present); its data metadata is added.
-        extra_files: more files for the commit, uploaded under their names (the manifest, the card's chart).
+        extra_files: more files for the commit, uploaded under their path in `dataset_dir` (their name when
+            outside it): the manifest, the card's chart, a localiser's files.
         max_shard_size: bytes of Arrow data per Parquet shard.
         validate: called with the final README text before anything is uploaded (card metadata checks).
 
@@ -93,9 +94,16 @@ def push_dataset(dataset_dir: str | os.PathLike, repo_id: str, private: bool = T
             validate(readme)
         ops = [CommitOperationAdd(str(f.relative_to(tmp)), str(f)) for f in files]
         ops += [CommitOperationAdd("README.md", readme.encode("utf-8"))]
-        ops += [CommitOperationAdd(Path(f).name, str(f)) for f in extra_files]
+        ops += [CommitOperationAdd(_in_repo(f, dataset_dir), str(f)) for f in extra_files]
         # Shards of an earlier push that this one does not overwrite (another split, fewer shards) are deleted.
         res = _commit(tok, repo_id, "dataset", private, ops, "Upload dataset (hubkit push)", "push to",
                       replace_under=DATA_DIR)
     log.info("pushed %s to %s (%s)", dataset_dir, res.url, res.commit)
     return res
+
+
+def _in_repo(path: str | os.PathLike, folder: str | os.PathLike) -> str:
+    try:
+        return Path(path).resolve().relative_to(Path(folder).resolve()).as_posix()
+    except ValueError:
+        return Path(path).name

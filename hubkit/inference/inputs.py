@@ -10,10 +10,12 @@ from typing import Any
 
 
 def study_from_input(inputs: Any, slice_size: int | None = None, descriptions: Any = None, *,
-                     picker: str = "geometry", layout: str | None = None, coordinates: Any = None):
+                     picker: str = "geometry", layout: str | None = None, coordinates: Any = None,
+                     localizer: str | None = None):
     """A `StudyInput` (+ notes) from a study folder path, {"images", "views"[, "study_id", "prompt"]} or a
     dataset row. A folder's images are read at `slice_size` (the run's) with the run's `picker` and `layout`
-    (`RunFacts.folder_picker`); a crops picker needs the study's points, `coordinates` (`coordinates_of`).
+    (`RunFacts.folder_picker`); a crops picker needs the study's points, `coordinates` (`coordinates_of`), or a
+    `localizer` folder (the one the model ships) that finds them.
     `descriptions` (a series-descriptions CSV path, {series_id: description} or {study_id: {series_id:
     description}}) names its series, else the CSV beside a `*_images/` folder if there is one, else each series'
     own SeriesDescription. Raises ValueError saying what is missing or unreadable."""
@@ -32,7 +34,13 @@ def study_from_input(inputs: Any, slice_size: int | None = None, descriptions: A
                              "record with a dataset manifest came with it); pass slice_size=N, the dataset's "
                              "--slice-size")
         rows = coordinates_of(coordinates, path.name)
-        if mode(picker).coordinates == "required" and not rows:
+        located = None
+        if mode(picker).coordinates == "required" and not rows and localizer:
+            from .localized import localize
+
+            located = localize(path, _descriptions_of(path, descriptions), localizer)
+            rows = located[0]
+        if mode(picker).coordinates == "required" and not rows and located is None:
             raise ValueError(f"{path}: this model was trained on {picker} at each level's points: pass coordinates= "
                              "(a table in train_label_coordinates.csv's format, or {study_id: rows}) for this study, "
                              "or use a model that ships a localiser; it never falls back to whole slices")
@@ -41,6 +49,9 @@ def study_from_input(inputs: Any, slice_size: int | None = None, descriptions: A
                            slice_size=slice_size, layout=layout)
         except DicomError as e:
             raise ValueError(f"lumbar-classify cannot read study {path}: {e}") from e
+        if located is not None:
+            return (StudyInput(s.images, s.views, study_id=s.study_id, points=located[0], unplaced=located[2]),
+                    list(located[1]) + list(s.notes))
         return StudyInput(s.images, s.views, study_id=s.study_id), list(s.notes)
     if isinstance(inputs, dict):
         missing = [k for k in ("images", "views") if k not in inputs or inputs[k] is None]
@@ -52,7 +63,8 @@ def study_from_input(inputs: Any, slice_size: int | None = None, descriptions: A
         if len(images) != len(views) or not images:
             raise ValueError(f"got {len(images)} images and {len(views)} views; each image needs one view name")
         sid = inputs.get("study_id")
-        return StudyInput(images, views, inputs.get("prompt"), None if sid is None else str(sid)), []
+        return StudyInput(images, views, inputs.get("prompt"), None if sid is None else str(sid),
+                          points=inputs.get("points"), unplaced=inputs.get("unplaced")), []
     raise TypeError(f"lumbar-classify takes a study folder path, a dict with images and views, or a dataset row; "
                     f"got {type(inputs).__name__}")
 

@@ -128,9 +128,10 @@ def _collate(items: list[dict]) -> dict:
 
 
 def _preprocess(inputs: Any, slice_size: int | None = None, series_descriptions: Any = None,
-                picker: str = "geometry", layout: str | None = None, coordinates: Any = None) -> dict:
+                picker: str = "geometry", layout: str | None = None, coordinates: Any = None,
+                localizer: str | None = None) -> dict:
     study, notes = study_from_input(inputs, slice_size=slice_size, descriptions=series_descriptions, picker=picker,
-                                    layout=layout, coordinates=coordinates)
+                                    layout=layout, coordinates=coordinates, localizer=localizer)
     return {"studies": [study], "notes": [notes]}
 
 
@@ -271,7 +272,7 @@ def _classes():
             """How a study is read: the call's parameters, else the run's facts (picker, layout, slice size)."""
             picker, layout = self.facts.folder_picker
             return {"slice_size": slice_size or self.slice_size, "series_descriptions": series_descriptions,
-                    "picker": picker, "layout": layout, "coordinates": coordinates}
+                    "picker": picker, "layout": layout, "coordinates": coordinates, "localizer": self.facts.localizer}
 
         def _forward(self, model_inputs, method: str = "auto", draft: Any = "N"):
             studies = model_inputs["studies"]
@@ -279,7 +280,7 @@ def _classes():
                 method = "speculative" if len(studies) == 1 and self.plan.kind == "template" else "stepwise"
             preds = constrained_decode(self.model, self.processor, studies, method=method, draft=draft, plan=self.plan,
                                        encoded=model_inputs.get("encoded"))
-            return {"results": [(p, s.views, n) for p, s, n in zip(preds, studies, model_inputs["notes"])]}
+            return {"results": [(p, s, n) for p, s, n in zip(preds, studies, model_inputs["notes"])]}
 
         def _encode(self, items: list[dict]) -> dict:
             return _encode(self.processor, self.model.dtype, items)
@@ -305,8 +306,13 @@ def _classes():
             res = model_outputs["results"]
             if isinstance(res, list):
                 res = res[0]
-            pred, views, notes = res
-            return _format(pred, views, notes, self.calibration if calibrate else None, self.facts.views)
+            pred, study, notes = res
+            out = _format(pred, study.views, notes, self.calibration if calibrate else None, self.facts.views)
+            if study.points is None:
+                return out
+            from .localized import with_priors  # a study located by the model's own localiser
+
+            return with_priors({**out, "points": study.points}, study.unplaced, self.facts.label_counts)
 
         def get_iterator(self, inputs, num_workers, batch_size, preprocess_params, forward_params,
                          postprocess_params):

@@ -162,7 +162,7 @@ def _predict(studies, out, overwrite, w, model, batch_size, calibrate, reading, 
     size = params["slice_size"]
     from hubkit.slots import mode
 
-    if mode(params["picker"]).coordinates == "required" and not params["coordinates"]:
+    if mode(params["picker"]).coordinates == "required" and not (params["coordinates"] or params["localizer"]):
         raise ValueError(f"{model}: this model was trained on {params['picker']} at each level's points: pass "
                          "--coordinates (a CSV in train_label_coordinates.csv's format), or use a model that ships a "
                          "localiser")
@@ -222,8 +222,9 @@ def _read_batch(paths: list[Path], params: dict) -> list[tuple[str, Any, str | N
         try:
             study, _ = study_from_input(str(p), params["slice_size"], params["series_descriptions"],
                                         picker=params["picker"], layout=params["layout"],
-                                        coordinates=params["coordinates"])
-            out.append((p.name, {"images": study.images, "views": study.views, "study_id": p.name}, None))
+                                        coordinates=params["coordinates"], localizer=params["localizer"])
+            out.append((p.name, {"images": study.images, "views": study.views, "study_id": p.name,
+                                 "points": study.points, "unplaced": study.unplaced}, None))
         except Exception as e:  # noqa: BLE001 - one unreadable study must not cost the whole test set
             cause = e.__cause__ or e  # the reader's own message (it names the folder or file), not the wrapper's
             reason = str(cause).splitlines()[0] if str(cause) else type(cause).__name__

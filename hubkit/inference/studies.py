@@ -22,6 +22,10 @@ class StudyInput:
     views: list[str]
     prompt: str | None = None  # default: schema.build_prompt(views), the training prompt
     study_id: str | None = None
+    # A crops model's study located by its shipped localiser: the points its crops were cut at, and the levels it
+    # could not place (their fields get the class priors: `inference.localized`). None otherwise.
+    points: list | None = None
+    unplaced: list | None = None
 
 
 @dataclasses.dataclass

@@ -248,7 +248,25 @@ def train_localizer(cohort: str | os.PathLike, output: str | os.PathLike, config
                           "train_s": round(time.perf_counter() - t0, 1)})
     write_rows(out / OOF_FILE, oof)
     (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
+    _picture(out, oof, coords, cohort, descriptions)
     return metrics
+
+
+def _picture(out: Path, oof: list[dict], coords: dict, cohort: Path, descriptions) -> Path | None:
+    """The card's picture (`figure.plot_example`) of the first study whose out-of-fold points fill both panels."""
+    from hubkit.dataset_builder.study import find_series
+
+    from .figure import EXAMPLE_FILE, plot_example
+
+    by_study: dict[str, list[dict]] = {}
+    for r in oof:
+        by_study.setdefault(str(r["study_id"]), []).append(r)
+    for sid in sorted(by_study, key=int)[:10]:
+        series, _ = find_series(cohort / "train_images" / sid, descriptions.get(sid), by_uid=not descriptions.get(sid))
+        made = plot_example(out / EXAMPLE_FILE, series, by_study[sid], coords.get(sid, []))
+        if made is not None:
+            return made
+    return None
 
 
 def geometry_priors(studies: dict, coords: dict, cohort: Path, descriptions) -> dict:

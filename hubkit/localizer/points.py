@@ -53,11 +53,11 @@ def open_localizer(source: str | os.PathLike) -> Path:
 
 def localized_coordinates(source: str | os.PathLike, data_dir: str | os.PathLike, study_ids: Iterable[str],
                           descriptions: Mapping[str, Mapping[str, str]],
-                          progress: bool = False) -> tuple[dict[str, list[dict]], dict]:
+                          progress: bool = False) -> tuple[dict[str, list[dict]], dict, Path]:
     """({study_id: rows in train_label_coordinates.csv's typed form}, facts for the manifest) for the studies of
     an RSNA-layout folder: out-of-fold points where the localiser was trained on this cohort's studies, its final
     model's elsewhere (see the module docstring). The facts: source (a repo id, or a folder's name), digest, how
-    many studies took each kind of point."""
+    many studies took each kind of point; and the localiser's folder."""
     from hubkit.dataset_builder import rsna_csv
     from hubkit.dataset_builder.study import find_series
     from hubkit.sources import display_name
@@ -94,4 +94,50 @@ def localized_coordinates(source: str | os.PathLike, data_dir: str | os.PathLike
     facts = {"source": display_name(source), "digest": net.digest(folder),
              "out_of_fold": sum(1 for s in ids if s in oof), "located": len(todo),
              "metrics": config.get("metrics")}
-    return out, facts
+    return out, facts, folder
+
+
+def copy_localizer(folder: str | os.PathLike, dest: str | os.PathLike) -> Path:
+    """The localiser's files (weights, config, metrics, the card's picture) copied into DEST/localizer/; returns
+    that folder."""
+    import shutil
+
+    from . import net
+
+    out = Path(dest) / net.FOLDER
+    out.mkdir(parents=True, exist_ok=True)
+    from .figure import EXAMPLE_FILE
+
+    for name in (net.WEIGHTS_FILE, net.CONFIG_FILE, METRICS_FILE, EXAMPLE_FILE):
+        if (Path(folder) / name).is_file():
+            shutil.copyfile(Path(folder) / name, out / name)
+    return out
+
+
+def ship_localizer(dataset: str | os.PathLike, manifest: Mapping, run_dir: str | os.PathLike) -> Path | None:
+    """Training's part: the localiser a crops dataset was cut with (its manifest names it, its folder or repo holds
+    it in `localizer/`) copied into the run folder, so that the model ships it and the pipeline localises with the
+    very networks whose errors training saw. None for a dataset built without one.
+
+    Raises:
+        ValueError: the dataset lacks the localiser's files, or they are not the ones its manifest names.
+    """
+    from hubkit import sources
+
+    from . import net
+
+    named = manifest.get("localizer") if manifest else None
+    if not named:
+        return None
+    loc = sources.locate(dataset, "dataset")
+    if loc.path is not None:
+        folder = Path(loc.path) / net.FOLDER
+    else:
+        from hubkit.hub.transfer import download_snapshot
+
+        folder = download_snapshot(loc.repo_id, "dataset", allow_patterns=[f"{net.FOLDER}/*"]) / net.FOLDER
+    if not (folder / net.WEIGHTS_FILE).is_file() or net.digest(folder) != named.get("digest"):
+        raise ValueError(f"{dataset}: its crops were cut at the localiser {named.get('source')} (sha256 "
+                         f"{str(named.get('digest'))[:12]}), but the dataset does not hold that localiser in "
+                         f"{net.FOLDER}/; rebuild it with this hubkit (`build-dataset --localizer`)")
+    return copy_localizer(folder, run_dir)

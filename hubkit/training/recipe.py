@@ -100,6 +100,10 @@ def train(dataset: str, base_model: str, output: str | Path, config: TrainConfig
     processor.image_processor.size = {"height": vision_size, "width": vision_size}
     # training images are resized to the tower's input with the processor's own filter: the pixels inference makes
     streams = open_streams(dataset, config, vision_size=vision_size, image_processor=processor.image_processor)
+    if rank.main:  # the localiser the dataset's crops were cut with ships with the model (checked now, not at the end)
+        from hubkit.localizer.points import ship_localizer
+
+        ship_localizer(dataset, streams["manifest"], run_dir)
     max_steps = config.max_steps or _derived_steps(streams, config, rank.size)
     if resume and done >= max_steps:  # before any model is loaded
         raise ValueError(f"{run_dir} already trained {done} of {max_steps} steps: nothing to resume "
