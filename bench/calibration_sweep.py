@@ -22,12 +22,12 @@ calibrated), and append one JSON line to --out:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
+
+from sweep_pool import run_pool, sweep_arguments, train_and_score, use_threads  # bench/ (the script's folder) is on sys.path
 
 REPO = Path(__file__).resolve().parents[1]
 LOSSES = {"unweighted": "", "weighted": "moderate=2,severe=4"}
@@ -54,31 +54,14 @@ def prepare(work: Path, studies: int, held_out: int, validation_fraction: float,
 
 def job(seed: int, loss: str, paths: dict[str, str], work: str, steps: int, threads: int) -> dict:
     """One (seed, loss) run: train, evaluate validation, calibrate, evaluate held-out; the result line."""
-    os.environ["OMP_NUM_THREADS"] = str(threads)  # before torch is imported in this process
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("TQDM_DISABLE", "1")  # parallel jobs' progress bars would bury the result lines
-    import shutil
-
-    import torch
-
-    torch.set_num_threads(threads)
+    use_threads(threads)
     from hubkit.config import TrainConfig
-    from hubkit.evaluation import evaluate_model
-    from hubkit.evaluation.calibration import calibrate_run
-    from hubkit.training import train
 
     t0 = time.perf_counter()
     run = Path(work) / "runs" / f"seed{seed}-{loss}"
-    shutil.rmtree(run, ignore_errors=True)
     cfg = TrainConfig.from_yaml(REPO / "configs" / "tiny-cpu.yaml").with_overrides(
         seed=seed, loss_weights=LOSSES[loss], max_steps=steps, backend="trl")
-    if steps < cfg.eval_steps:  # a short run evaluates (and checkpoints) once, at its end
-        cfg = cfg.with_overrides(eval_steps=steps, save_steps=steps)
-    train(paths["ds"], paths["base"], run, cfg)
-    train_s = time.perf_counter() - t0
-    val = evaluate_model(run, paths["ds"], "validation", output=run / "eval-validation", progress=False)["finetuned"]
-    cal = calibrate_run(run, run / "eval-validation")
-    held_res = evaluate_model(run, paths["held"], "train", output=run / "eval-held-out", progress=False)
+    train_s, val, cal, held_res = train_and_score(paths["ds"], paths["held"], paths["base"], run, cfg)
     held = held_res["finetuned"]
     return {
         "seed": seed, "loss": loss, "loss_weights": LOSSES[loss], "steps": steps, "threads": threads,
@@ -93,17 +76,9 @@ def job(seed: int, loss: str, paths: dict[str, str], work: str, steps: int, thre
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds")
     ap.add_argument("--losses", nargs="+", choices=sorted(LOSSES), default=list(LOSSES), help="losses compared")
-    ap.add_argument("--steps", type=int, default=None, help="optimiser steps (default: the config's, 1800)")
-    ap.add_argument("--studies", type=int, default=300, help="studies of the training cohort (seed 0)")
-    ap.add_argument("--held-out", type=int, default=60, help="studies of the held-out cohort (seed 777)")
-    ap.add_argument("--threads", type=int, default=2, help="torch threads per job")
-    ap.add_argument("--jobs", type=int, default=None, help="jobs at once (default: cores / threads)")
-    ap.add_argument("--work", default=str(REPO / ".sweep" / "calibration"), help="data and runs (git-ignored)")
-    ap.add_argument("--out", default=None, help="JSON lines (default: bench/results/calibration_sweep.jsonl; "
-                                                "with --smoke, WORK/smoke.jsonl)")
-    ap.add_argument("--smoke", action="store_true", help="12 studies (3 validation), 6 held out, 20 steps")
+    sweep_arguments(ap, REPO / ".sweep" / "calibration", "calibration_sweep.jsonl", "12 studies (3 validation), "
+                    "6 held out, 20 steps")
     args = ap.parse_args(argv)
 
     work = Path(args.work) / ("smoke" if args.smoke else "full")
@@ -123,26 +98,14 @@ def main(argv: list[str] | None = None) -> int:
     todo = [(s, loss) for s in args.seeds for loss in args.losses]
     print(f"{len(todo)} runs ({steps} steps each), {min(jobs, len(todo))} at once, {args.threads} threads each; "
           f"lines -> {out}", flush=True)
-    import multiprocessing
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    failures = 0
-    with ProcessPoolExecutor(min(jobs, len(todo)), mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {pool.submit(job, s, loss, paths, str(work), steps, args.threads): (s, loss) for s, loss in todo}
-        for fut in as_completed(futures):
-            seed, loss = futures[fut]
-            try:
-                line = fut.result()
-            except Exception as e:  # noqa: BLE001 - one failed run must not lose the others' lines
-                failures += 1
-                print(f"seed {seed} {loss}: failed: {e!r}", file=sys.stderr, flush=True)
-                continue
-            with out.open("a") as f:
-                f.write(json.dumps(line) + "\n")
-            v, h = line["validation"], line["held_out"]
-            print(f"seed {seed} {loss:>10}: validation {v['rsna_raw']:.4f} -> {v['rsna_calibrated']:.4f}, held-out "
-                  f"{h['rsna_raw']:.4f} -> {h['rsna_calibrated']:.4f} (kappa {h['kappa'] or 0:.3f}), "
-                  f"{line['wall_s']} s", flush=True)
+    def describe(item, line):
+        (seed, loss), v, h = item, line["validation"], line["held_out"]
+        return (f"seed {seed} {loss:>10}: validation {v['rsna_raw']:.4f} -> {v['rsna_calibrated']:.4f}, held-out "
+                f"{h['rsna_raw']:.4f} -> {h['rsna_calibrated']:.4f} (kappa {h['kappa'] or 0:.3f}), "
+                f"{line['wall_s']} s")
+
+    failures = run_pool(todo, job, lambda t: (*t, paths, str(work), steps, args.threads), jobs, out, describe)
     return 1 if failures else 0
 
 

@@ -25,12 +25,12 @@ with it, and append one JSON line to --out:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
+
+from sweep_pool import run_pool, sweep_arguments, train_and_score, use_threads  # bench/ (the script's folder) is on sys.path
 
 REPO = Path(__file__).resolve().parents[1]
 HELD_OUT_SEED = 777
@@ -58,9 +58,10 @@ def prepare(work: Path, poses, layouts, studies: int, held_out: int, fraction: f
         localizer = None
         if any(LAYOUTS[lay][2] for lay in layouts):  # fitted once per pose on the training cohort
             from hubkit.localizer.fit import train_localizer
+            from hubkit.localizer.net import CONFIG_FILE
 
             localizer = work / f"{pose}-localizer"
-            if not (localizer / "localizer.json").is_file():
+            if not (localizer / CONFIG_FILE).is_file():
                 train_localizer(cohorts["ds"], localizer, progress=False)
         for layout in layouts:
             picker, crop_layout, located = LAYOUTS[layout]
@@ -81,32 +82,15 @@ def prepare(work: Path, poses, layouts, studies: int, held_out: int, fraction: f
 
 def job(pose: str, layout: str, seed: int, ds: dict, base: str, work: str, steps: int, threads: int) -> dict:
     """One run: train, evaluate validation, calibrate, evaluate the held-out cohort; its result line."""
-    os.environ["OMP_NUM_THREADS"] = str(threads)  # before torch is imported in this process
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("TQDM_DISABLE", "1")
-    import shutil
-
-    import torch
-
-    torch.set_num_threads(threads)
+    use_threads(threads)
     from hubkit.config import TrainConfig
-    from hubkit.evaluation import evaluate_model
-    from hubkit.evaluation.calibration import calibrate_run
     from hubkit.manifest import read_manifest
     from hubkit.run_record import read_run
-    from hubkit.training import train
 
     t0 = time.perf_counter()
     run = Path(work) / "runs" / f"{pose}-{layout}-seed{seed}"
-    shutil.rmtree(run, ignore_errors=True)
     cfg = TrainConfig.from_yaml(REPO / "configs" / "tiny-cpu.yaml").with_overrides(seed=seed, max_steps=steps)
-    if steps < cfg.eval_steps:  # a short run evaluates (and checkpoints) once, at its end
-        cfg = cfg.with_overrides(eval_steps=steps, save_steps=steps)
-    train(ds["ds"], base, run, cfg)
-    train_s = time.perf_counter() - t0
-    val = evaluate_model(run, ds["ds"], "validation", output=run / "eval-validation", progress=False)["finetuned"]
-    cal = calibrate_run(run, run / "eval-validation")
-    held_res = evaluate_model(run, ds["held"], "train", output=run / "eval-held-out", progress=False)
+    train_s, val, cal, held_res = train_and_score(ds["ds"], ds["held"], base, run, cfg)
     held = held_res["finetuned"]
     return {
         "pose": pose, "layout": layout, "seed": seed, "steps": steps, "threads": threads,
@@ -123,19 +107,11 @@ def job(pose: str, layout: str, seed: int, ds: dict, base: str, work: str, steps
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds")
     ap.add_argument("--poses", nargs="+", choices=POSES, default=list(POSES))
     ap.add_argument("--layouts", nargs="+", choices=sorted(LAYOUTS), default=list(LAYOUTS))
-    ap.add_argument("--steps", type=int, default=None, help="optimiser steps (default: the config's)")
-    ap.add_argument("--studies", type=int, default=300, help="studies of the training cohort (seed 0)")
-    ap.add_argument("--held-out", type=int, default=60, help="studies of the held-out cohort (seed 777)")
     ap.add_argument("--size", type=int, default=128, help="side of the stored images (the demo's)")
-    ap.add_argument("--threads", type=int, default=2, help="torch threads per job")
-    ap.add_argument("--jobs", type=int, default=None, help="jobs at once (default: cores / threads)")
-    ap.add_argument("--work", default=str(REPO / ".sweep" / "crops"), help="data and runs (git-ignored)")
-    ap.add_argument("--out", default=None, help="JSON lines (default: bench/results/crops_sweep.jsonl; with --smoke, "
-                                                "WORK/smoke.jsonl)")
-    ap.add_argument("--smoke", action="store_true", help="16 studies (4 validation), 6 held out, 20 steps")
+    sweep_arguments(ap, REPO / ".sweep" / "crops", "crops_sweep.jsonl", "16 studies (4 validation), 6 held out, "
+                    "20 steps")
     args = ap.parse_args(argv)
 
     work = Path(args.work) / ("smoke" if args.smoke else "full")
@@ -154,27 +130,15 @@ def main(argv: list[str] | None = None) -> int:
     todo = [(p, lay, s) for s in args.seeds for p in args.poses for lay in args.layouts]
     print(f"{len(todo)} runs ({steps} steps each), {min(jobs, len(todo))} at once, {args.threads} threads each; "
           f"lines -> {out}", flush=True)
-    import multiprocessing
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    failures = 0
-    with ProcessPoolExecutor(min(jobs, len(todo)), mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {pool.submit(job, p, lay, s, paths[(p, lay)], paths["base"], str(work), steps, args.threads):
-                   (p, lay, s) for p, lay, s in todo}
-        for fut in as_completed(futures):
-            pose, layout, seed = futures[fut]
-            try:
-                line = fut.result()
-            except Exception as e:  # noqa: BLE001 - one failed run must not lose the others' lines
-                failures += 1
-                print(f"{pose} {layout} seed {seed}: failed: {e!r}", file=sys.stderr, flush=True)
-                continue
-            with out.open("a") as f:
-                f.write(json.dumps(line) + "\n")
-            v, h = line["validation"], line["held_out"]
-            print(f"{pose:>9} {layout:>8} seed {seed}: kappa validation {v['kappa'] or 0:.3f}, held-out "
-                  f"{h['kappa'] or 0:.3f}; held-out score {h['rsna_raw']:.4f} -> {h['rsna_calibrated']:.4f} "
-                  f"({line['images']} images, {line['max_length']} tokens, {line['wall_s']} s)", flush=True)
+    def describe(item, line):
+        (pose, layout, seed), v, h = item, line["validation"], line["held_out"]
+        return (f"{pose:>9} {layout:>8} seed {seed}: kappa validation {v['kappa'] or 0:.3f}, held-out "
+                f"{h['kappa'] or 0:.3f}; held-out score {h['rsna_raw']:.4f} -> {h['rsna_calibrated']:.4f} "
+                f"({line['images']} images, {line['max_length']} tokens, {line['wall_s']} s)")
+
+    failures = run_pool(todo, job, lambda t: (*t, paths[t[:2]], paths["base"], str(work), steps, args.threads),
+                        jobs, out, describe)
     return 1 if failures else 0
 
 

@@ -156,7 +156,8 @@ def _localize(cfg: BuildConfig, splits: dict[str, list[dict]], progress: bool) -
 
     records = [r for recs in splits.values() for r in recs]
     points, facts, folder = localized_coordinates(cfg.localizer, cfg.data_dir, [r["study_id"] for r in records],
-                                          {r["study_id"]: r["descriptions"] for r in records}, progress=progress)
+                                                  {r["study_id"]: r["descriptions"] for r in records},
+                                                  progress=progress)
     for r in records:
         r["coords"] = points.get(r["study_id"], [])
     return facts, folder

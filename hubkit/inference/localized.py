@@ -27,13 +27,12 @@ def localize(study_dir: Path, descriptions: Mapping[str, str] | None, folder: st
     """(points in train_label_coordinates.csv's typed form, the localiser's notes, the levels it placed nothing
     at) for one study folder."""
     from hubkit.dataset_builder.study import find_series
+    from hubkit.schema import LEVEL_TITLES, LEVELS
 
     series, _ = find_series(study_dir, descriptions, by_uid=not descriptions)
     rows, notes, _ = _localizer(str(folder)).locate(series)
     rows = [{k: (str(v) if k == "series_id" else v) for k, v in r.items() if k != "score"} for r in rows]
     placed = {r["level"] for r in rows}
-    from hubkit.schema import LEVEL_TITLES, LEVELS
-
     return rows, notes, [lv for lv in LEVELS if LEVEL_TITLES[lv] not in placed]
 
 
