@@ -27,7 +27,8 @@ import sys
 import time
 from pathlib import Path
 
-from sweep_pool import run_pool, sweep_arguments, train_and_score, use_threads  # bench/ (the script's folder) is on sys.path
+# bench/ (the script's folder) is on sys.path
+from sweep_pool import run_pool, sweep_arguments, train_and_score, use_threads
 
 REPO = Path(__file__).resolve().parents[1]
 LOSSES = {"unweighted": "", "weighted": "moderate=2,severe=4"}

@@ -30,7 +30,8 @@ CALIBRATION_FILE = "calibration.json"
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 TRAINING_LOG = "training_log.jsonl"
-# The wheel of the hubkit that pushed the run (`hubkit.packaging`): no package index has hubkit, so the card installs it.
+# The wheel of the hubkit that pushed the run (`hubkit.packaging`): no package index has hubkit, so the card
+# installs it.
 WHEEL_PATTERN = f"{DISTRIBUTION.replace('-', '_')}-*.whl"
 # Bump when a field changes meaning; a reader refuses a newer record than it knows (a missing version is 1: the
 # records `hubkit train` wrote before this module, whose fields are these).

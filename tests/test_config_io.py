@@ -25,8 +25,9 @@ def test_values_become_their_declared_type(value, kind, want):
 
 
 @pytest.mark.parametrize("value,kind,words", [
-    ("fast", float, "'fast' is not a number"), (2.5, int, "2.5 is not an integer"), (True, int, "True is not an integer"),
-    ("maybe", bool, "'maybe' is not true or false"), (3, str, "3 is not a string"), ("a", tuple[str, ...], "not a list"),
+    ("fast", float, "'fast' is not a number"), (2.5, int, "2.5 is not an integer"),
+    (True, int, "True is not an integer"), ("maybe", bool, "'maybe' is not true or false"),
+    (3, str, "3 is not a string"), ("a", tuple[str, ...], "not a list"),
     ("crop", Picker, "'crop' is not one of"), (float("inf"), float, None),
 ])
 def test_a_value_of_another_type_is_one_line_naming_field_value_and_type(value, kind, words):
