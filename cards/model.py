@@ -203,10 +203,13 @@ def _localizer(manifest: dict, run: Path) -> dict | None:
     rows = [("median error", _fmt(m.get("median_mm"), "{:.2f} mm")), ("90th percentile", _fmt(m.get("p90_mm"),
             "{:.2f} mm")), ("within 5 mm", pct(m.get("within_5mm"))), ("right level", pct(m.get("right_level"))),
             ("right axial slice", pct(m.get("axial_right_slice"))), ("points not placed", m.get("not_placed", "–"))]
+    # the picture is a training image: shown (and pushed) only for a synthetic cohort, never RSNA imagery
     picture = (run / FOLDER / EXAMPLE_FILE).is_file()
+    shown = picture and bool(manifest.get("synthetic"))
     return {"source": loc.get("source"), "digest": str(loc.get("digest", ""))[:12], "folder": FOLDER,
             "rows": [{"name": k, "value": v} for k, v in rows], "points": m.get("points"),
-            "picture": f"{FOLDER}/{EXAMPLE_FILE}" if picture else None}
+            "picture": f"{FOLDER}/{EXAMPLE_FILE}" if shown else None,
+            "picture_kept": f"{FOLDER}/{EXAMPLE_FILE}" if picture and not shown else None}
 
 
 def _wheel(run: Path) -> str | None:

@@ -310,22 +310,29 @@ def localizer() -> None:
 @click.option("--folds", default=3, show_default=True, help="Folds of the out-of-fold points (then one final model).")
 @click.option("--epochs", default=None, type=int, help="Passes of the coarse networks (default: the recipe's).")
 @click.option("--seed", default=0, show_default=True, help="Random seed (folds, augmentation, weights).")
-def localizer_train(cohort, output, folds, epochs, seed) -> None:
+@click.option("--push", "push_repo", default=None, metavar="OWNER/NAME",
+              help="Also push it to this (private) model repo, with its card.")
+def localizer_train(cohort, output, folds, epochs, seed, push_repo) -> None:
     """Fit the localiser on an RSNA-layout cohort's train_label_coordinates.csv: K folds (their out-of-fold points
     in the Kaggle coordinates format, and the errors against the annotators'), then a final model on every study.
 
     \b
     Example:
-      hubkit localizer train /data/rsna --output runs/loc --folds 3
+      hubkit localizer train /data/rsna --output runs/loc --folds 3 --push me/lumbar-localizer
     """
+    from hubkit import publish
     from hubkit.localizer.fit import METRICS_FILE, OOF_FILE, FitConfig, train_localizer
 
     cfg = FitConfig(folds=folds, seed=seed, **({"epochs": epochs} if epochs else {}))
+    if push_repo:
+        publish.check(push_repo, "model", private=True)  # before minutes of fitting
     m = train_localizer(cohort, output, cfg, progress=_progress())
     click.echo(f"out of fold ({m['points']} points): median {m['median_mm']} mm, 90th percentile {m['p90_mm']} mm, "
                f"within 5 mm {m['within_5mm']:.1%}, right level {_pct(m['right_level'])}, right axial slice "
                f"{_pct(m['axial_right_slice'])}, not placed {m['not_placed']}")
     click.echo(f"wrote {output} (the localiser, {OOF_FILE}, {METRICS_FILE})")
+    if push_repo:
+        click.echo(f"pushed to {publish.push_localizer_folder(output, push_repo).url} (private)")
 
 
 def _pct(x) -> str:

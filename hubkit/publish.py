@@ -97,8 +97,40 @@ def push_run_folder(run_dir: str | os.PathLike, repo_id: str, private: bool = Tr
     if files == "all":
         _ship_wheel(run)
     write_model_card(run, None, repo_id)
-    return push_files(run, repo_id, "model", _MESSAGES[files], allow_patterns=list(RUN_PUSHES[files]),
+    return push_files(run, repo_id, "model", _MESSAGES[files], allow_patterns=[*RUN_PUSHES[files], *_picture(run)],
                       private=private, token=token, validate=lambda text: check_card(text, "model"))
+
+
+def push_localizer_folder(folder: str | os.PathLike, repo_id: str, private: bool = True, token: str | None = None):
+    """Push a `hubkit localizer train` folder to its own model repo in one commit: the networks, their facts and
+    errors, the out-of-fold points (a crops build of the same cohort cuts at them) and a card rendered for the repo;
+    the example picture only for a synthetic cohort (it is a training image). Returns `PushResult`."""
+    import json
+
+    from hubkit.cards.localizer import render_localizer_card
+    from hubkit.cards.metadata import check_card
+    from hubkit.hub import push_files
+    from hubkit.localizer import CONFIG_FILE, EXAMPLE_FILE, OOF_FILE, SHIPPED
+
+    folder = Path(folder)
+    config = json.loads((folder / CONFIG_FILE).read_text())
+    picture = EXAMPLE_FILE if config.get("trained_on", {}).get("synthetic") and (folder / EXAMPLE_FILE).is_file() \
+        else None
+    (folder / "README.md").write_text(render_localizer_card(config, repo_id, picture))
+    return push_files(folder, repo_id, "model", "hubkit localizer train: the localiser",
+                      allow_patterns=[*SHIPPED, OOF_FILE, "README.md", *([picture] if picture else [])],
+                      private=private, token=token, validate=lambda text: check_card(text, "model"))
+
+
+def _picture(run: Path) -> list[str]:
+    """The localiser's picture, which the card shows, when the run was trained on a synthetic cohort: it is a
+    training image, and RSNA imagery is never redistributed (the card then says where the picture stays)."""
+    from hubkit.localizer import EXAMPLE_FILE, FOLDER
+    from hubkit.run_record import read_run
+
+    rec = read_run(run)
+    synthetic = bool(rec is not None and rec.manifest.get("synthetic"))
+    return [f"{FOLDER}/{EXAMPLE_FILE}"] if synthetic and (run / FOLDER / EXAMPLE_FILE).is_file() else []
 
 
 def _ship_wheel(run: Path) -> None:

@@ -23,7 +23,7 @@ from typing import Any, Mapping
 
 from hubkit._imports import DISTRIBUTION
 from hubkit.eval_record import SNAPSHOT_FILE
-from hubkit.localizer import FOLDER as LOCALIZER
+from hubkit.localizer import FOLDER as LOCALIZER, SHIPPED as LOCALIZER_FILES
 
 RUN_FILE = "hubkit_config.json"
 CALIBRATION_FILE = "calibration.json"
@@ -42,7 +42,8 @@ PUBLISHED = (
     ADAPTER_WEIGHTS, ADAPTER_CONFIG, RUN_FILE, TRAINING_LOG, CALIBRATION_FILE, "tokenizer.json",
     "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "chat_template.json",
     "processor_config.json", "preprocessor_config.json", "README.md", "card_assets/*", SNAPSHOT_FILE, WHEEL_PATTERN,
-    f"{LOCALIZER}/*",  # the localiser a crops model's dataset was cut with (`hubkit.localizer.points.ship_localizer`)
+    # the localiser a crops model's dataset was cut with (`hubkit.localizer.points.ship_localizer`)
+    *(f"{LOCALIZER}/{name}" for name in LOCALIZER_FILES),
 )
 
 __all__ = ["RUN_FILE", "CALIBRATION_FILE", "ADAPTER_CONFIG", "ADAPTER_WEIGHTS", "TRAINING_LOG", "PUBLISHED",

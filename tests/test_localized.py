@@ -10,7 +10,6 @@ import warnings
 import pytest
 
 from hubkit import schema
-from tests.fixtures.hub import local_hub  # noqa: F401 - the loopback Hub fixture
 from tests.fixtures.localizer import located_model
 
 pytest.importorskip("torch")
@@ -25,7 +24,7 @@ def _labels(probs: dict[str, list[float]]) -> dict[str, str]:
     return {k: schema.CODES[max(range(3), key=p.__getitem__)] for k, p in probs.items()}
 
 
-def test_predict_from_the_hub_repo_alone_localises_and_matches_evaluate(local_hub, tmp_path):  # noqa: F811
+def test_predict_from_the_hub_repo_alone_localises_and_matches_evaluate(local_hub, tmp_path):
     """`hubkit predict` on a test folder with no coordinates, from the model's Hub repo alone (the localiser travels
     in it), gives the labels `hubkit evaluate` gives on the same studies cropped at the same localiser's points."""
     import shutil
@@ -105,3 +104,25 @@ def test_the_card_shows_the_localisers_errors_and_picture(tmp_path):
     assert "### Level localiser" in text and "`loc` (sha256" in text and "| right level |" in text
     assert f"]({FOLDER}/{EXAMPLE_FILE})" in text and (run / FOLDER / EXAMPLE_FILE).is_file()
     assert "find a DICOM study's points with that localiser" in text
+
+
+def test_the_picture_of_a_real_cohorts_study_stays_in_the_run_folder(tmp_path):
+    """Trained on a cohort that is not synthetic (RSNA's own), the localiser's picture is a training image: the
+    card says where it is kept and links nothing, and a push leaves it out."""
+    import dataclasses
+    import shutil
+
+    from hubkit.cards.model import render_model_card
+    from hubkit.localizer import EXAMPLE_FILE, FOLDER
+    from hubkit.publish import _picture
+    from hubkit.run_record import read_run, write_run
+
+    _, _, run = located_model()
+    assert _picture(run) == [f"{FOLDER}/{EXAMPLE_FILE}"]  # the synthetic cohort's picture is published
+    run = shutil.copytree(run, tmp_path / "run")
+    rec = read_run(run)
+    real = dataclasses.replace(rec.dataset, manifest={**rec.manifest, "synthetic": False})
+    write_run(run, dataclasses.replace(rec, dataset=real))
+    text = render_model_card(run, None, "owner/lumbar-crops-loc")
+    assert f"]({FOLDER}/{EXAMPLE_FILE})" not in text and "not in this repo" in text
+    assert _picture(run) == []

@@ -231,3 +231,32 @@ def test_localizer_is_for_crops_only(cohort, trained, tmp_path):
     res = CliRunner().invoke(cli, ["build-dataset", str(cohort), "--output", str(tmp_path / "ds"), "--picker",
                                    "crops", "--localizer", str(tmp_path)])
     assert res.exit_code != 0 and "not a localiser" in res.output and len(res.output.strip().splitlines()) == 1
+
+
+def test_train_push_publishes_a_private_localizer_a_build_can_name(cohort, tmp_path, local_hub):
+    """`hubkit localizer train --push`: a private model repo with the networks, their facts, the out-of-fold points
+    and a card that passes the Hub's checks; `build-dataset --localizer OWNER/NAME` then takes the out-of-fold points
+    of the same cohort from it, the very localiser that was trained."""
+    from click.testing import CliRunner
+    from huggingface_hub import HfApi
+
+    from hubkit.cli import cli
+    from hubkit.localizer import net
+    from hubkit.localizer.points import localized_coordinates
+
+    out = tmp_path / "loc"
+    res = CliRunner().invoke(cli, ["localizer", "train", str(cohort), "--output", str(out), "--folds", "2",
+                                   "--epochs", "2", "--push", "owner/lumbar-localizer"])
+    assert res.exit_code == 0, res.output
+    assert "(private)" in res.output and local_hub.owner_token not in res.output
+    api = HfApi(token=local_hub.owner_token)
+    assert api.repo_info("owner/lumbar-localizer").private
+    files = set(api.list_repo_files("owner/lumbar-localizer"))
+    assert {net.WEIGHTS_FILE, net.CONFIG_FILE, "oof_coordinates.csv", "metrics.json", "README.md"} <= files
+    card = (out / "README.md").read_text()
+    assert "--localizer owner/lumbar-localizer" in card and "| right level |" in card
+    desc = rsna_csv.read_descriptions(cohort)
+    ids = sorted(rsna_csv.read_coordinates(cohort), key=int)
+    _, facts, _ = localized_coordinates("owner/lumbar-localizer", cohort, ids, desc)
+    assert facts["source"] == "owner/lumbar-localizer" and facts["digest"] == net.digest(out)
+    assert (facts["out_of_fold"], facts["located"]) == (8, 0)

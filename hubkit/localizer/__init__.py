@@ -5,6 +5,13 @@ rows the crops picker cuts at) · fit (`hubkit localizer train`: K folds, out-of
 imports `net` and `locate` only; `fit` is training's.
 """
 
-# Where a dataset built at a localiser's points, a run trained on one, and the model's repo keep the localiser's
-# files (a light module: the records name it without importing torch or numpy).
+# The localiser's files, and where a dataset built at its points, a run trained on one and the model's repo keep
+# them (here, a light module: the records name them without importing torch or numpy).
 FOLDER = "localizer"
+WEIGHTS_FILE, CONFIG_FILE = "localizer.safetensors", "localizer.json"
+METRICS_FILE, OOF_FILE = "metrics.json", "oof_coordinates.csv"
+# The picture of one study with its points: it shows a training image, so it is published only where the training
+# images may be (a synthetic cohort); RSNA imagery is never redistributed.
+EXAMPLE_FILE = "localizer_example.png"
+# What travels with a dataset and a model: the networks, their facts and errors.
+SHIPPED = (WEIGHTS_FILE, CONFIG_FILE, METRICS_FILE)

@@ -9,7 +9,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-EXAMPLE_FILE = "localizer_example.png"
+from hubkit.localizer import EXAMPLE_FILE  # noqa: F401 - its home; re-exported here
 PANELS = (("Sagittal T2: spinal canal", ("Spinal Canal Stenosis",)),
           ("Sagittal T1: left foramen", ("Left Neural Foraminal Narrowing",)))
 

@@ -242,8 +242,11 @@ def train_localizer(cohort: str | os.PathLike, output: str | os.PathLike, config
     final = _fit_all(studies, ids, config, rng)
     metrics = point_metrics(oof, coords, cohort, descriptions)
     # the studies and their coordinates' fingerprint: a crops build of this same cohort takes the out-of-fold points
+    from hubkit.manifest import SYNTH_MARKER
+
     net.save(out, final, {**base, "trained_on": {"cohort": cohort.name, "studies": len(ids), "study_ids": ids,
-                                                 "coordinates_fingerprint": coordinates_fingerprint(coords, ids)},
+                                                 "coordinates_fingerprint": coordinates_fingerprint(coords, ids),
+                                                 "synthetic": (cohort / SYNTH_MARKER).is_file()},
                           "fit": dataclasses.asdict(config), "metrics": metrics,
                           "train_s": round(time.perf_counter() - t0, 1)})
     write_rows(out / OOF_FILE, oof)

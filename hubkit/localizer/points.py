@@ -17,8 +17,7 @@ import os
 from pathlib import Path
 from typing import Iterable, Mapping
 
-OOF_FILE = "oof_coordinates.csv"
-METRICS_FILE = "metrics.json"
+from hubkit.localizer import EXAMPLE_FILE, METRICS_FILE, OOF_FILE, SHIPPED
 
 
 def coordinates_fingerprint(coords: Mapping[str, list[dict]], ids: Iterable[str]) -> str:
@@ -106,9 +105,7 @@ def copy_localizer(folder: str | os.PathLike, dest: str | os.PathLike) -> Path:
 
     out = Path(dest) / net.FOLDER
     out.mkdir(parents=True, exist_ok=True)
-    from .figure import EXAMPLE_FILE
-
-    for name in (net.WEIGHTS_FILE, net.CONFIG_FILE, METRICS_FILE, EXAMPLE_FILE):
+    for name in (*SHIPPED, EXAMPLE_FILE):
         if (Path(folder) / name).is_file():
             shutil.copyfile(Path(folder) / name, out / name)
     return out
