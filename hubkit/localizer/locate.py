@@ -134,12 +134,13 @@ class Localizer:
     def _head(self, head: str, series, keep_of, notes: list[str], what: str, plane_of=None):
         """([(condition, level, header, col, row, presence)], planes) of one head on one series (`keep_of`:
         {condition: keep}).
-        `plane_of(condition, headers, images)`, when given, names the position along the series' normal the
+        `plane_of(headers, images, positions, normal)`, when given, names the position along the series' normal the
         structure lies at (`_planes`): its point is then refined on the slice nearest to it, not on whichever of
         the coarse slice and its neighbours the fine network likes best."""
         headers, images = slice_inputs(series, net.COARSE)
-        positions = np.array([float(np.asarray(h.position) @ series.normal) for h in headers])
-        planes = plane_of(headers, images, positions) if plane_of else {}
+        normal = np.asarray(series.normal, float)  # the series' own (slices written with flipped normals agree)
+        positions = np.array([float(np.asarray(h.position) @ normal) for h in headers])
+        planes = plane_of(headers, images, positions, normal) if plane_of else {}
         found = []
         for condition, keep in keep_of(headers).items():
             for lv, (k, col, row, value) in zip(LEVELS, self._coarse(head, headers, images, keep)):
@@ -156,7 +157,7 @@ class Localizer:
                 found.append((condition, lv, headers[k], col, row, value))
         return found, planes
 
-    def _planes(self, headers, images, positions) -> dict:
+    def _planes(self, headers, images, positions, normal) -> dict:
         """{condition: position along the sagittal T1's normal} of each foramen: the midline is halfway between the
         two sides' foramen presence profiles (each the presence-weighted mean position of its side's slices: the
         anatomy is mirrored, so what each profile's shape adds cancels), and each foramen lies `lateral_mm` (the
@@ -166,7 +167,7 @@ class Localizer:
             return {}
         presence = net.read_maps(self.maps("foramen.coarse", images))[0].max(1)
         x = np.array([float(h.center[0]) for h in headers])
-        mid, out = float(np.median(positions)), {}
+        mid = float(np.median(positions))
         for _ in range(2):  # the side split by the midline, the midline by the sides
             cents = []
             for side in (x > np.interp(mid, positions, x), x <= np.interp(mid, positions, x)):
@@ -177,7 +178,6 @@ class Localizer:
                 return {}
             mid = (cents[0] + cents[1]) / 2
         left = 1.0 if cents[0] >= mid else -1.0  # which way along the normal patient left (+x) lies
-        normal = np.asarray(headers[0].normal, float)  # positions are along the series' normal (slices agree)
         return {**{c: mid + sign * left * lateral for _, c, _, sign in SIDES}, "midline": (normal, mid)}
 
     def locate(self, series: Mapping) -> tuple[list[dict], list[str], dict[str, bool]]:
