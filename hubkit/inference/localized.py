@@ -31,7 +31,6 @@ def localize(study_dir: Path, descriptions: Mapping[str, str] | None, folder: st
 
     series, _ = find_series(study_dir, descriptions, by_uid=not descriptions)
     rows, notes, _ = _localizer(str(folder)).locate(series)
-    rows = [{k: (str(v) if k == "series_id" else v) for k, v in r.items() if k != "score"} for r in rows]
     placed = {r["level"] for r in rows}
     return rows, notes, [lv for lv in LEVELS if LEVEL_TITLES[lv] not in placed]
 

@@ -192,9 +192,9 @@ class Localizer:
         if t2 is None:
             notes.append("no sagittal T2: the canal cannot be placed at any level")
         else:
-            for c, lv, h, col, row, value in self._head("canal", t2, lambda hs: {"canal": lambda h: True}, notes,
+            for c, lv, h, col, row, _ in self._head("canal", t2, lambda hs: {"canal": lambda h: True}, notes,
                                                          {"canal": "the canal (sagittal T2)"})[0]:
-                rows.append(_row(t2, h, c, lv, col, row, value))
+                rows.append(_row(t2, h, c, lv, col, row))
                 canal_world[lv] = h.pixel_to_patient(col, row)
         t1 = _largest(by_kind[SeriesKind.SAG_T1])
         if t1 is not None:
@@ -205,8 +205,8 @@ class Localizer:
 
             what = {c: f"the {side} foramen (sagittal T1)" for side, c, _, _ in SIDES}
             found, planes = self._head("foramen", t1, sides, notes, what, self._planes)
-            for c, lv, h, col, row, value in found:
-                rows.append(_row(t1, h, c, lv, col, row, value))
+            for c, lv, h, col, row, _ in found:
+                rows.append(_row(t1, h, c, lv, col, row))
                 foramina[c, lv] = h.pixel_to_patient(col, row)
             if t2 is not None:
                 rows = self._agree(t2, rows, canal_world, foramina, notes, planes.get("midline"))
@@ -285,11 +285,12 @@ def _largest(candidates: list):
     return max(candidates, key=lambda s: (len(s.files), s.series_id), default=None)
 
 
-def _row(series, header, condition: str, level: str, col: float, row: float, score: float | None = None) -> dict:
-    out = {"series_id": series.series_id, "instance_number": int(header.instance_number),
-           "condition": CONDITION_TITLES[condition], "level": LEVEL_TITLES[level], "x": round(col, 3),
-           "y": round(row, 3)}
-    return {**out, "score": round(score, 4)} if score is not None else out
+def _row(series, header, condition: str, level: str, col: float, row: float) -> dict:
+    """A point in train_label_coordinates.csv's typed form (`rsna_csv.read_coordinates`'), as the crops picker
+    and the out-of-fold file take it."""
+    return {"series_id": str(series.series_id), "instance_number": int(header.instance_number),
+            "condition": CONDITION_TITLES[condition], "level": LEVEL_TITLES[level], "x": round(col, 3),
+            "y": round(row, 3)}
 
 
 def _axial_rows(axials: list, canal_world: Mapping[str, np.ndarray], notes: list[str],

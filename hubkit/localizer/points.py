@@ -88,8 +88,7 @@ def localized_coordinates(source: str | os.PathLike, data_dir: str | os.PathLike
             if not study.is_dir():
                 continue
             series, _ = find_series(study, descriptions.get(sid), by_uid=not descriptions.get(sid))
-            rows, _, _ = localizer.locate(series)
-            out[sid] = [{k: (str(v) if k == "series_id" else v) for k, v in r.items() if k != "score"} for r in rows]
+            out[sid] = localizer.locate(series)[0]
     facts = {"source": display_name(source), "digest": net.digest(folder),
              "out_of_fold": sum(1 for s in ids if s in oof), "located": len(todo),
              "metrics": config.get("metrics")}
