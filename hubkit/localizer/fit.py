@@ -54,7 +54,6 @@ def _studies(cohort: Path, cfg: FitConfig, progress: bool):
     """{study_id: {head: (coarse images, coarse targets, fine patches, fine targets)}} of every study with sagittal
     coordinates, and the coordinates."""
     from hubkit.dataset_builder import rsna_csv
-    from hubkit.dataset_builder.pixels import decode_picked
     from hubkit.dataset_builder.study import find_series
 
     descriptions = rsna_csv.read_descriptions(cohort)
@@ -78,8 +77,9 @@ def _studies(cohort: Path, cfg: FitConfig, progress: bool):
             if len(sids) != 1 or next(iter(sids)) not in series:
                 continue
             s = series[next(iter(sids))]
-            headers, images = slice_inputs(s, net.COARSE)
-            points, patches, offsets, arrays = [], [], [], {}
+            decoded: dict[int, np.ndarray] = {}
+            headers, images = slice_inputs(s, net.COARSE, decoded)
+            points, patches, offsets = [], [], []
             for r in rows:
                 h = s.by_instance(int(r["instance_number"]))
                 if h is None or h not in headers:
@@ -91,7 +91,7 @@ def _studies(cohort: Path, cfg: FitConfig, progress: bool):
                     if not 0 <= i < len(headers):
                         continue
                     col_t, row_t, dist = world_to_pixel(p, headers[i])
-                    arr = arrays.setdefault(i, decode_picked(s, headers[i]))
+                    arr = decoded[id(headers[i])]
                     for dx, dy in rng.uniform(-cfg.offset_mm, cfg.offset_mm, (cfg.patches, 2)):
                         col = col_t + dx / headers[i].pixel_spacing[1]
                         row = row_t + dy / headers[i].pixel_spacing[0]

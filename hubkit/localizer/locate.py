@@ -44,18 +44,22 @@ CANAL_FROM_FORAMINA_MM, AGREE_MM = 6.0, 12.0
 SIDES = (("left", "lf", "ls", 1.0), ("right", "rf", "rs", -1.0))  # patient left is +x
 
 
-def slice_inputs(series, size: int) -> tuple[list, np.ndarray]:
+def slice_inputs(series, size: int, decoded: dict | None = None) -> tuple[list, np.ndarray]:
     """(headers, images uint8 (n, size, size)) of every readable slice of a series, in space order, through the one
-    pixel path (oriented, windowed, the whole slice resized to size x size)."""
+    pixel path (oriented, windowed, the whole slice resized to size x size). `decoded`, when given, keeps each
+    slice's decoded pixels (by `id` of its header), so the fine patches cut from them later decode nothing again."""
     from hubkit.dataset_builder.dicom import DicomError
     from hubkit.dataset_builder.pixels import decode_picked, to_image
 
     headers, images = [], []
     for h in series.slices:
         try:
-            images.append(np.asarray(to_image(decode_picked(series, h), h, size)))
+            arr = decode_picked(series, h)
+            images.append(np.asarray(to_image(arr, h, size)))
         except DicomError:
             continue
+        if decoded is not None:
+            decoded[id(h)] = arr
         headers.append(h)
     return headers, (np.stack(images) if images else np.zeros((0, size, size), np.uint8))
 
@@ -105,12 +109,13 @@ class Localizer:
                 out.append(model(torch.from_numpy(images[i:i + 64].astype(np.float32) / 255.0)[:, None]).numpy())
         return np.concatenate(out)
 
-    def _coarse(self, head: str, headers: list, images: np.ndarray, keep) -> list[tuple[int, float, float, float]]:
-        """Per level: (slice index or -1, col, row, presence) over the slices `keep` allows, from the coarse net."""
+    def _coarse(self, headers: list, maps: np.ndarray, keep) -> list[tuple[int, float, float, float]]:
+        """Per level: (slice index or -1, col, row, presence) over the slices `keep` allows, from the coarse net's
+        maps of every slice."""
         idx = [i for i, h in enumerate(headers) if keep(h)]
         if not idx:
             return [(-1, 0.0, 0.0, 0.0)] * len(LEVELS)
-        presence, where = net.read_maps(self.maps(f"{head}.coarse", images[idx]))
+        presence, where = net.read_maps(maps[idx])
         out = []
         for j in range(len(LEVELS)):
             b = int(presence[:, j].argmax())
@@ -119,31 +124,34 @@ class Localizer:
             out.append((k if presence[b, j] >= self.threshold else -1, col, row, float(presence[b, j])))
         return out
 
-    def refine(self, head: str, series, headers: list, k: int, col: float, row: float, keep) -> tuple[int, float,
-                                                                                                     float]:
+    def refine(self, head: str, series, headers: list, k: int, col: float, row: float, keep,
+               decoded: dict) -> tuple[int, float, float]:
         """The fine network around (col, row) on slice k and its neighbours (those `keep` allows): the slice it
-        finds the structure on most surely, and the point there."""
+        finds the structure on most surely, and the point there. `decoded`: pixels already decoded (`slice_inputs`)."""
         from hubkit.dataset_builder.pixels import decode_picked
 
         cand = [i for i in (k - 1, k, k + 1) if 0 <= i < len(headers) and keep(headers[i])]
-        patches = np.stack([fine_patch(decode_picked(series, headers[i]), headers[i], col, row) for i in cand])
+        arrays = [decoded[id(headers[i])] if id(headers[i]) in decoded else decode_picked(series, headers[i])
+                  for i in cand]
+        patches = np.stack([fine_patch(a, headers[i], col, row) for a, i in zip(arrays, cand)])
         presence, where = net.read_maps(self.maps(f"{head}.fine", patches))
         b = int(presence[:, 0].argmax())
         return (cand[b], *from_patch(headers[cand[b]], col, row, where[b, 0, 1], where[b, 0, 0]))
 
-    def _head(self, head: str, series, keep_of, notes: list[str], what: str, plane_of=None):
+    def _head(self, head: str, series, keep_of, notes: list[str], what: str, decoded: dict, plane_of=None):
         """([(condition, level, header, col, row, presence)], planes) of one head on one series (`keep_of`:
         {condition: keep}).
-        `plane_of(headers, images, positions, normal)`, when given, names the position along the series' normal the
+        `plane_of(headers, maps, positions, normal)`, when given, names the position along the series' normal the
         structure lies at (`_planes`): its point is then refined on the slice nearest to it, not on whichever of
         the coarse slice and its neighbours the fine network likes best."""
-        headers, images = slice_inputs(series, net.COARSE)
+        headers, images = slice_inputs(series, net.COARSE, decoded)
+        maps = self.maps(f"{head}.coarse", images) if len(headers) else None  # every slice, once
         normal = np.asarray(series.normal, float)  # the series' own (slices written with flipped normals agree)
         positions = np.array([float(np.asarray(h.position) @ normal) for h in headers])
-        planes = plane_of(headers, images, positions, normal) if plane_of else {}
+        planes = plane_of(headers, maps, positions, normal) if plane_of else {}
         found = []
         for condition, keep in keep_of(headers).items():
-            for lv, (k, col, row, value) in zip(LEVELS, self._coarse(head, headers, images, keep)):
+            for lv, (k, col, row, value) in zip(LEVELS, self._coarse(headers, maps, keep)):
                 if k < 0:
                     notes.append(f"{LEVEL_TITLES[lv]}: {what[condition]} not found (presence {value:.2f} under "
                                  f"{self.threshold:g}): no crop of it")
@@ -153,11 +161,11 @@ class Localizer:
                     k = int(np.argmin(np.abs(positions - planes[condition])))
                     col, row, _ = world_to_pixel(p, headers[k])
                     keep = (lambda h, only=headers[k]: h is only)
-                k, col, row = self.refine(head, series, headers, k, col, row, keep)
+                k, col, row = self.refine(head, series, headers, k, col, row, keep, decoded)
                 found.append((condition, lv, headers[k], col, row, value))
         return found, planes
 
-    def _planes(self, headers, images, positions, normal) -> dict:
+    def _planes(self, headers, maps, positions, normal) -> dict:
         """{condition: position along the sagittal T1's normal} of each foramen: the midline is halfway between the
         two sides' foramen presence profiles (each the presence-weighted mean position of its side's slices: the
         anatomy is mirrored, so what each profile's shape adds cancels), and each foramen lies `lateral_mm` (the
@@ -165,7 +173,7 @@ class Localizer:
         lateral = self.config.get("lateral_mm")
         if not lateral or len(headers) < 3:
             return {}
-        presence = net.read_maps(self.maps("foramen.coarse", images))[0].max(1)
+        presence = net.read_maps(maps)[0].max(1)
         x = np.array([float(h.center[0]) for h in headers])
         mid = float(np.median(positions))
         for _ in range(2):  # the side split by the midline, the midline by the sides
@@ -188,12 +196,13 @@ class Localizer:
         rows: list[dict] = []
         canal_world: dict[str, np.ndarray] = {}
         foramina: dict[tuple[str, str], np.ndarray] = {}
+        decoded: dict[int, np.ndarray] = {}  # each slice decoded once, for the coarse inputs and the fine patches
         t2 = _largest(by_kind[SeriesKind.SAG_T2])
         if t2 is None:
             notes.append("no sagittal T2: the canal cannot be placed at any level")
         else:
             for c, lv, h, col, row, _ in self._head("canal", t2, lambda hs: {"canal": lambda h: True}, notes,
-                                                         {"canal": "the canal (sagittal T2)"})[0]:
+                                                    {"canal": "the canal (sagittal T2)"}, decoded)[0]:
                 rows.append(_row(t2, h, c, lv, col, row))
                 canal_world[lv] = h.pixel_to_patient(col, row)
         t1 = _largest(by_kind[SeriesKind.SAG_T1])
@@ -204,18 +213,18 @@ class Localizer:
                 return {c: (lambda h, s=sign: s * (float(h.center[0]) - mid) > 0) for _, c, _, sign in SIDES}
 
             what = {c: f"the {side} foramen (sagittal T1)" for side, c, _, _ in SIDES}
-            found, planes = self._head("foramen", t1, sides, notes, what, self._planes)
+            found, planes = self._head("foramen", t1, sides, notes, what, decoded, self._planes)
             for c, lv, h, col, row, _ in found:
                 rows.append(_row(t1, h, c, lv, col, row))
                 foramina[c, lv] = h.pixel_to_patient(col, row)
             if t2 is not None:
-                rows = self._agree(t2, rows, canal_world, foramina, notes, planes.get("midline"))
+                rows = self._agree(t2, rows, canal_world, foramina, notes, decoded, planes.get("midline"))
         rows += _axial_rows(by_kind[SeriesKind.AX_T2], canal_world, notes, foramina,
                             self.config.get("recess_from_foramen_mm"))
         return rows, notes, {lv: lv in canal_world for lv in LEVELS}
 
 
-    def _agree(self, t2, rows: list[dict], canal_world: dict, foramina: Mapping, notes: list[str],
+    def _agree(self, t2, rows: list[dict], canal_world: dict, foramina: Mapping, notes: list[str], decoded: dict,
                midline=None) -> list[dict]:
         """Levels told apart by two heads must agree: where a level's two foramina are placed, its canal lies
         between them (`CANAL_FROM_FORAMINA_MM` behind their midpoint). A canal point farther than `AGREE_MM` from
@@ -241,7 +250,7 @@ class Localizer:
                 keep = (lambda h, only=headers[k]: h is only)
             col, row, _ = world_to_pixel(target, headers[k])
             try:
-                k, col, row = self.refine("canal", t2, headers, k, col, row, keep)
+                k, col, row = self.refine("canal", t2, headers, k, col, row, keep, decoded)
             except Exception:  # noqa: BLE001 - an unreadable slice: the projected point stands
                 pass
             canal_world[lv] = headers[k].pixel_to_patient(col, row)
