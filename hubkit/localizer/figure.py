@@ -10,6 +10,9 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from hubkit.localizer import EXAMPLE_FILE  # noqa: F401 - its home; re-exported here
+
+from .locate import point_of, world_to_pixel
+
 PANELS = (("Sagittal T2: spinal canal", ("Spinal Canal Stenosis",)),
           ("Sagittal T1: left foramen", ("Left Neural Foraminal Narrowing",)))
 
@@ -24,8 +27,6 @@ def plot_example(path: str | os.PathLike, series: Mapping, predicted: Sequence[M
 
     from hubkit.dataset_builder.pixels import decode_picked
 
-    from .locate import world_to_pixel
-
     panels = []
     for title, conditions in PANELS:
         mine = [r for r in predicted if r["condition"] in conditions]
@@ -34,8 +35,8 @@ def plot_example(path: str | os.PathLike, series: Mapping, predicted: Sequence[M
         ref = next((r for r in mine if r["level"] == "L3/L4"), mine[0])
         s = series[str(ref["series_id"])]
         h = s.by_instance(int(ref["instance_number"]))
-        panels.append((title, h, decode_picked(s, h), [_on(r, series, h, world_to_pixel) for r in mine],
-                       [_on(r, series, h, world_to_pixel) for r in annotated if r["condition"] in conditions]))
+        panels.append((title, h, decode_picked(s, h), [_on(r, series, h) for r in mine],
+                       [_on(r, series, h) for r in annotated if r["condition"] in conditions]))
     fig = Figure(figsize=(4.2 * len(panels), 4.6), dpi=110)
     FigureCanvasAgg(fig)
     for i, (title, h, arr, mine, theirs) in enumerate(panels):
@@ -57,11 +58,10 @@ def plot_example(path: str | os.PathLike, series: Mapping, predicted: Sequence[M
     return Path(path)
 
 
-def _on(row: Mapping, series: Mapping, header, world_to_pixel):
+def _on(row: Mapping, series: Mapping, header):
     """(col, row, level) of a point projected onto `header`'s slice; None when its series or slice is missing."""
-    s = series.get(str(row["series_id"]))
-    h = s.by_instance(int(row["instance_number"])) if s is not None else None
-    if h is None:
+    p = point_of(series, row)
+    if p is None:
         return None
-    col, r, _ = world_to_pixel(h.pixel_to_patient(float(row["x"]), float(row["y"])), header)
+    col, r, _ = world_to_pixel(p, header)
     return col, r, str(row["level"])

@@ -25,8 +25,10 @@ import numpy as np
 from hubkit.schema import CONDITION_TITLES, LEVEL_TITLES, LEVELS
 
 from . import net
-from .locate import Localizer, fine_patch, pixel_to_net, slice_inputs, to_patch, world_to_pixel
+from .locate import (Localizer, fine_patch, pixel_to_net, point_of, slice_inputs, study_series, to_patch,
+                     world_to_pixel)
 from .points import METRICS_FILE, OOF_FILE, coordinates_fingerprint
+
 SLICE_SIGMA_MM = 3.0  # how fast a target's height falls with its distance from a slice's plane
 HEAT_SIGMA_CELLS = 1.0
 COLUMNS = ("study_id", "series_id", "instance_number", "condition", "level", "x", "y")
@@ -54,7 +56,6 @@ def _studies(cohort: Path, cfg: FitConfig, progress: bool):
     """{study_id: {head: (coarse images, coarse targets, fine patches, fine targets)}} of every study with sagittal
     coordinates, and the coordinates."""
     from hubkit.dataset_builder import rsna_csv
-    from hubkit.dataset_builder.study import find_series
 
     descriptions = rsna_csv.read_descriptions(cohort)
     coords = rsna_csv.read_coordinates(cohort)
@@ -69,7 +70,7 @@ def _studies(cohort: Path, cfg: FitConfig, progress: bool):
         folder = cohort / "train_images" / sid
         if not folder.is_dir():
             continue
-        series, _ = find_series(folder, descriptions.get(sid), by_uid=not descriptions.get(sid))
+        series = study_series(cohort, sid, descriptions)
         study = {}
         for head, conditions in HEAD_CONDITIONS.items():
             rows = [r for r in coords[sid] if r["condition"] in {CONDITION_TITLES[c] for c in conditions}]
@@ -212,7 +213,6 @@ def train_localizer(cohort: str | os.PathLike, output: str | os.PathLike, config
         FileNotFoundError / ValueError: no such cohort, no coordinates, fewer studies than folds.
     """
     from hubkit.dataset_builder import rsna_csv
-    from hubkit.dataset_builder.study import find_series
 
     t0 = time.perf_counter()
     cohort, out = Path(cohort), Path(output)
@@ -236,9 +236,7 @@ def train_localizer(cohort: str | os.PathLike, output: str | os.PathLike, config
     for f in folds:
         loc = Localizer(nets=_fit_all(studies, [s for s in ids if fold_of[s] != f], config, rng), config=base)
         for sid in (s for s in ids if fold_of[s] == f):
-            series, _ = find_series(cohort / "train_images" / sid, descriptions.get(sid),
-                                    by_uid=not descriptions.get(sid))
-            oof += [{"study_id": sid, **r} for r in loc.locate(series)[0]]
+            oof += [{"study_id": sid, **r} for r in loc.locate(study_series(cohort, sid, descriptions))[0]]
     final = _fit_all(studies, ids, config, rng)
     metrics = point_metrics(oof, coords, cohort, descriptions)
     # the studies and their coordinates' fingerprint: a crops build of this same cohort takes the out-of-fold points
@@ -257,16 +255,14 @@ def train_localizer(cohort: str | os.PathLike, output: str | os.PathLike, config
 
 def _picture(out: Path, oof: list[dict], coords: dict, cohort: Path, descriptions) -> Path | None:
     """The card's picture (`figure.plot_example`) of the first study whose out-of-fold points fill both panels."""
-    from hubkit.dataset_builder.study import find_series
-
     from .figure import EXAMPLE_FILE, plot_example
 
     by_study: dict[str, list[dict]] = {}
     for r in oof:
         by_study.setdefault(str(r["study_id"]), []).append(r)
     for sid in sorted(by_study, key=int)[:10]:
-        series, _ = find_series(cohort / "train_images" / sid, descriptions.get(sid), by_uid=not descriptions.get(sid))
-        made = plot_example(out / EXAMPLE_FILE, series, by_study[sid], coords.get(sid, []))
+        made = plot_example(out / EXAMPLE_FILE, study_series(cohort, sid, descriptions), by_study[sid],
+                            coords.get(sid, []))
         if made is not None:
             return made
     return None
@@ -279,27 +275,20 @@ def geometry_priors(studies: dict, coords: dict, cohort: Path, descriptions) -> 
     `recess_from_foramen_mm`, the vector from a foramen point to the same side's subarticular point in patient
     millimetres, its x made medial-positive (where the localiser puts the recesses it projects into the axial
     series). None where the training data has no such pair."""
-    from hubkit.dataset_builder.study import find_series
-
     halves, offsets = [], []
     titles = {c: CONDITION_TITLES[c] for c in ("lf", "rf", "ls", "rs")}
     for sid in studies:
         rows = {(r["condition"], r["level"]): r for r in coords[sid]}
         series = None
-
-        def world(row):
-            s = series.get(str(row["series_id"]))
-            h = s.by_instance(int(row["instance_number"])) if s is not None else None
-            return None if h is None else (h.pixel_to_patient(float(row["x"]), float(row["y"])), s)
-
         for lv in LEVELS:
             got = {c: rows.get((t, LEVEL_TITLES[lv])) for c, t in titles.items()}
             if got["lf"] is None and got["rf"] is None:
                 continue
             if series is None:
-                series, _ = find_series(cohort / "train_images" / sid, descriptions.get(sid),
-                                        by_uid=not descriptions.get(sid))
-            pts = {c: world(r) for c, r in got.items() if r is not None}
+                series = study_series(cohort, sid, descriptions)
+            # (point, its series) of each annotated point whose slice is there
+            pts = {c: (point_of(series, r), series.get(str(r["series_id"]))) for c, r in got.items() if r is not None}
+            pts = {c: v for c, v in pts.items() if v[0] is not None}
             if pts.get("lf") and pts.get("rf") and pts["lf"][1] is pts["rf"][1]:
                 halves.append(abs(float((pts["lf"][0] - pts["rf"][0]) @ pts["lf"][1].normal)) / 2)
             for f, r, medial in (("lf", "ls", -1.0), ("rf", "rs", 1.0)):  # patient left is +x: medial is -x there
@@ -325,26 +314,18 @@ def point_metrics(predicted: list[dict], annotated: dict[str, list[dict]], cohor
     5 mm, share at the right level (nearer its own level's point than any other level's), share of axial points on
     the right slice (of the series chosen, the slice nearest the annotated point: a study may have two axial series
     and either shows the level) and on the annotated instance itself."""
-    from hubkit.dataset_builder.study import find_series
-
     errors, right_level, axial_right, axial_instance, missing = [], [], [], [], 0
     by_study: dict[str, list[dict]] = {}
     for r in predicted:
         by_study.setdefault(str(r["study_id"]), []).append(r)
     for sid, rows in by_study.items():
-        series, _ = find_series(cohort / "train_images" / sid, descriptions.get(sid), by_uid=not descriptions.get(sid))
-
-        def world(r):
-            s = series.get(str(r["series_id"]))
-            h = s.by_instance(int(r["instance_number"])) if s is not None else None
-            return None if h is None else h.pixel_to_patient(float(r["x"]), float(r["y"]))
-
+        series = study_series(cohort, sid, descriptions)
         truth = {(r["condition"], r["level"]): r for r in annotated.get(sid, [])}
         for r in rows:
             ref = truth.get((r["condition"], r["level"]))
             if ref is None:
                 continue
-            p, q = world(r), world(ref)
+            p, q = point_of(series, r), point_of(series, ref)
             if p is None or q is None:
                 missing += 1
                 continue
@@ -358,7 +339,8 @@ def point_metrics(predicted: list[dict], annotated: dict[str, list[dict]], cohor
                 nearest = min(s.slices, key=lambda h: abs(world_to_pixel(q, h)[2]))
                 axial_right.append(int(nearest.instance_number) == int(r["instance_number"]))
             else:
-                others = [world(o) for (c, lv), o in truth.items() if c == r["condition"] and lv != r["level"]]
+                others = [point_of(series, o) for (c, lv), o in truth.items()
+                          if c == r["condition"] and lv != r["level"]]
                 right_level.append(all(o is None or np.linalg.norm(p - o) > np.linalg.norm(p - q) for o in others))
         missing += sum(1 for key in truth if key not in {(r["condition"], r["level"]) for r in rows})
     e = np.array(errors) if errors else np.array([np.nan])

@@ -90,6 +90,25 @@ def world_to_pixel(p: np.ndarray, header) -> tuple[float, float, float]:
             float(d @ header.normal))
 
 
+def study_series(data_dir: str | os.PathLike, study_id: str, descriptions: Mapping) -> dict:
+    """The series of one study of an RSNA-layout folder (`train_images/<study>/`), named by the folder's
+    series-descriptions CSV when it lists the study, else by their own headers."""
+    from pathlib import Path
+
+    from hubkit.dataset_builder.study import find_series
+
+    named = descriptions.get(study_id)
+    return find_series(Path(data_dir) / "train_images" / study_id, named, by_uid=not named)[0]
+
+
+def point_of(series: Mapping, row: Mapping):
+    """The patient point (LPS, mm) of a coordinates row on its own slice; None when its series or slice is
+    missing."""
+    s = series.get(str(row["series_id"]))
+    h = s.by_instance(int(row["instance_number"])) if s is not None else None
+    return None if h is None else h.pixel_to_patient(float(row["x"]), float(row["y"]))
+
+
 class Localizer:
     """The networks of a localiser folder (`net.save`), run on studies (see the module docstring)."""
 

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from hubkit.localizer import CONFIG_FILE, FOLDER, WEIGHTS_FILE  # noqa: F401 - their home; re-exported here
+
 HEADS = ("canal", "foramen")  # which network reads which series: canal on the sagittal T2, foramen on the T1
 # coarse: 4 downsamplings, heatmaps at half the input's side; fine: 2 downsamplings, heatmaps at full resolution.
 STAGES = {"coarse": {"depth": 4, "stride": 2}, "fine": {"depth": 2, "stride": 1}}

@@ -58,11 +58,10 @@ def localized_coordinates(source: str | os.PathLike, data_dir: str | os.PathLike
     model's elsewhere (see the module docstring). The facts: source (a repo id, or a folder's name), digest, how
     many studies took each kind of point; and the localiser's folder."""
     from hubkit.dataset_builder import rsna_csv
-    from hubkit.dataset_builder.study import find_series
     from hubkit.sources import display_name
 
     from . import net
-    from .locate import Localizer
+    from .locate import Localizer, study_series
 
     folder = open_localizer(source)
     config = json.loads((folder / net.CONFIG_FILE).read_text())
@@ -84,11 +83,8 @@ def localized_coordinates(source: str | os.PathLike, data_dir: str | os.PathLike
 
             bar = tqdm(todo, desc="localise studies", unit="study")
         for sid in bar:
-            study = Path(data_dir) / "train_images" / sid
-            if not study.is_dir():
-                continue
-            series, _ = find_series(study, descriptions.get(sid), by_uid=not descriptions.get(sid))
-            out[sid] = localizer.locate(series)[0]
+            if (Path(data_dir) / "train_images" / sid).is_dir():
+                out[sid] = localizer.locate(study_series(data_dir, sid, descriptions))[0]
     facts = {"source": display_name(source), "digest": net.digest(folder),
              "out_of_fold": sum(1 for s in ids if s in oof), "located": len(todo),
              "metrics": config.get("metrics")}
