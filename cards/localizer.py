@@ -8,12 +8,10 @@ from typing import Any, Mapping
 from hubkit.cards.citation import HUBKIT, RSNA
 
 
-def render_localizer_card(config: Mapping[str, Any], repo_id: str, picture: str | None = None) -> str:
-    """README.md for a localiser repo; `picture`: the path of its example picture in the repo, when it is pushed
-    (a synthetic cohort's only)."""
-    m = config.get("metrics") or {}
-    trained = config.get("trained_on") or {}
-    fit = config.get("fit") or {}
+def error_rows(metrics: Mapping[str, Any] | None) -> list[tuple[str, Any]]:
+    """(name, value) of the localiser's errors (`fit.point_metrics`), as both its own card and a model card that
+    ships it show them; "–" where unknown."""
+    m = metrics or {}
 
     def mm(key):
         return "–" if m.get(key) is None else f"{m[key]:.2f} mm"
@@ -21,10 +19,18 @@ def render_localizer_card(config: Mapping[str, Any], repo_id: str, picture: str 
     def pct(key):
         return "–" if m.get(key) is None else f"{100 * m[key]:.1f}%"
 
-    rows = [("median error", mm("median_mm")), ("90th percentile", mm("p90_mm")), ("within 5 mm", pct("within_5mm")),
+    return [("median error", mm("median_mm")), ("90th percentile", mm("p90_mm")), ("within 5 mm", pct("within_5mm")),
             ("right level", pct("right_level")), ("right axial slice", pct("axial_right_slice")),
             ("points not placed", m.get("not_placed", "–"))]
-    table = "\n".join(f"| {k} | {v} |" for k, v in rows)
+
+
+def render_localizer_card(config: Mapping[str, Any], repo_id: str, picture: str | None = None) -> str:
+    """README.md for a localiser repo; `picture`: the path of its example picture in the repo, when it is pushed
+    (a synthetic cohort's only)."""
+    m = config.get("metrics") or {}
+    trained = config.get("trained_on") or {}
+    fit = config.get("fit") or {}
+    table = "\n".join(f"| {k} | {v} |" for k, v in error_rows(m))
     recess = config.get("recess_from_foramen_mm")
     geometry = (f"each foramen {config.get('lateral_mm')} mm to its side of the midline; each recess "
                 f"{recess[0]:.1f} mm medial of its foramen" if config.get("lateral_mm") and recess else

@@ -189,25 +189,18 @@ def _crop(manifest: dict) -> dict | None:
 def _localizer(manifest: dict, run: Path) -> dict | None:
     """The localiser a crops dataset was cut with and the run ships: its name, hash, out-of-fold errors and the
     picture of one study (None for crops at the annotators' points, or whole slices)."""
-    from hubkit.localizer import FOLDER
-    from hubkit.localizer.figure import EXAMPLE_FILE
+    from hubkit.cards.localizer import error_rows
+    from hubkit.localizer import EXAMPLE_FILE, FOLDER
 
     loc = manifest.get("localizer")
     if not loc:
         return None
     m = loc.get("metrics") or {}
-
-    def pct(x):
-        return "–" if x is None else f"{100 * x:.1f}%"
-
-    rows = [("median error", _fmt(m.get("median_mm"), "{:.2f} mm")), ("90th percentile", _fmt(m.get("p90_mm"),
-            "{:.2f} mm")), ("within 5 mm", pct(m.get("within_5mm"))), ("right level", pct(m.get("right_level"))),
-            ("right axial slice", pct(m.get("axial_right_slice"))), ("points not placed", m.get("not_placed", "–"))]
     # the picture is a training image: shown (and pushed) only for a synthetic cohort, never RSNA imagery
     picture = (run / FOLDER / EXAMPLE_FILE).is_file()
     shown = picture and bool(manifest.get("synthetic"))
     return {"source": loc.get("source"), "digest": str(loc.get("digest", ""))[:12], "folder": FOLDER,
-            "rows": [{"name": k, "value": v} for k, v in rows], "points": m.get("points"),
+            "rows": [{"name": k, "value": v} for k, v in error_rows(m)], "points": m.get("points"),
             "picture": f"{FOLDER}/{EXAMPLE_FILE}" if shown else None,
             "picture_kept": f"{FOLDER}/{EXAMPLE_FILE}" if picture and not shown else None}
 
