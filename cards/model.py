@@ -190,15 +190,15 @@ def _localizer(manifest: dict, run: Path) -> dict | None:
     """The localiser a crops dataset was cut with and the run ships: its name, hash, out-of-fold errors and the
     picture of one study (None for crops at the annotators' points, or whole slices)."""
     from hubkit.cards.localizer import error_rows
-    from hubkit.localizer import EXAMPLE_FILE, FOLDER
+    from hubkit.localizer import EXAMPLE_FILE, FOLDER, picture_to_publish
 
     loc = manifest.get("localizer")
     if not loc:
         return None
     m = loc.get("metrics") or {}
-    # the picture is a training image: shown (and pushed) only for a synthetic cohort, never RSNA imagery
+    # the picture is a training image: shown (and pushed: `publish`) only where it may be published
     picture = (run / FOLDER / EXAMPLE_FILE).is_file()
-    shown = picture and bool(manifest.get("synthetic"))
+    shown = picture_to_publish(run / FOLDER, bool(manifest.get("synthetic"))) is not None
     return {"source": loc.get("source"), "digest": str(loc.get("digest", ""))[:12], "folder": FOLDER,
             "rows": [{"name": k, "value": v} for k, v in error_rows(m)], "points": m.get("points"),
             "picture": f"{FOLDER}/{EXAMPLE_FILE}" if shown else None,

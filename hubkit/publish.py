@@ -110,12 +110,11 @@ def push_localizer_folder(folder: str | os.PathLike, repo_id: str, private: bool
     from hubkit.cards.localizer import render_localizer_card
     from hubkit.cards.metadata import check_card
     from hubkit.hub import push_files
-    from hubkit.localizer import CONFIG_FILE, EXAMPLE_FILE, OOF_FILE, SHIPPED
+    from hubkit.localizer import CONFIG_FILE, OOF_FILE, SHIPPED, picture_to_publish
 
     folder = Path(folder)
     config = json.loads((folder / CONFIG_FILE).read_text())
-    picture = EXAMPLE_FILE if config.get("trained_on", {}).get("synthetic") and (folder / EXAMPLE_FILE).is_file() \
-        else None
+    picture = picture_to_publish(folder, config.get("trained_on", {}).get("synthetic", False))
     (folder / "README.md").write_text(render_localizer_card(config, repo_id, picture))
     return push_files(folder, repo_id, "model", "hubkit localizer train: the localiser",
                       allow_patterns=[*SHIPPED, OOF_FILE, "README.md", *([picture] if picture else [])],
@@ -125,12 +124,12 @@ def push_localizer_folder(folder: str | os.PathLike, repo_id: str, private: bool
 def _picture(run: Path) -> list[str]:
     """The localiser's picture, which the card shows, when the run was trained on a synthetic cohort: it is a
     training image, and RSNA imagery is never redistributed (the card then says where the picture stays)."""
-    from hubkit.localizer import EXAMPLE_FILE, FOLDER
+    from hubkit.localizer import FOLDER, picture_to_publish
     from hubkit.run_record import read_run
 
     rec = read_run(run)
-    synthetic = bool(rec is not None and rec.manifest.get("synthetic"))
-    return [f"{FOLDER}/{EXAMPLE_FILE}"] if synthetic and (run / FOLDER / EXAMPLE_FILE).is_file() else []
+    picture = picture_to_publish(run / FOLDER, bool(rec is not None and rec.manifest.get("synthetic")))
+    return [f"{FOLDER}/{picture}"] if picture else []
 
 
 def _ship_wheel(run: Path) -> None:

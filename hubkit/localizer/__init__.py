@@ -15,3 +15,11 @@ METRICS_FILE, OOF_FILE = "metrics.json", "oof_coordinates.csv"
 EXAMPLE_FILE = "localizer_example.png"
 # What travels with a dataset and a model: the networks, their facts and errors.
 SHIPPED = (WEIGHTS_FILE, CONFIG_FILE, METRICS_FILE)
+
+
+def picture_to_publish(folder, synthetic: bool) -> str | None:
+    """EXAMPLE_FILE when the picture in the localiser folder FOLDER may be published (a card shows it, a push
+    uploads it): it is a training image, so only for a synthetic cohort; None otherwise."""
+    from pathlib import Path
+
+    return EXAMPLE_FILE if synthetic and (Path(folder) / EXAMPLE_FILE).is_file() else None
