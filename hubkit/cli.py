@@ -321,22 +321,17 @@ def localizer_train(cohort, output, folds, epochs, seed, push_repo) -> None:
       hubkit localizer train /data/rsna --output runs/loc --folds 3 --push me/lumbar-localizer
     """
     from hubkit import publish
+    from hubkit.cards.localizer import error_rows
     from hubkit.localizer.fit import METRICS_FILE, OOF_FILE, FitConfig, train_localizer
 
     cfg = FitConfig(folds=folds, seed=seed, **({"epochs": epochs} if epochs else {}))
     if push_repo:
         publish.check(push_repo, "model", private=True)  # before minutes of fitting
     m = train_localizer(cohort, output, cfg, progress=_progress())
-    click.echo(f"out of fold ({m['points']} points): median {m['median_mm']} mm, 90th percentile {m['p90_mm']} mm, "
-               f"within 5 mm {m['within_5mm']:.1%}, right level {_pct(m['right_level'])}, right axial slice "
-               f"{_pct(m['axial_right_slice'])}, not placed {m['not_placed']}")
+    click.echo(f"out of fold ({m['points']} points): " + ", ".join(f"{k} {v}" for k, v in error_rows(m)))
     click.echo(f"wrote {output} (the localiser, {OOF_FILE}, {METRICS_FILE})")
     if push_repo:
         click.echo(f"pushed to {publish.push_localizer_folder(output, push_repo).url} (private)")
-
-
-def _pct(x) -> str:
-    return "n/a" if x is None else f"{x:.1%}"
 
 
 def _add_dev_verbs() -> None:

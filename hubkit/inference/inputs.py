@@ -34,19 +34,20 @@ def study_from_input(inputs: Any, slice_size: int | None = None, descriptions: A
                              "record with a dataset manifest came with it); pass slice_size=N, the dataset's "
                              "--slice-size")
         rows = coordinates_of(coordinates, path.name)
+        named = _descriptions_of(path, descriptions)
         located = None
-        if mode(picker).coordinates == "required" and not rows and localizer:
+        if mode(picker).coordinates == "required" and not rows:
+            if not localizer:
+                raise ValueError(f"{path}: this model was trained on {picker} at each level's points: pass "
+                                 "coordinates= (a table in train_label_coordinates.csv's format, or {study_id: rows}) "
+                                 "for this study, or use a model that ships a localiser; it never falls back to whole "
+                                 "slices")
             from .localized import localize
 
-            located = localize(path, _descriptions_of(path, descriptions), localizer)
+            located = localize(path, named, localizer)
             rows = located[0]
-        if mode(picker).coordinates == "required" and not rows and located is None:
-            raise ValueError(f"{path}: this model was trained on {picker} at each level's points: pass coordinates= "
-                             "(a table in train_label_coordinates.csv's format, or {study_id: rows}) for this study, "
-                             "or use a model that ships a localiser; it never falls back to whole slices")
         try:
-            s = load_study(path, _descriptions_of(path, descriptions), picker=picker, coords=rows,
-                           slice_size=slice_size, layout=layout)
+            s = load_study(path, named, picker=picker, coords=rows, slice_size=slice_size, layout=layout)
         except DicomError as e:
             raise ValueError(f"lumbar-classify cannot read study {path}: {e}") from e
         if located is not None:
