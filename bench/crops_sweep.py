@@ -17,7 +17,8 @@ Each (pose, layout, seed) job, one process, `--threads` torch threads: train wit
 with it, and append one JSON line to --out:
 
     {"pose", "layout", "seed", "steps", "images", "max_length", "train_s", "wall_s",
-     "validation": {"n", "kappa", "rsna_raw"}, "held_out": {"n", "kappa", "rsna_raw", "rsna_calibrated"}}
+     "validation": {"n", "kappa", "rsna_raw"},
+     "held_out": {"n", "kappa", "rsna_raw", "rsna_calibrated", "kappa_by_condition"}}
 
 `max_length` is the run's token budget per training example (its images' tokens and the text).
 """
@@ -31,6 +32,7 @@ import time
 from pathlib import Path
 
 # bench/ (the script's folder) is on sys.path
+from hubkit.schema import CONDITIONS
 from sweep_pool import run_pool, sweep_arguments, train_and_score, use_threads
 
 REPO = Path(__file__).resolve().parents[1]
@@ -102,7 +104,9 @@ def job(pose: str, layout: str, seed: int, ds: dict, base: str, work: str, steps
         "train_s": round(train_s, 1), "wall_s": round(time.perf_counter() - t0, 1),
         "validation": {"n": cal.n_studies, "kappa": val["kappa"], "rsna_raw": val["rsna_score_raw"]},
         "held_out": {"n": held_res["eval_config"].n_studies, "kappa": held["kappa"],
-                     "rsna_raw": held["rsna_score_raw"], "rsna_calibrated": held["rsna_score"]},
+                     "rsna_raw": held["rsna_score_raw"], "rsna_calibrated": held["rsna_score"],
+                     # which conditions a layout loses (crops at a localiser's points: the axial slice's errors)
+                     "kappa_by_condition": {c: held.get(f"kappa_{c}") for c in CONDITIONS}},
     }
 
 

@@ -5,6 +5,8 @@
 # phase follows it for LIMIT seconds, then copies the result lines and the log into $OUT.
 #   bash bench/crops_sweep_gpu.sh start 560     # carry .gpu/sweepwhl (see below)
 #   bash bench/crops_sweep_gpu.sh follow 560    # the next call, on the same warm machine
+# SWEEP_ARGS picks the cells (default: every pose and layout, seeds 0 1 2) and RUNS says how many lines they make, e.g.
+#   RUNS=9 SWEEP_ARGS="--seeds 0 1 2 --poses realistic --layouts slices mosaic mosaic-localizer" bash ... start 560
 # Wheels: ../shared/gpu/prepare_wheels.sh's set without Unsloth's own (the tiny recipe trains with TRL + PEFT),
 # plus evaluate and pydicom, in .gpu/sweepwhl.
 set -uo pipefail
@@ -21,7 +23,7 @@ if [ "$PHASE" = start ]; then
   lscpu | grep -E '^(Model name|CPU\(s\))' | tee -a "$OUT/gpus.txt"
   mkdir -p $W
   # from /tmp: in the checkout, ./hubkit (without its mapped sub-packages) would shadow .gpu/site's
-  (cd /tmp && setsid nohup python3 "$REPO/bench/crops_sweep.py" --seeds 0 1 2 --jobs "$RUNS" --threads 1 \
+  (cd /tmp && setsid nohup python3 "$REPO/bench/crops_sweep.py" ${SWEEP_ARGS:---seeds 0 1 2} --jobs "$RUNS" --threads 1 \
      --work $W --out $W/crops_sweep.jsonl > $W/log.txt 2>&1 < /dev/null &)
 fi
 end=$((SECONDS + LIMIT))

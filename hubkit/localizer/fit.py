@@ -146,7 +146,10 @@ def _fit(samples, stage: str, cfg: FitConfig, rng: np.random.Generator):
     import torch
 
     torch.manual_seed(int(rng.integers(2**31)))
-    model = net.build(stage, len(LEVELS), cfg.width)
+    # a GPU when there is one (minutes on a CPU, seconds there); the fitted network comes back to the CPU, where
+    # locating runs
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = net.build(stage, len(LEVELS), cfg.width).to(device)
     side, stride = samples[0][0].shape[-1], net.STAGES[stage]["stride"]
     channels = len(LEVELS) if stage == "coarse" else 1
     epochs = cfg.epochs if stage == "coarse" else cfg.fine_epochs
@@ -167,8 +170,8 @@ def _fit(samples, stage: str, cfg: FitConfig, rng: np.random.Generator):
             gamma = torch.from_numpy(np.exp(rng.uniform(-0.2, 0.2, (len(idx), 1, 1, 1)))).float()
             x = x.clamp(0, 1) ** gamma * torch.from_numpy(rng.uniform(0.8, 1.2, (len(idx), 1, 1, 1))).float()
             heights, gauss = _targets_of([samples[i][1] for i in idx], channels, side, stride, shifts)
-            heights, gauss = torch.from_numpy(heights), torch.from_numpy(gauss)
-            logits = model(x)
+            heights, gauss = torch.from_numpy(heights).to(device), torch.from_numpy(gauss).to(device)
+            logits = model(x.to(device))
             flat = logits.flatten(2)
             presence = torch.nn.functional.binary_cross_entropy_with_logits(flat.max(-1).values, heights)
             located = (heights > 0.5).float()
@@ -178,7 +181,7 @@ def _fit(samples, stage: str, cfg: FitConfig, rng: np.random.Generator):
             loss.backward()
             opt.step()
             sched.step()
-    return model.eval()
+    return model.cpu().eval()
 
 
 def _samples(studies: dict, ids, head: str, stage: str, cfg: FitConfig, rng) -> list:
