@@ -292,6 +292,26 @@ def _dataset_problems(meta: dict) -> list[str]:
     return out
 
 
+def _space_problems(meta: dict) -> list[str]:
+    """What the Hub's Spaces configuration refuses (hub-docs spaces-config-reference.md)."""
+    from hubkit.cards.space import COLORS, SHORT_DESCRIPTION_MAX
+
+    out = []
+    if meta.get("sdk") not in ("gradio", "docker", "static"):
+        out.append(f'"sdk" {_q(meta.get("sdk"))} must be gradio, docker or static')
+    if meta.get("sdk") == "gradio" and not re.fullmatch(r"\d+(\.\d+){0,2}", str(meta.get("sdk_version") or "")):
+        out.append(f'"sdk_version" {_q(meta.get("sdk_version"))} must be the Gradio version, like 6.31.0')
+    if "app_file" in meta and not (isinstance(meta["app_file"], str) and meta["app_file"].endswith(".py")):
+        out.append(f'"app_file" {_q(meta["app_file"])} must be the path of a Python file in the repo')
+    out += [f'"{k}" {_q(meta[k])} must be one of {", ".join(COLORS)}' for k in ("colorFrom", "colorTo")
+            if k in meta and meta[k] not in COLORS]
+    if len(str(meta.get("short_description") or "")) > SHORT_DESCRIPTION_MAX:
+        out.append(f'"short_description" must be at most {SHORT_DESCRIPTION_MAX} characters')
+    if "models" in meta and not all(isinstance(m, str) and _is_repo_id(m) for m in _strings(meta["models"]) or [0]):
+        out.append('"models" must be a list of model repo ids (OWNER/NAME)')
+    return out
+
+
 def card_problems(text: str, repo_type: str) -> list[str]:
     """One line per problem the Hub would reject in README.md's YAML front matter; [] when there is none.
 
@@ -321,6 +341,8 @@ def card_problems(text: str, repo_type: str) -> list[str]:
     out = _license_problems(meta, rtype)
     if rtype is RepoType.DATASET:
         out += _dataset_problems(meta)
+    if rtype is RepoType.SPACE:
+        out += _space_problems(meta)
     if "tags" in meta and not (isinstance(meta["tags"], list) and all(isinstance(t, str) for t in meta["tags"])):
         out.append('"tags" must be a list of strings')
     return out + _model_problems(meta)

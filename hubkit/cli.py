@@ -334,6 +334,38 @@ def localizer_train(cohort, output, folds, epochs, seed, push_repo) -> None:
         click.echo(f"pushed to {publish.push_localizer_folder(output, push_repo).url} (private)")
 
 
+@cli.command()
+@click.argument("space", metavar="OWNER/NAME")
+@click.option("--model", required=True, metavar="REPO", help="The model repo the Space demonstrates (OWNER/NAME).")
+@click.option("--output", "-o", default=None, type=click.Path(file_okay=False),
+              help="Write the Space's files here; without --push-too nothing is pushed.")
+@click.option("--push-too", is_flag=True, help="With --output: write there and push as well.")
+@click.option("--public", is_flag=True, help="Create the Space public (it shows the model to anyone who opens it).")
+def space(space, model, output, push_too, public) -> None:
+    """A Gradio demo Space for MODEL: upload a zipped DICOM study, see the 25 grades with their probabilities, the
+    images the model was given and the levels' points. Pushed as a Space repo (private unless --public) holding
+    app.py, requirements.txt, README.md and this hubkit's wheel; the model's card then links it.
+
+    \b
+    Example:
+      hubkit space me/lumbar-demo --model me/lumbar-medgemma
+      hubkit space me/lumbar-demo --model me/lumbar-medgemma --output space/    # write only, to look first
+      python -m hubkit.space.app --model me/lumbar-medgemma                     # the same app, locally
+    """
+    import tempfile
+
+    from hubkit.space.writer import publish_space, write_space
+
+    if output and not push_too:
+        click.echo(f"wrote {write_space(output, space, model)} (app.py, requirements.txt, README.md, the wheel); "
+                   f"push it with: hubkit space {space} --model {model} --output {output} --push-too")
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        res, linked = publish_space(space, model, output or tmp, private=not public)
+    click.echo(f"pushed the Space to {res.url} ({'public' if public else 'private'})"
+               + (f"; the model card of {model} links it" if linked else ""))
+
+
 def _add_dev_verbs() -> None:
     from hubkit.cli_dev import VERBS
 

@@ -97,8 +97,26 @@ def push_run_folder(run_dir: str | os.PathLike, repo_id: str, private: bool = Tr
     if files == "all":
         _ship_wheel(run)
     write_model_card(run, None, repo_id)
+    _keep_space_link(run / "README.md", repo_id, token)
     return push_files(run, repo_id, "model", _MESSAGES[files], allow_patterns=[*RUN_PUSHES[files], *_picture(run)],
                       private=private, token=token, validate=lambda text: check_card(text, "model"))
+
+
+def _keep_space_link(card: Path, repo_id: str, token: str | None) -> None:
+    """The card rendered from the run folder keeps the line linking the demo Space that `hubkit space` added to the
+    repo's card (the run folder does not know of the Space; the repo's card does)."""
+    import tempfile
+
+    from hubkit.cards.space import linked_space, with_space_link
+    from hubkit.hub import HubError, download_file
+
+    try:
+        with tempfile.TemporaryDirectory() as cache:  # the repo's card now, never a cached older one
+            linked = linked_space(download_file(repo_id, "README.md", token=token, cache_dir=cache).read_text())
+    except HubError:  # a new repo, or one without a card yet: nothing to keep
+        return
+    if linked:
+        card.write_text(with_space_link(card.read_text(), *linked))
 
 
 def push_localizer_folder(folder: str | os.PathLike, repo_id: str, private: bool = True, token: str | None = None):

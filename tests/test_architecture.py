@@ -69,12 +69,13 @@ def _reachable(start: str) -> set[str]:
 
 
 def test_the_rooms_exist():
-    for room in ("hubkit.training", "hubkit.inference", "hubkit.evaluation", "hubkit.devkit"):
+    for room in ("hubkit.training", "hubkit.inference", "hubkit.evaluation", "hubkit.devkit", "hubkit.space"):
         assert room in MODULES, room
 
 
-@pytest.mark.parametrize("mod", sorted(m for m in MODULES if m.startswith("hubkit.inference")))
+@pytest.mark.parametrize("mod", sorted(m for m in MODULES if m.startswith(("hubkit.inference", "hubkit.space"))))
 def test_inference_never_reaches_training_or_evaluation(mod):
+    """Nor does the Space's app: it installs the inference extra only."""
     bad = sorted(m for m in _reachable(mod) if m.startswith(("hubkit.training", "hubkit.evaluation")))
     assert not bad, f"{mod} imports (directly or through other modules) {bad}"
 

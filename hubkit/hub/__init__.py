@@ -10,13 +10,14 @@ core (endpoint, token, errors) · access (whoami, what a token may push or read;
 transfer (one-commit uploads, downloads) · dataset_push (a built dataset in one commit).
 """
 
-from .access import check_model_readable, check_push_access, check_readable, ensure_repo, whoami
+from .access import check_model_readable, check_push_access, check_readable, ensure_repo, repo_is_private, whoami
 from .core import REPO_TYPES, HubError, HubFileNotFound, hub_endpoint, hub_errors, repo_url
 from .dataset_push import push_dataset
 from .transfer import (PushResult, dataset_revision, download_file, download_snapshot, push_files, repo_file_sizes,
-                       upload_folder)
+                       update_text_file, upload_folder)
 
 __all__ = ["REPO_TYPES", "HubError", "HubFileNotFound", "PushResult", "check_model_readable", "check_push_access",
            "check_readable",
            "dataset_revision", "download_file", "download_snapshot", "ensure_repo", "hub_endpoint", "hub_errors",
-           "push_dataset", "push_files", "repo_file_sizes", "repo_url", "upload_folder", "whoami"]
+           "push_dataset", "push_files", "repo_file_sizes", "repo_is_private", "repo_url", "update_text_file",
+           "upload_folder", "whoami"]

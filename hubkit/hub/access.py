@@ -6,14 +6,14 @@ from typing import Any
 
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 
-from .core import _AUTH_HINT, HubError, _api, _check_type, _token, hub_endpoint, hub_errors, repo_url
+from .core import _AUTH_HINT, SPACE_SDK, HubError, _api, _check_type, _token, hub_endpoint, hub_errors, repo_url
 
 def ensure_repo(repo_id: str, repo_type: str = "model", private: bool = True, token: str | None = None) -> str:
     """Create `repo_id` (private by default) or check that the existing one has the requested visibility.
 
     Args:
         repo_id: ``namespace/name``.
-        repo_type: ``"model"`` or ``"dataset"``.
+        repo_type: ``"model"``, ``"dataset"`` or ``"space"`` (a Gradio Space).
         private: ask for a private repo (default). An existing *private* repo is accepted when ``private=False``.
         token: Hub token; default ``HF_TOKEN`` or the stored login token.
 
@@ -32,7 +32,8 @@ def _ensure_repo(api, repo_id: str, repo_type: str, private: bool) -> tuple[str,
     """`ensure_repo` through `api`: (the repo URL, its `RepoInfo` read after creation, so that a push can take the
     head commit and the file list from it instead of asking again)."""
     with hub_errors(repo_id, repo_type, "push to"):
-        url = str(api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True))
+        sdk = {"space_sdk": SPACE_SDK} if repo_type == "space" else {}  # the Hub refuses a Space without one
+        url = str(api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True, **sdk))
         info = api.repo_info(repo_id, repo_type=repo_type)
     _check_private(info, repo_id, repo_type, private)
     return url, info
@@ -43,6 +44,15 @@ def _check_private(info, repo_id: str, repo_type: str, private: bool) -> None:
     if private and not info.private:
         raise HubError(f"{repo_type} repo {repo_id} already exists and is public, but a private repo was asked for: "
                        f"make it private in its settings on the Hub, or pass --public.")
+
+
+def repo_is_private(repo_id: str, repo_type: str = "model", token: str | None = None) -> bool:
+    """Whether the repo is private; True when it cannot be read (a private repo of another user looks so too)."""
+    try:
+        with hub_errors(repo_id, repo_type, "read"):
+            return bool(_api(_token(token, required=False)).repo_info(repo_id, repo_type=repo_type).private)
+    except HubError:
+        return True
 
 
 def whoami(token: str | None = None) -> dict:

@@ -21,7 +21,9 @@ from huggingface_hub.errors import (
 
 log = logging.getLogger("hubkit.hub")
 
-REPO_TYPES = ("model", "dataset")
+REPO_TYPES = ("model", "dataset", "space")
+# hubkit's Spaces are Gradio apps (`hubkit space`): the SDK a new Space repo is created with
+SPACE_SDK = "gradio"
 _AUTH_HINT = "set HF_TOKEN or run `hf auth login`"
 
 
@@ -39,8 +41,8 @@ def hub_endpoint() -> str:
 
 
 def repo_url(repo_id: str, repo_type: str = "model") -> str:
-    """The repo's page on the Hub (datasets live under /datasets/)."""
-    return f"{hub_endpoint()}/{'datasets/' if repo_type == 'dataset' else ''}{repo_id}"
+    """The repo's page on the Hub (datasets live under /datasets/, Spaces under /spaces/)."""
+    return f"{hub_endpoint()}/{ {'dataset': 'datasets/', 'space': 'spaces/'}.get(repo_type, '')}{repo_id}"
 
 
 def _token(token: str | None, required: bool) -> str | None:

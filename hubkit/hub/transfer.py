@@ -157,3 +157,30 @@ def download_snapshot(repo_id: str, repo_type: str = "model", revision: str | No
                                       endpoint=hub_endpoint(), cache_dir=cache_dir))
 
 
+
+
+def update_text_file(repo_id: str, path: str, edit, repo_type: str = "model", commit_message: str = "Update",
+                     token: str | None = None, validate=None):
+    """Read `path` of the repo, write `edit(text)` back in one commit (checked by `validate(text)` first); no
+    commit when the text is unchanged. Returns the commit's id, or None when nothing changed.
+
+    Raises:
+        HubError: repo or file not found, no write access, Hub unreachable.
+    """
+    import tempfile
+
+    from huggingface_hub import CommitOperationAdd
+
+    _check_type(repo_type)
+    tok = _token(token, required=True)
+    with tempfile.TemporaryDirectory() as cache:  # this revision's text, never a cached older one
+        text = download_file(repo_id, path, repo_type, token=tok, cache_dir=cache).read_text(encoding="utf-8")
+    new = edit(text)
+    if new == text:
+        return None
+    if validate is not None:
+        validate(new)
+    with hub_errors(repo_id, repo_type, "push to"):
+        commit = _api(tok).create_commit(repo_id, [CommitOperationAdd(path, new.encode("utf-8"))],
+                                         repo_type=repo_type, commit_message=commit_message)
+    return commit.oid

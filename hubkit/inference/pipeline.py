@@ -129,9 +129,11 @@ def _collate(items: list[dict]) -> dict:
 
 def _preprocess(inputs: Any, slice_size: int | None = None, series_descriptions: Any = None,
                 picker: str = "geometry", layout: str | None = None, coordinates: Any = None,
-                localizer: str | None = None) -> dict:
+                localizer: str | None = None, return_images: bool = False) -> dict:
     study, notes = study_from_input(inputs, slice_size=slice_size, descriptions=series_descriptions, picker=picker,
                                     layout=layout, coordinates=coordinates, localizer=localizer)
+    if return_images:
+        study.shown = list(study.images)
     return {"studies": [study], "notes": [notes]}
 
 
@@ -203,7 +205,9 @@ def _classes():
         speculative draft: one code or 25); `slice_size` (side of the slices read from DICOM; default: the run's,
         from its dataset manifest); `series_descriptions` (the RSNA series-descriptions CSV, or {series_id:
         description}; default: the CSV beside a `*_images/` folder, if there is one); `calibrate` (apply the model's
-        calibration.json to the probabilities, default True when it has one; labels and JSON are never changed).
+        calibration.json to the probabilities, default True when it has one; labels and JSON are never changed);
+        `return_images` (the output's `images`: {view: the image the model was given}, for showing beside the
+        grades; default False).
 
         Construction parameters (the run's facts; default: what the model carries in `model.config.hubkit`, which
         hubkit's loader sets from the run record, `hubkit.run_record.RunFacts`): `slice_size`; `calibration` (a
@@ -241,8 +245,10 @@ def _classes():
                             ", ".join(f"{m}=..." for m in missing))
 
         def _sanitize_parameters(self, method=None, draft=None, slice_size=None, series_descriptions=None,
-                                 calibrate=None, coordinates=None, **kwargs):
+                                 calibrate=None, coordinates=None, return_images=None, **kwargs):
             pre, fwd, post = {}, {}, {}
+            if return_images:  # the images the model was given, by view: what a demo shows beside the grades
+                pre["return_images"] = post["return_images"] = True
             if coordinates is not None:
                 pre["coordinates"] = read_coordinates(coordinates)
             if calibrate is not None:
@@ -265,14 +271,17 @@ def _classes():
             return super().__call__(inputs, *args, **kwargs)
 
         def preprocess(self, inputs, slice_size: int | None = None, series_descriptions: Any = None,
-                       coordinates: Any = None):
-            return _preprocess(inputs, **self._read_params(slice_size, series_descriptions, coordinates))
+                       coordinates: Any = None, return_images: bool = False):
+            return _preprocess(inputs, **self._read_params(slice_size, series_descriptions, coordinates,
+                                                           return_images))
 
-        def _read_params(self, slice_size=None, series_descriptions=None, coordinates=None) -> dict:
+        def _read_params(self, slice_size=None, series_descriptions=None, coordinates=None,
+                         return_images=False) -> dict:
             """How a study is read: the call's parameters, else the run's facts (picker, layout, slice size)."""
             picker, layout = self.facts.folder_picker
             return {"slice_size": slice_size or self.slice_size, "series_descriptions": series_descriptions,
-                    "picker": picker, "layout": layout, "coordinates": coordinates, "localizer": self.facts.localizer}
+                    "picker": picker, "layout": layout, "coordinates": coordinates, "localizer": self.facts.localizer,
+                    "return_images": return_images}
 
         def _forward(self, model_inputs, method: str = "auto", draft: Any = "N"):
             studies = model_inputs["studies"]
@@ -302,12 +311,14 @@ def _classes():
                 self._worker_pool = current = (key, pool)
             return current[1]
 
-        def postprocess(self, model_outputs, calibrate: bool = True):
+        def postprocess(self, model_outputs, calibrate: bool = True, return_images: bool = False):
             res = model_outputs["results"]
             if isinstance(res, list):
                 res = res[0]
             pred, study, notes = res
             out = _format(pred, study.views, notes, self.calibration if calibrate else None, self.facts.views)
+            if return_images:
+                out["images"] = dict(zip(study.views, study.shown or []))
             if study.points is None:
                 return out
             from .localized import with_priors  # a study located by the model's own localiser

@@ -26,6 +26,9 @@ class StudyInput:
     # could not place (their fields get the class priors: `inference.localized`). None otherwise.
     points: list | None = None
     unplaced: list | None = None
+    # The images as the model was given them, kept for the output when a call asks (`return_images=True`): `images`
+    # itself is emptied once encoded.
+    shown: list | None = None
 
 
 @dataclasses.dataclass
