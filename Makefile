@@ -6,12 +6,13 @@ STAMP := $(VENV)/.hubkit-installed
 NEWER := $(VENV)/newer-stack
 PYTEST_ARGS ?=
 DEMO_DIR ?= demo-out
+DEMO_CROPS_DIR ?= demo-crops-out
 
 .DEFAULT_GOAL := help
-.PHONY: help install test demo bench clean
+.PHONY: help install test demo demo-crops bench clean
 
 help: ## Show this help
-	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,8 +38,11 @@ test: install ## Run the offline CPU test suite
 demo: install ## Offline: synthetic DICOM -> local hub -> train -> evaluate -> calibrate -> card -> pipeline -> predict
 	$(BIN)/python -m hubkit.devkit.demo --out $(DEMO_DIR)
 
+demo-crops: install ## Offline, realistic phantom: localiser -> crops at its points -> train -> card -> pipeline -> predict
+	$(BIN)/python -m hubkit.devkit.demo --crops --out $(DEMO_CROPS_DIR)
+
 bench: install ## CPU benchmarks (results go in BENCHMARKS.md)
 	$(BIN)/python bench/build_dataset.py
 
 clean: ## Remove build outputs (keeps .venv)
-	rm -rf build dist *.egg-info $(DEMO_DIR) .pytest_cache
+	rm -rf build dist *.egg-info $(DEMO_DIR) $(DEMO_CROPS_DIR) .pytest_cache

@@ -1,6 +1,7 @@
 """`make demo`: the whole hubkit workflow offline, on one machine, with the CLI a user would type.
 
     python -m hubkit.devkit.demo --out demo-out [--studies 300] [--port 0]
+    python -m hubkit.devkit.demo --crops --out demo-crops-out        # `make demo-crops`: per-level crops
 
 Starts a loopback Hub, writes a synthetic DICOM cohort, builds and pushes the dataset (private), writes and pushes a
 tiny random Gemma 3 base model, trains a LoRA adapter from the streamed Hub dataset and pushes it, evaluates it
@@ -8,6 +9,12 @@ against the untrained base, fits and pushes the calibration of its probabilities
 and pushes the model card, runs `pipeline("lumbar-classify", ...)` in a fresh Python process on a study folder the
 model has never seen, and writes a competition submission CSV for the unseen studies (`hubkit predict`). Each step
 is a real `hubkit` command.
+
+With `--crops`, what the model sees are per-level crops on a phantom whose patients move like real ones (the
+realistic pose): a level localiser is fitted on the cohort first (`hubkit localizer train`), the dataset is cut at its
+out-of-fold points (`--picker crops --localizer`), the localiser ships in the dataset, the run and the model repo,
+and the pipeline and `hubkit predict` locate the unseen studies' levels with it. Fitting the localiser on the 2-core
+CPU is what makes this path slower than `make demo` (BENCHMARKS.md 9).
 """
 
 from __future__ import annotations
@@ -30,6 +37,9 @@ from transformers import pipeline
 clf = pipeline("lumbar-classify", model=sys.argv[1])
 out = clf(sys.argv[2])
 print(json.dumps({"study_id": out["study_id"], "views": out["views"], "json": out["json"]}, indent=1))
+if "points" in out:  # a crops model locates the levels itself
+    print(f"{len(out['points'])} points placed by the model's localiser; levels not placed: "
+          f"{', '.join(out['unplaced_levels']) or 'none'}")
 print("probabilities at L4L5" + (" (calibrated)" if out["calibrated"] else "") + ":",
       json.dumps(out["levels"]["L4L5"]))
 """
@@ -48,8 +58,11 @@ def _run(args: list[str], env: dict[str, str]) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="demo-out", help="folder for everything the demo writes (wiped first)")
-    ap.add_argument("--studies", type=int, default=300,
-                    help="synthetic studies (>= 100; 300 = 270 train + 30 validation: the tiny model memorises 135)")
+    ap.add_argument("--studies", type=int, default=None,
+                    help="synthetic studies (>= 100; default 300 = 270 train + 30 validation: the tiny model memorises "
+                         "135; 200 with --crops, where fitting the localiser costs ~4 CPU s a study)")
+    ap.add_argument("--crops", action="store_true",
+                    help="per-level crops on the realistic phantom, at the points of a localiser fitted first")
     ap.add_argument("--port", type=int, default=0, help="loopback hub port (0 = any free port)")
     ap.add_argument("--config", default=None,
                     help="training config: a YAML path or a shipped recipe name (default: tiny-cpu)")
@@ -57,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from hubkit.devkit.local_hub import LocalHub, hub_env
 
+    studies = args.studies or (200 if args.crops else 300)
     out = Path(args.out).resolve()
     if out.exists():
         shutil.rmtree(out)
@@ -68,42 +82,55 @@ def main(argv: list[str] | None = None) -> int:
     from hubkit.training.cpu import fair_threads
 
     procs = str(fair_threads())  # worker processes for synth and build: the cores other processes leave free
+    pose = ["--pose", "realistic"] if args.crops else []
+    numbers = iter(range(1, 12 if args.crops else 11))
+
+    def step(title: str) -> None:
+        _step(f"{next(numbers)}/{11 if args.crops else 10} {title}")
+
     t_start = time.perf_counter()
     try:
         print(f"loopback hub at {hub.url} (user '{USER}'), everything under {out}")
-        _step(f"1/10 synthetic RSNA-layout DICOM cohort ({args.studies} studies) + 2 unseen studies")
-        _run(hubkit + ["synth", str(out / "cohort"), "--studies", str(args.studies), "--seed", "0", "--num-proc", procs],
-             env)
-        _run(hubkit + ["synth", str(out / "unseen"), "--studies", "2", "--seed", "12345"], env)
-        _step("2/10 build the dataset and push it (private)")
+        step(f"synthetic RSNA-layout DICOM cohort ({studies} studies{', realistic pose' if args.crops else ''}) "
+             "+ 2 unseen studies")
+        _run(hubkit + ["synth", str(out / "cohort"), "--studies", str(studies), "--seed", "0", "--num-proc", procs,
+                       *pose], env)
+        _run(hubkit + ["synth", str(out / "unseen"), "--studies", "2", "--seed", "12345", *pose], env)
+        build = []
+        if args.crops:
+            step("fit the level localiser on the cohort's annotated points (3 folds + a final model)")
+            _run(hubkit + ["localizer", "train", str(out / "cohort"), "--output", str(out / "localizer")], env)
+            build = ["--picker", "crops", "--localizer", str(out / "localizer")]
+        step("build the dataset and push it (private)" + (": crops at the localiser's out-of-fold points"
+                                                           if args.crops else ""))
         _run(hubkit + ["build-dataset", str(out / "cohort"), "--output", str(out / "dataset"), "--num-proc", procs,
-                       "--push", DATASET_REPO], env)
-        _step("3/10 a tiny random Gemma 3 base model, pushed as the base")
+                       *build, "--push", DATASET_REPO], env)
+        step("a tiny random Gemma 3 base model, pushed as the base")
         _run(hubkit + ["base", "tiny", str(out / "base"), "--push", BASE_REPO], env)
-        _step("4/10 QLoRA/LoRA fine-tune from the streamed Hub dataset, push the adapter")
+        step("QLoRA/LoRA fine-tune from the streamed Hub dataset, push the adapter")
         _run(hubkit + ["train", "--dataset", DATASET_REPO, "--base-model", BASE_REPO, "--output",
                        str(out / "run"), "--config", config, "--push", MODEL_REPO], env)
-        _step("5/10 evaluate on the validation split, fine-tuned vs base")
+        step("evaluate on the validation split, fine-tuned vs base")
         _run(hubkit + ["evaluate", "--model", MODEL_REPO, "--dataset", DATASET_REPO, "--output",
                        str(out / "run" / "eval"), "--compare-base"], env)
-        _step("6/10 calibrate the probabilities for the official score on the validation predictions, push it")
+        step("calibrate the probabilities for the official score on the validation predictions, push it")
         _run(hubkit + ["calibrate", str(out / "run"), "--eval", str(out / "run" / "eval"), "--push", MODEL_REPO], env)
-        _step("7/10 model card from the run and evaluation files, pushed")
+        step("model card from the run and evaluation files, pushed")
         _run(hubkit + ["card", str(out / "run"), "--eval", str(out / "run" / "eval"), "--push", MODEL_REPO], env)
-        _step("8/10 a consumer: pipeline('lumbar-classify') in a fresh process on an unseen study folder")
+        step("a consumer: pipeline('lumbar-classify') in a fresh process on an unseen study folder")
         unseen = sorted((out / "unseen" / "train_images").iterdir())[0]
         _run([sys.executable, "-c", PIPELINE_SNIPPET, MODEL_REPO, str(unseen)], env)
-        _step("9/10 a competition submission for the unseen studies (hubkit predict)")
+        step("a competition submission for the unseen studies (hubkit predict)")
         _run(hubkit + ["predict", str(out / "unseen" / "train_images"), "--model", MODEL_REPO, "--output",
                        str(out / "submission.csv")], env)
-        _step("10/10 results")
-        _summary(out, hub.url, time.perf_counter() - t_start)
+        step("results")
+        _summary(out, hub.url, time.perf_counter() - t_start, args.crops)
     finally:
         hub.stop()
     return 0
 
 
-def _summary(out: Path, url: str, seconds: float) -> None:
+def _summary(out: Path, url: str, seconds: float, crops: bool) -> None:
     from hubkit.cards.model import METRIC_ROWS
     from hubkit.eval_record import read_results
     from hubkit.run_record import CALIBRATION_FILE, read_calibration
@@ -120,10 +147,12 @@ def _summary(out: Path, url: str, seconds: float) -> None:
     cal = out / "run" / CALIBRATION_FILE
     if c is not None and c.score_calibrated is not None:
         print(f"{'Official RSNA 2024 score, calibrated (in-sample)':60} {'':>10} {c.score_calibrated:>11.3f}")
+    located = (f"  level localiser     {out / 'localizer'}   (out-of-fold points, errors, picture; shipped in the model "
+               "repo)\n" if crops else "")
     print(f"""
 Where everything is:
   cohort (DICOM)      {out / 'cohort'}
-  dataset + card      {out / 'dataset'}   (hub: {url}/datasets/{DATASET_REPO})
+{located}  dataset + card      {out / 'dataset'}   (hub: {url}/datasets/{DATASET_REPO})
   training run        {out / 'run'}       (adapter, run record, training_log.jsonl, logs/ for TensorBoard)
   evaluation          {eval_dir}
   calibration         {cal}
