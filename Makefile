@@ -38,7 +38,7 @@ test: install ## Run the offline CPU test suite
 demo: install ## Offline: synthetic DICOM -> local hub -> train -> evaluate -> calibrate -> card -> pipeline -> predict
 	$(BIN)/python -m hubkit.devkit.demo --out $(DEMO_DIR)
 
-demo-crops: install ## Offline, realistic phantom: localiser -> crops at its points -> train -> card -> pipeline -> predict
+demo-crops: install ## Offline, realistic phantom: localiser -> crops at its points -> train -> pipeline -> predict
 	$(BIN)/python -m hubkit.devkit.demo --crops --out $(DEMO_CROPS_DIR)
 
 bench: install ## CPU benchmarks (results go in BENCHMARKS.md)

@@ -23,7 +23,8 @@ if [ "$PHASE" = start ]; then
   lscpu | grep -E '^(Model name|CPU\(s\))' | tee -a "$OUT/gpus.txt"
   mkdir -p $W
   # from /tmp: in the checkout, ./hubkit (without its mapped sub-packages) would shadow .gpu/site's
-  (cd /tmp && setsid nohup python3 "$REPO/bench/crops_sweep.py" ${SWEEP_ARGS:---seeds 0 1 2} --jobs "$RUNS" --threads 1 \
+  (cd /tmp && setsid nohup python3 "$REPO/bench/crops_sweep.py" ${SWEEP_ARGS:---seeds 0 1 2} --jobs "$RUNS" \
+     --threads 1 \
      --work $W --out $W/crops_sweep.jsonl > $W/log.txt 2>&1 < /dev/null &)
 fi
 end=$((SECONDS + LIMIT))

@@ -39,7 +39,7 @@ out = clf(sys.argv[2])
 print(json.dumps({"study_id": out["study_id"], "views": out["views"], "json": out["json"]}, indent=1))
 if "points" in out:  # a crops model locates the levels itself
     print(f"{len(out['points'])} points placed by the model's localiser; levels not placed: "
-          f"{', '.join(out['unplaced_levels']) or 'none'}")
+          f"{', '.join(out.get('unplaced_levels', [])) or 'none'}")
 print("probabilities at L4L5" + (" (calibrated)" if out["calibrated"] else "") + ":",
       json.dumps(out["levels"]["L4L5"]))
 """
@@ -147,8 +147,8 @@ def _summary(out: Path, url: str, seconds: float, crops: bool) -> None:
     cal = out / "run" / CALIBRATION_FILE
     if c is not None and c.score_calibrated is not None:
         print(f"{'Official RSNA 2024 score, calibrated (in-sample)':60} {'':>10} {c.score_calibrated:>11.3f}")
-    located = (f"  level localiser     {out / 'localizer'}   (out-of-fold points, errors, picture; shipped in the model "
-               "repo)\n" if crops else "")
+    located = (f"  level localiser     {out / 'localizer'}   (out-of-fold points, errors, picture; shipped in the "
+               "model repo)\n" if crops else "")
     print(f"""
 Where everything is:
   cohort (DICOM)      {out / 'cohort'}
