@@ -220,7 +220,7 @@ def test_endpoint_follows_hf_endpoint(monkeypatch):
     with pytest.raises(hub.HubError, match=r"http://127\.0\.0\.1:9"):
         hub.ensure_repo("owner/x")
     with pytest.raises(ValueError):
-        hub.ensure_repo("owner/x", repo_type="space")
+        hub.ensure_repo("owner/x", repo_type="bucket")
 
 
 def test_push_killed_mid_upload_keeps_previous_commit(local_hub, tmp_path):

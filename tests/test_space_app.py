@@ -17,11 +17,9 @@ pytest.importorskip("torch")
 
 @pytest.fixture(scope="module")
 def located():
-    from hubkit.inference.pipeline import load_pipeline
-    from tests.fixtures.localizer import located_model
+    from tests.fixtures.localizer import located_model, located_pipeline
 
-    data, _, run = located_model()
-    return sorted((data / "test_images").iterdir())[0], load_pipeline(str(run))
+    return sorted((located_model()[0] / "test_images").iterdir())[0], located_pipeline()
 
 
 def zipped(study, tmp_path) -> str:

@@ -38,12 +38,11 @@ def _free_port() -> int:
 def served():
     """(URL of the app for the localised crops model, a study folder, the pipeline), served for the module."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    from hubkit.inference.pipeline import load_pipeline
     from hubkit.space.app import build_app
-    from tests.fixtures.localizer import located_model
+    from tests.fixtures.localizer import located_model, located_pipeline
 
     data, _, run = located_model()
-    pipe = load_pipeline(str(run))
+    pipe = located_pipeline()
     app = build_app(str(run), classify=pipe)
     port = _free_port()
     app.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,

@@ -157,8 +157,6 @@ def download_snapshot(repo_id: str, repo_type: str = "model", revision: str | No
                                       endpoint=hub_endpoint(), cache_dir=cache_dir))
 
 
-
-
 def update_text_file(repo_id: str, path: str, edit, repo_type: str = "model", commit_message: str = "Update",
                      token: str | None = None, validate=None):
     """Read `path` of the repo, write `edit(text)` back in one commit (checked by `validate(text)` first); no
