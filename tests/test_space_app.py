@@ -78,3 +78,14 @@ def test_what_it_cannot_read_is_one_sentence_naming_the_fix(located, tmp_path):
             report(pipe, upload)
         assert says in str(e.value) and "\n" not in str(e.value) and str(e.value).endswith("."), name
     assert not (tmp_path.parent / "evil").exists()
+
+
+def test_a_failure_inside_the_model_is_one_sentence_too(located, tmp_path):
+    study, _ = located
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory\nTried to allocate 2.00 GiB")
+
+    with pytest.raises(StudyError) as e:
+        report(broken, zipped(study, tmp_path))
+    assert str(e.value) == "The model could not grade this study (RuntimeError: CUDA out of memory.)"

@@ -13,6 +13,7 @@ read is one sentence (`StudyError`), shown as such, never a traceback.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import tempfile
 import warnings
@@ -24,6 +25,7 @@ from hubkit.schema import CODES, CONDITION_TITLES, CONDITIONS, LEVEL_TITLES, LEV
 
 HEADERS = ("Condition", "Level", "Grade", "P(normal/mild)", "P(moderate)", "P(severe)")
 MAX_UNPACKED = 2 * 1024 ** 3  # a study is tens of MB; refuse a zip that would unpack beyond this
+log = logging.getLogger("hubkit")
 SAGITTAL = {"Spinal Canal Stenosis": "canal", "Left Neural Foraminal Narrowing": "left foramen",
             "Right Neural Foraminal Narrowing": "right foramen"}
 
@@ -130,6 +132,12 @@ def point_pictures(folder: Path, points: list[dict]) -> list[tuple[Any, str]]:
     return out
 
 
+def _sentence(text: str) -> str:
+    """The first line of a message, ending as a sentence."""
+    line = (text.strip().splitlines() or ["no reason given"])[0].rstrip()
+    return line if line.endswith((".", "!", "?")) else line + "."
+
+
 def report(classify: Callable, upload: str | os.PathLike, progress: Callable | None = None) -> dict:
     """Everything the app shows for one uploaded zip: {"rows", "images", "points", "notes", "output"}.
     `classify` is the pipeline; `progress(fraction, desc)` is told each step. Raises StudyError."""
@@ -143,9 +151,17 @@ def report(classify: Callable, upload: str | os.PathLike, progress: Callable | N
             try:
                 out = classify(str(folder), return_images=True)
             except ValueError as e:  # the pipeline's own one-line reasons (unreadable series, no slice size, ...)
-                raise StudyError(str(e).splitlines()[0]) from e
+                raise StudyError(_sentence(str(e))) from e
+            except Exception as e:  # noqa: BLE001 - the user gets a sentence; the Space's log the traceback
+                log.exception("grading %s failed", Path(upload).name)
+                raise StudyError(f"The model could not grade this study ({type(e).__name__}: "
+                                 f"{_sentence(str(e))})") from e
         step(0.9, desc="Drawing the points")
-        points = point_pictures(folder, out["points"]) if out.get("points") else []
+        try:
+            points = point_pictures(folder, out["points"]) if out.get("points") else []
+        except ValueError as e:  # the grades stand without the pictures
+            points = []
+            out.setdefault("notes", []).append(f"The points could not be drawn: {_sentence(str(e))}")
     images = [(img, view) for view, img in out.pop("images", {}).items()]
     return {"rows": table_rows(out), "images": images, "points": points, "notes": notes_markdown(out),
             "output": out}
