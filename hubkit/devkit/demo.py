@@ -14,7 +14,7 @@ With `--crops`, what the model sees are per-level crops on a phantom whose patie
 realistic pose): a level localiser is fitted on the cohort first (`hubkit localizer train`), the dataset is cut at its
 out-of-fold points (`--picker crops --localizer`), the localiser ships in the dataset, the run and the model repo,
 and the pipeline and `hubkit predict` locate the unseen studies' levels with it. Fitting the localiser on the 2-core
-CPU is what makes this path slower than `make demo` (BENCHMARKS.md 9).
+CPU is what makes this path slower than `make demo` (BENCHMARKS.md 9c).
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="demo-out", help="folder for everything the demo writes (wiped first)")
     ap.add_argument("--studies", type=int, default=None,
                     help="synthetic studies (>= 100; default 300 = 270 train + 30 validation: the tiny model memorises "
-                         "135; 200 with --crops, where fitting the localiser costs ~4 CPU s a study)")
+                         "135; 200 with --crops, where fitting the localiser takes ~5 s a study on 2 cores)")
     ap.add_argument("--crops", action="store_true",
                     help="per-level crops on the realistic phantom, at the points of a localiser fitted first")
     ap.add_argument("--port", type=int, default=0, help="loopback hub port (0 = any free port)")
