@@ -97,3 +97,11 @@ def test_a_space_or_model_that_is_not_a_repo_id_is_one_line(space, model, says, 
     res = CliRunner().invoke(cli, ["space", space, "--model", model, "--output", str(tmp_path / "sp")])
     assert res.exit_code == 1 and says in res.output and "OWNER/NAME" in res.output
     assert len(res.output.strip().splitlines()) == 1
+
+
+def test_a_model_repo_it_cannot_read_stops_it_before_any_space_is_pushed(local_hub):
+    from huggingface_hub import HfApi
+
+    res = CliRunner().invoke(cli, ["space", "owner/space-of-nothing", "--model", "owner/no-such-model"])
+    assert res.exit_code == 1 and "owner/no-such-model" in res.output and len(res.output.strip().splitlines()) == 1
+    assert not HfApi(token=local_hub.owner_token).repo_exists("owner/space-of-nothing", repo_type="space")

@@ -99,11 +99,13 @@ def _gradio_version() -> str:
 def publish_space(space_id: str, model: str, output: str | os.PathLike, private: bool = True,
                   link_model: bool = True, token: str | None = None):
     """Write the Space into OUTPUT and push it in one commit (private unless asked); then link it from the model's
-    card when the token may write the model repo (a warning otherwise). Returns (the Space's `PushResult`, whether
+    card when the token may write the model repo (a warning otherwise). HubError first when this token cannot read
+    the model repo. Returns (the Space's `PushResult`, whether
     the model card links it)."""
     from hubkit.cards.metadata import check_card
-    from hubkit.hub import HubError, push_files
+    from hubkit.hub import HubError, check_readable, push_files
 
+    check_readable(model, "model", token)  # a Space of a model it cannot load would only show an error: say so now
     out = write_space(output, space_id, model, private_model=_model_private(model, token))
     res = push_files(out, space_id, "space", "hubkit space: the demo app", allow_patterns=list(SPACE_FILES),
                      private=private, token=token, validate=lambda text: check_card(text, "space"))
