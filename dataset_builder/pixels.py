@@ -224,10 +224,14 @@ def to_image(arr: np.ndarray, header: SliceHeader, size: int, region=None):
         small = np.asarray(Image.fromarray(oriented, mode="F").resize((size, size), Image.BILINEAR))
     else:
         small = _cut(oriented, header, region, size)
-    img8 = window(small, win)
-    if header.photometric == "MONOCHROME1":
-        img8 = 255 - img8  # MONOCHROME1: high stored values are dark; the VOI window applies before inversion
-    return Image.fromarray(img8, mode="L")
+    return Image.fromarray(shown(small, header, win), mode="L")
+
+
+def shown(arr: np.ndarray, header: SliceHeader, win: tuple[float, float] | None = None) -> np.ndarray:
+    """8-bit pixels as a reader sees them: `window` (`win`, else the header's, else the image's percentiles), then
+    MONOCHROME1 inverted (high stored values are dark; the VOI window applies before inversion)."""
+    img8 = window(arr, win if win is not None else header.window)
+    return 255 - img8 if header.photometric == "MONOCHROME1" else img8
 
 
 def _cut(oriented: np.ndarray, header: SliceHeader, region, size: int) -> np.ndarray:

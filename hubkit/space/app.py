@@ -104,7 +104,7 @@ def point_pictures(folder: Path, points: list[dict]) -> list[tuple[Any, str]]:
     from PIL import Image, ImageDraw
 
     from hubkit.dataset_builder.dicom import read_series
-    from hubkit.dataset_builder.pixels import decode_picked
+    from hubkit.dataset_builder.pixels import decode_picked, shown
 
     groups: dict[tuple[str, int], list[dict]] = {}
     for r in points:
@@ -117,9 +117,7 @@ def point_pictures(folder: Path, points: list[dict]) -> list[tuple[Any, str]]:
         header = series.by_instance(inst)
         if header is None:
             continue
-        arr = decode_picked(series, header).astype("float32")
-        lo, hi = float(arr.min()), float(arr.max())
-        img = Image.fromarray(((arr - lo) / max(hi - lo, 1e-6) * 255).astype("uint8")).convert("RGB")
+        img = Image.fromarray(shown(decode_picked(series, header), header)).convert("RGB")
         scale = max(1, round(384 / max(img.size)))
         img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
         draw = ImageDraw.Draw(img)
