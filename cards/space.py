@@ -86,8 +86,10 @@ def with_space_link(card: str, space_id: str, url: str) -> str:
         return marked.sub(lambda _: block, card, count=1)
     heading = re.search(r"^# .*$", card, re.M)
     if heading is None:  # no title: after the front matter, or first
-        end = card.find("\n---", 3) if card.startswith("---") else -1
-        at = card.find("\n", end + 4) + 1 if end >= 0 else 0
+        from huggingface_hub.repocard import REGEX_YAML_BLOCK  # the front matter as the Hub's client splits it
+
+        front = REGEX_YAML_BLOCK.search(card)
+        at = front.end() if front else 0
         return card[:at] + "\n" + block + "\n\n" + card[at:]
     return card[:heading.end()] + "\n\n" + block + "\n" + card[heading.end():]
 

@@ -105,14 +105,11 @@ def push_run_folder(run_dir: str | os.PathLike, repo_id: str, private: bool = Tr
 def _keep_space_link(card: Path, repo_id: str, token: str | None) -> None:
     """The card rendered from the run folder keeps the line linking the demo Space that `hubkit space` added to the
     repo's card (the run folder does not know of the Space; the repo's card does)."""
-    import tempfile
-
     from hubkit.cards.space import linked_space, with_space_link
-    from hubkit.hub import HubError, download_file
+    from hubkit.hub import HubError, read_text_file
 
     try:
-        with tempfile.TemporaryDirectory() as cache:  # the repo's card now, never a cached older one
-            linked = linked_space(download_file(repo_id, "README.md", token=token, cache_dir=cache).read_text())
+        linked = linked_space(read_text_file(repo_id, "README.md", token=token))
     except HubError:  # a new repo, or one without a card yet: nothing to keep
         return
     if linked:

@@ -58,6 +58,8 @@ def test_a_models_card_gains_one_link_and_a_second_space_replaces_it():
     other = with_space_link(once, "me/demo2", "https://hub/spaces/me/demo2")
     assert other.count(LINK_START) == 1 and "me/demo2" in other and "spaces/me/demo)" not in other
     assert with_space_link("no heading\n", "me/d", "u").count(LINK_START) == 1
+    untitled = with_space_link("---\nlicense: other\n---\nText.\n", "me/d", "u")
+    assert untitled.startswith("---\nlicense: other\n---\n") and untitled.index(LINK_START) < untitled.index("Text.")
     assert linked_space(other) == ("me/demo2", "https://hub/spaces/me/demo2") and linked_space(card) is None
 
 

@@ -13,11 +13,11 @@ transfer (one-commit uploads, downloads) · dataset_push (a built dataset in one
 from .access import check_model_readable, check_push_access, check_readable, ensure_repo, repo_is_private, whoami
 from .core import REPO_TYPES, HubError, HubFileNotFound, hub_endpoint, hub_errors, repo_url
 from .dataset_push import push_dataset
-from .transfer import (PushResult, dataset_revision, download_file, download_snapshot, push_files, repo_file_sizes,
-                       update_text_file, upload_folder)
+from .transfer import (PushResult, dataset_revision, download_file, download_snapshot, push_files, read_text_file,
+                       repo_file_sizes, update_text_file, upload_folder)
 
 __all__ = ["REPO_TYPES", "HubError", "HubFileNotFound", "PushResult", "check_model_readable", "check_push_access",
            "check_readable",
            "dataset_revision", "download_file", "download_snapshot", "ensure_repo", "hub_endpoint", "hub_errors",
-           "push_dataset", "push_files", "repo_file_sizes", "repo_is_private", "repo_url", "update_text_file",
-           "upload_folder", "whoami"]
+           "push_dataset", "push_files", "read_text_file", "repo_file_sizes", "repo_is_private", "repo_url",
+           "update_text_file", "upload_folder", "whoami"]

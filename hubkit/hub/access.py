@@ -47,12 +47,11 @@ def _check_private(info, repo_id: str, repo_type: str, private: bool) -> None:
 
 
 def repo_is_private(repo_id: str, repo_type: str = "model", token: str | None = None) -> bool:
-    """Whether the repo is private; True when it cannot be read (a private repo of another user looks so too)."""
-    try:
-        with hub_errors(repo_id, repo_type, "read"):
-            return bool(_api(_token(token, required=False)).repo_info(repo_id, repo_type=repo_type).private)
-    except HubError:
-        return True
+    """Whether the repo is private, in one metadata read. HubError when this token cannot read it (not found, not
+    visible, bad token, Hub unreachable)."""
+    _check_type(repo_type)
+    with hub_errors(repo_id, repo_type, "read"):
+        return bool(_api(_token(token, required=False)).repo_info(repo_id, repo_type=repo_type).private)
 
 
 def whoami(token: str | None = None) -> dict:

@@ -157,6 +157,18 @@ def download_snapshot(repo_id: str, repo_type: str = "model", revision: str | No
                                       endpoint=hub_endpoint(), cache_dir=cache_dir))
 
 
+def read_text_file(repo_id: str, path: str, repo_type: str = "model", token: str | None = None) -> str:
+    """The text of `path` in the repo as it is now (downloaded into a throwaway cache, never an older cached copy).
+
+    Raises:
+        HubError: repo or file not found or not visible, bad token, Hub unreachable.
+    """
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as cache:
+        return download_file(repo_id, path, repo_type, token=token, cache_dir=cache).read_text(encoding="utf-8")
+
+
 def update_text_file(repo_id: str, path: str, edit, repo_type: str = "model", commit_message: str = "Update",
                      token: str | None = None, validate=None):
     """Read `path` of the repo, write `edit(text)` back in one commit (checked by `validate(text)` first); no
@@ -165,14 +177,10 @@ def update_text_file(repo_id: str, path: str, edit, repo_type: str = "model", co
     Raises:
         HubError: repo or file not found, no write access, Hub unreachable.
     """
-    import tempfile
-
     from huggingface_hub import CommitOperationAdd
 
-    _check_type(repo_type)
     tok = _token(token, required=True)
-    with tempfile.TemporaryDirectory() as cache:  # this revision's text, never a cached older one
-        text = download_file(repo_id, path, repo_type, token=tok, cache_dir=cache).read_text(encoding="utf-8")
+    text = read_text_file(repo_id, path, repo_type, token=tok)
     new = edit(text)
     if new == text:
         return None

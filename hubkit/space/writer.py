@@ -103,10 +103,11 @@ def publish_space(space_id: str, model: str, output: str | os.PathLike, private:
     the model repo. Returns (the Space's `PushResult`, whether
     the model card links it)."""
     from hubkit.cards.metadata import check_card
-    from hubkit.hub import HubError, check_readable, push_files
+    from hubkit.hub import HubError, push_files, repo_is_private
 
-    check_readable(model, "model", token)  # a Space of a model it cannot load would only show an error: say so now
-    out = write_space(output, space_id, model, private_model=_model_private(model, token))
+    # HubError now when this token cannot read the model: a Space of a model it cannot load would only show an error
+    private_model = repo_is_private(model, "model", token)
+    out = write_space(output, space_id, model, private_model=private_model)
     res = push_files(out, space_id, "space", "hubkit space: the demo app", allow_patterns=list(SPACE_FILES),
                      private=private, token=token, validate=lambda text: check_card(text, "space"))
     if not link_model:
@@ -117,13 +118,6 @@ def publish_space(space_id: str, model: str, output: str | os.PathLike, private:
         log.warning("the Space is pushed, but the model card could not link it: %s", e)
         return res, False
     return res, True
-
-
-def _model_private(model: str, token: str | None) -> bool:
-    """Whether the model repo is private (the Space's README then says to add a token); True when unknown."""
-    from hubkit.hub import repo_is_private
-
-    return repo_is_private(model, "model", token)
 
 
 def link_from_model_card(model: str, space_id: str, url: str, token: str | None = None):
