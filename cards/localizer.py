@@ -19,8 +19,12 @@ def error_rows(metrics: Mapping[str, Any] | None) -> list[tuple[str, Any]]:
     def pct(key):
         return "–" if m.get(key) is None else f"{100 * m[key]:.1f}%"
 
+    # where the errors are: a tube's point (the canal) can slide along it where a hole's (a foramen) cannot
+    parts = [f"{name} {v['median_mm']:.2f} / {v['p90_mm']:.2f} mm"
+             for name, v in (m.get("by_structure") or {}).items()]
     return [("median error", mm("median_mm")), ("90th percentile", mm("p90_mm")), ("within 5 mm", pct("within_5mm")),
             ("right level", pct("right_level")), ("right axial slice", pct("axial_right_slice")),
+            ("median / 90th percentile by structure", " · ".join(parts) or "–"),
             ("points not placed", m.get("not_placed", "–"))]
 
 

@@ -115,12 +115,16 @@ def test_train_writes_a_localizer_that_locates(cohort, tmp_path):
     config = json.loads((out / net.CONFIG_FILE).read_text())
     assert config["trained_on"]["studies"] == 8 and len(config["trained_on"]["coordinates_fingerprint"]) == 16
     assert config["lateral_mm"] > 0 and len(config["recess_from_foramen_mm"]) == 3  # the anatomy it learned
+    along, behind = config["canal_from_foramina_mm"]  # the phantom's canal: level with its foramina, 6 mm behind
+    assert abs(along) < 1.0 and abs(behind - 6.0) < 1.0
     assert (out / net.WEIGHTS_FILE).is_file()
     with (out / OOF_FILE).open() as fh:
         rows = list(csv.DictReader(fh))
     assert tuple(rows[0]) == COLUMNS and {r["study_id"] for r in rows} <= set(rsna_csv.read_coordinates(cohort))
     metrics = json.loads((out / METRICS_FILE).read_text())
     assert {"median_mm", "p90_mm", "within_5mm", "right_level", "axial_right_slice", "not_placed"} <= set(metrics)
+    assert set(metrics["by_structure"]) == {"canal", "foramina", "recesses"}
+    assert sum(v["points"] for v in metrics["by_structure"].values()) == metrics["points"]
 
     sid = sorted(rsna_csv.read_coordinates(cohort), key=int)[0]
     series = _study(cohort, sid)

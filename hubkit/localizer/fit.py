@@ -25,14 +25,18 @@ import numpy as np
 from hubkit.schema import CONDITION_TITLES, LEVEL_TITLES, LEVELS
 
 from . import net
-from .locate import (Localizer, fine_patch, pixel_to_net, point_of, slice_inputs, study_series, to_patch,
-                     world_to_pixel)
+from .locate import (Localizer, fine_patch, pixel_to_net, point_of, slice_inputs, spine_frame, study_series,
+                     to_patch, world_to_pixel)
 from .points import METRICS_FILE, OOF_FILE, coordinates_fingerprint
 
 SLICE_SIGMA_MM = 3.0  # how fast a target's height falls with its distance from a slice's plane
 HEAT_SIGMA_CELLS = 1.0
 COLUMNS = ("study_id", "series_id", "instance_number", "condition", "level", "x", "y")
 HEAD_CONDITIONS = {"canal": ("canal",), "foramen": ("lf", "rf")}
+# The errors' breakdown (`point_metrics`): a condition's title -> the structure its points are on.
+STRUCTURES = {CONDITION_TITLES["canal"]: "canal", CONDITION_TITLES["lf"]: "foramina",
+              CONDITION_TITLES["rf"]: "foramina", CONDITION_TITLES["ls"]: "recesses",
+              CONDITION_TITLES["rs"]: "recesses"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -277,12 +281,15 @@ def geometry_priors(studies: dict, coords: dict, cohort: Path, descriptions) -> 
     (where the localiser puts each foramen's slice, either side of the midline it finds), and
     `recess_from_foramen_mm`, the vector from a foramen point to the same side's subarticular point in patient
     millimetres, its x made medial-positive (where the localiser puts the recesses it projects into the axial
-    series). None where the training data has no such pair."""
-    halves, offsets = [], []
-    titles = {c: CONDITION_TITLES[c] for c in ("lf", "rf", "ls", "rs")}
+    series), and `canal_from_foramina_mm`, the canal point's offset from the midpoint of its level's two foramina
+    points in the spine's frame (`locate.spine_frame`: along the spine downwards, towards posterior in the disc's
+    plane; where the localiser puts the canal at a level whose foramina it placed). None where the training data
+    has no such pair."""
+    halves, offsets, canal = [], [], []
+    titles = {c: CONDITION_TITLES[c] for c in ("canal", "lf", "rf", "ls", "rs")}
     for sid in studies:
         rows = {(r["condition"], r["level"]): r for r in coords[sid]}
-        series = None
+        series, mids, canals = None, {}, {}
         for lv in LEVELS:
             got = {c: rows.get((t, LEVEL_TITLES[lv])) for c, t in titles.items()}
             if got["lf"] is None and got["rf"] is None:
@@ -294,12 +301,19 @@ def geometry_priors(studies: dict, coords: dict, cohort: Path, descriptions) -> 
             pts = {c: v for c, v in pts.items() if v[0] is not None}
             if pts.get("lf") and pts.get("rf") and pts["lf"][1] is pts["rf"][1]:
                 halves.append(abs(float((pts["lf"][0] - pts["rf"][0]) @ pts["lf"][1].normal)) / 2)
+                mids[lv] = (pts["lf"][0] + pts["rf"][0]) / 2
+                if pts.get("canal"):
+                    canals[lv] = pts["canal"][0]
             for f, r, medial in (("lf", "ls", -1.0), ("rf", "rs", 1.0)):  # patient left is +x: medial is -x there
                 if pts.get(f) and pts.get(r):
                     d = pts[r][0] - pts[f][0]
                     offsets.append([medial * d[0], d[1], d[2]])
+        for lv, p in canals.items():
+            down, across = spine_frame(lv, mids)
+            canal.append([float((p - mids[lv]) @ down), float((p - mids[lv]) @ across)])
     return {"lateral_mm": round(float(np.median(halves)), 3) if halves else None,
-            "recess_from_foramen_mm": np.round(np.median(offsets, axis=0), 3).tolist() if offsets else None}
+            "recess_from_foramen_mm": np.round(np.median(offsets, axis=0), 3).tolist() if offsets else None,
+            "canal_from_foramina_mm": np.round(np.median(canal, axis=0), 3).tolist() if canal else None}
 
 
 def write_rows(path: Path, rows: list[dict]) -> Path:
@@ -313,11 +327,13 @@ def write_rows(path: Path, rows: list[dict]) -> Path:
 
 
 def point_metrics(predicted: list[dict], annotated: dict[str, list[dict]], cohort: Path, descriptions) -> dict:
-    """Errors of predicted points against annotated ones, in patient mm: median and 90th percentile, share within
-    5 mm, share at the right level (nearer its own level's point than any other level's), share of axial points on
-    the right slice (of the series chosen, the slice nearest the annotated point: a study may have two axial series
-    and either shows the level) and on the annotated instance itself."""
+    """Errors of predicted points against annotated ones, in patient mm: median and 90th percentile (overall and
+    per structure: canal, foramina, recesses), share within 5 mm, share at the right level (nearer its own level's
+    point than any other level's), share of axial points on the right slice (of the series chosen, the slice
+    nearest the annotated point: a study may have two axial series and either shows the level) and on the
+    annotated instance itself."""
     errors, right_level, axial_right, axial_instance, missing = [], [], [], [], 0
+    by_structure: dict[str, list[float]] = {name: [] for name in STRUCTURES.values()}
     by_study: dict[str, list[dict]] = {}
     for r in predicted:
         by_study.setdefault(str(r["study_id"]), []).append(r)
@@ -333,6 +349,7 @@ def point_metrics(predicted: list[dict], annotated: dict[str, list[dict]], cohor
                 missing += 1
                 continue
             errors.append(float(np.linalg.norm(p - q)))
+            by_structure[STRUCTURES[r["condition"]]].append(errors[-1])
             if "Subarticular" in r["condition"]:
                 axial_instance.append(str(r["series_id"]) == str(ref["series_id"]) and
                                       int(r["instance_number"]) == int(ref["instance_number"]))
@@ -351,4 +368,7 @@ def point_metrics(predicted: list[dict], annotated: dict[str, list[dict]], cohor
             "p90_mm": round(float(np.percentile(e, 90)), 3), "within_5mm": round(float(np.mean(e <= 5)), 4),
             "right_level": round(float(np.mean(right_level)), 4) if right_level else None,
             "axial_right_slice": round(float(np.mean(axial_right)), 4) if axial_right else None,
-            "axial_right_instance": round(float(np.mean(axial_instance)), 4) if axial_instance else None}
+            "axial_right_instance": round(float(np.mean(axial_instance)), 4) if axial_instance else None,
+            "by_structure": {name: {"points": len(v), "median_mm": round(float(np.median(v)), 3),
+                                    "p90_mm": round(float(np.percentile(v, 90)), 3)}
+                             for name, v in by_structure.items() if v}}
