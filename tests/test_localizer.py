@@ -59,6 +59,44 @@ def test_geometry_priors_learn_the_anatomy_from_the_annotations(cohort):
     got = geometry_priors(dict.fromkeys(coords), coords, cohort, rsna_csv.read_descriptions(cohort))
     assert abs(got["lateral_mm"] - 18.0) <= 1.5
     assert np.allclose(got["recess_from_foramen_mm"], [8.0, 0.0, 0.0], atol=1.0)
+    assert np.allclose(got["canal_from_foramina_mm"], [0.0, 6.0], atol=1.0)  # level with them, 6 mm behind
+
+
+@pytest.mark.parametrize("slide_mm", [8.0, 15.0])
+def test_the_canal_is_placed_from_its_levels_foramina(cohort, slide_mm):
+    """The canal is a tube: its own maps can slide a point along it, where each foramen is a hole. Given each
+    level's foramina (the annotators') and canal points slid down the tube, every canal point goes back to its
+    disc: along the spine it lands on the annotated canal point (the fine network moves it across the tube only).
+    The notes name a level only where the slide reached the next level's half (`AGREE_MM`)."""
+    from hubkit.localizer.fit import geometry_priors
+    from hubkit.localizer.locate import AGREE_MM, Localizer, spine_frame
+    from hubkit.schema import CONDITION_TITLES
+
+    coords = rsna_csv.read_coordinates(cohort)
+    priors = geometry_priors(dict.fromkeys(coords), coords, cohort, rsna_csv.read_descriptions(cohort))
+    trained = Localizer(trained_localizer())
+    loc = Localizer(nets=trained.nets, config={**trained.config, **priors})
+    code = {v: k for k, v in CONDITION_TITLES.items()}
+    level = {LEVEL_TITLES[lv]: lv for lv in LEVELS}
+    checked = 0
+    for sid, rows in sorted(coords.items())[:4]:
+        series = _study(cohort, sid)
+        t2 = series_by_kind(series)[0][SeriesKind.SAG_T2][0]
+        points = {(code[r["condition"]], level[r["level"]]): _world(series, r) for r in rows}
+        foramina = {k: v for k, v in points.items() if k[0] in ("lf", "rf")}
+        mids = {lv: (foramina["lf", lv] + foramina["rf", lv]) / 2 for lv in LEVELS
+                if ("lf", lv) in foramina and ("rf", lv) in foramina}
+        slid = {lv: points["canal", lv] + slide_mm * spine_frame(lv, mids)[0] for lv in mids if ("canal", lv) in points}
+        notes: list[str] = []
+        placed = loc._agree(t2, [], dict(slid), foramina, notes, {})
+        got = {level[r["level"]]: _world(series, r) for r in placed}
+        for lv in slid:
+            down = spine_frame(lv, mids)[0]
+            assert abs(float((got[lv] - points["canal", lv]) @ down)) <= 1.0, (sid, lv)
+            moved = f"{LEVEL_TITLES[lv]}: the canal moved to agree with the foramina" in notes
+            assert moved == (slide_mm > AGREE_MM), (sid, lv, notes)
+            checked += 1
+    assert checked >= 15
 
 
 @pytest.mark.parametrize("source", ["foramina", "canal"])
