@@ -108,7 +108,7 @@ def _series_per_folder(folders: list[Path]) -> dict[Path, dict[Path, SliceHeader
 
 def load_study(study_dir: str | Path, descriptions: Mapping[str, str] | None = None,
                picker: str = "geometry", coords: Sequence[Mapping] | None = None, *,
-               slice_size: int, layout: str | None = None) -> StudyImages:
+               slice_size: int, layout: str | None = None, found: tuple | None = None) -> StudyImages:
     """Find the series of a study, pick its images as the picker mode's slots say (`hubkit.slots`), decode only the
     picked slices.
 
@@ -120,6 +120,8 @@ def load_study(study_dir: str | Path, descriptions: Mapping[str, str] | None = N
             train_label_coordinates.csv rows (or a caller's in that format), for the modes that use them.
         slice_size: side of every stored square 8-bit image (a mosaic's cells are half of it).
         layout: the mode's layout (crops: "separate" or "mosaic"); None: its default.
+        found: `find_series(study_dir, descriptions, by_uid=...)`'s answer when the caller already has it (the
+            pipeline's localiser read every header of the study to place its points): not read again.
     Raises:
         DicomError: the folder is missing, or no slice at all could be used (the message says why).
     """
@@ -133,7 +135,11 @@ def load_study(study_dir: str | Path, descriptions: Mapping[str, str] | None = N
     uses_coords = m.coordinates != "none" and bool(coords)
     # with coordinates and the RSNA CSV each picked file is read once (header and pixels together), in its folder;
     # otherwise every header is read anyway (geometry), which also groups the files by SeriesInstanceUID.
-    series, skipped = find_series(d, descriptions, keep_pixels=uses_coords, by_uid=not (uses_coords and descriptions))
+    if found is not None:
+        series, skipped = found[0], list(found[1])
+    else:
+        series, skipped = find_series(d, descriptions, keep_pixels=uses_coords,
+                                      by_uid=not (uses_coords and descriptions))
     if descriptions:
         for sid in sorted(set(descriptions) - set(series)):
             if not any(sid == Path(f).name for f, _ in skipped):

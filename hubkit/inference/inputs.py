@@ -47,7 +47,8 @@ def study_from_input(inputs: Any, slice_size: int | None = None, descriptions: A
             located = localize(path, named, localizer)
             rows = located[0]
         try:
-            s = load_study(path, named, picker=picker, coords=rows, slice_size=slice_size, layout=layout)
+            s = load_study(path, named, picker=picker, coords=rows, slice_size=slice_size, layout=layout,
+                           found=located[3] if located is not None else None)
         except DicomError as e:
             raise ValueError(f"lumbar-classify cannot read study {path}: {e}") from e
         if located is not None:

@@ -23,16 +23,17 @@ def _localizer(folder: str):
 
 
 def localize(study_dir: Path, descriptions: Mapping[str, str] | None, folder: str) -> tuple[list[dict], list[str],
-                                                                                              list[str]]:
+                                                                                              list[str], tuple]:
     """(points in train_label_coordinates.csv's typed form, the localiser's notes, the levels it placed nothing
-    at) for one study folder."""
+    at, the series it found: `find_series`' answer, which `load_study(found=...)` then crops from without reading
+    the study's headers again) for one study folder."""
     from hubkit.dataset_builder.study import find_series
     from hubkit.schema import LEVEL_TITLES, LEVELS
 
-    series, _ = find_series(study_dir, descriptions, by_uid=not descriptions)
-    rows, notes, _ = _localizer(str(folder)).locate(series)
+    found = find_series(study_dir, descriptions, by_uid=not descriptions)
+    rows, notes, _ = _localizer(str(folder)).locate(found[0])
     placed = {r["level"] for r in rows}
-    return rows, notes, [lv for lv in LEVELS if LEVEL_TITLES[lv] not in placed]
+    return rows, notes, [lv for lv in LEVELS if LEVEL_TITLES[lv] not in placed], found
 
 
 def with_priors(out: dict[str, Any], unplaced: list[str], label_counts: dict | None) -> dict[str, Any]:
