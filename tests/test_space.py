@@ -40,6 +40,17 @@ def test_the_space_folder_holds_the_app_its_requirements_readme_and_wheel(tmp_pa
     assert "pushed" not in res.output and "--push-too" in res.output
 
 
+def test_requirements_keep_the_inference_extras_and_every_environment_marker():
+    from hubkit.space.writer import requirements
+
+    got = requirements(['torch>=2.6; python_version < "3.14"', 'peft<0.22,>=0.21; extra == "inference"',
+                        'trl==1.15.0; extra == "train"', 'hubkit-lumbar[inference]; extra == "space"',
+                        'bitsandbytes; sys_platform == "linux" and extra == "inference"',
+                        'pylibjpeg>=2; extra == "decoders"', "pyyaml>=6"])
+    assert got == ['bitsandbytes; sys_platform == "linux"', "peft<0.22,>=0.21", "pyyaml>=6",
+                   'torch>=2.6; python_version < "3.14"']
+
+
 def test_the_card_checks_refuse_what_the_spaces_configuration_refuses():
     good = render_space_readme("me/demo", "me/model", gradio_version="6.31.0", python_version="3.11", wheel=None)
     assert card_problems(good, "space") == []

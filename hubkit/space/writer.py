@@ -44,18 +44,25 @@ launch(os.environ.get("HUBKIT_MODEL", "{model}"), host=os.environ.get("GRADIO_SE
 '''
 
 
-def requirements() -> list[str]:
+def requirements(lines: list[str] | None = None) -> list[str]:
     """What the app needs beside hubkit itself: the base install's requirements and the `inference` extra's, as
-    this hubkit's metadata states them (Gradio is the Space's own: its `sdk_version`)."""
+    this hubkit's metadata states them (`lines`: `Requires-Dist` values, this hubkit's by default), each with the
+    environment marker it carries besides the extra's (Gradio is the Space's own: its `sdk_version`)."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
     out = []
-    for req in metadata.requires(DISTRIBUTION) or []:
-        spec, _, marker = req.partition(";")
-        extra = re.search(r"extra\s*==\s*['\"]([^'\"]+)['\"]", marker)
-        name = re.match(r"[A-Za-z0-9_.\-]+", spec.strip()).group(0)
-        if name.replace("_", "-").lower() == DISTRIBUTION:
+    for line in metadata.requires(DISTRIBUTION) or [] if lines is None else lines:
+        req = Requirement(line)
+        if canonicalize_name(req.name) == DISTRIBUTION:
             continue  # an extra naming another extra of hubkit itself
-        if extra is None or extra.group(1) == "inference":
-            out.append(spec.strip())
+        marker = str(req.marker) if req.marker else ""
+        named = re.findall(r'\bextra == "([^"]+)"', marker)
+        if named and named != ["inference"]:
+            continue
+        rest = re.sub(r'^extra == "inference"$|\s+and extra == "inference"|extra == "inference" and\s+', "", marker)
+        req.marker = None
+        out.append(f"{req}; {rest}" if rest else str(req))
     return sorted(set(out), key=str.lower)
 
 
