@@ -35,10 +35,13 @@ def render_localizer_card(config: Mapping[str, Any], repo_id: str, picture: str 
     trained = config.get("trained_on") or {}
     fit = config.get("fit") or {}
     table = "\n".join(f"| {k} | {v} |" for k, v in error_rows(m))
-    recess = config.get("recess_from_foramen_mm")
+    recess, canal = config.get("recess_from_foramen_mm"), config.get("canal_from_foramina_mm")
     geometry = (f"each foramen {config.get('lateral_mm')} mm to its side of the midline; each recess "
                 f"{recess[0]:.1f} mm medial of its foramen" if config.get("lateral_mm") and recess else
                 "not learned (the training data had no left/right foramen pairs)")
+    if canal:
+        geometry += (f"; the canal {canal[1]:.1f} mm behind its level's foramina and {abs(canal[0]):.1f} mm "
+                     f"{'below' if canal[0] >= 0 else 'above'} them, along the spine")
     shown = f"\n![One study out of fold: predicted and annotated points]({picture})\n" if picture else ""
     return f"""---
 library_name: hubkit

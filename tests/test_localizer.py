@@ -297,6 +297,7 @@ def test_train_push_publishes_a_private_localizer_a_build_can_name(cohort, tmp_p
     assert {net.WEIGHTS_FILE, net.CONFIG_FILE, "oof_coordinates.csv", "metrics.json", "README.md"} <= files
     card = (out / "README.md").read_text()
     assert "--localizer owner/lumbar-localizer" in card and "| right level |" in card
+    assert "| median / 90th percentile by structure | canal " in card and "mm behind its level's foramina" in card
     desc = rsna_csv.read_descriptions(cohort)
     ids = sorted(rsna_csv.read_coordinates(cohort), key=int)
     _, facts, _ = localized_coordinates("owner/lumbar-localizer", cohort, ids, desc)
