@@ -257,3 +257,22 @@ def test_realistic_labels_are_visible_at_their_coordinates(realistic):
     assert set(stats) == {"Canal", "Foraminal", "Subarticular"}
     for group, by in stats.items():
         assert min(by["Normal/Mild"]) > 1.3 * max(by["Severe"]), (group, by)
+
+
+def test_spines_of_replays_where_each_studys_structures_are(realistic):
+    """`spines_of` (what benchmarks measure a localiser against) gives back each study's spine: every annotated
+    point lies on its structure's landmark, up to its distance from the slice it was projected onto."""
+    from hubkit.schema import CONDITION_TITLES, LEVEL_TITLES, LEVELS
+
+    spines = synth.spines_of(realistic)
+    co = pd.read_csv(realistic / "train_label_coordinates.csv")
+    assert set(spines) == {str(s) for s in pd.read_csv(realistic / "train.csv").study_id}
+    code = {v: k for k, v in CONDITION_TITLES.items()}
+    level = {v: k for k, v in LEVEL_TITLES.items()}
+    for r in co.itertuples():
+        ds = _read(realistic, r.study_id, r.series_id, r.instance_number)
+        true = spines[str(r.study_id)].landmark(code[r.condition], LEVELS.index(level[r.level]))
+        off = true - _patient_point(ds, r.x, r.y)
+        normal = np.cross(*np.array(ds.ImageOrientationPatient, float).reshape(2, 3))
+        assert np.linalg.norm(off - (off @ normal) * normal) < 0.01  # in the slice's plane: exactly there
+        assert abs(off @ normal) <= 0.75 * float(ds.SpacingBetweenSlices) + 0.01  # the nearest slice

@@ -39,7 +39,7 @@ from .acquisition import DISC_Z as TIGHT_DISC_Z
 from .acquisition import POSES, TIGHT, SeriesGeometry, axial, sagittal, spine_of
 from .phantom import RADII, Spine, intensity
 
-__all__ = ["synth_cohort", "RATES", "DISC_Z", "SYNTH_MARKER", "POSES"]
+__all__ = ["synth_cohort", "spines_of", "RATES", "DISC_Z", "SYNTH_MARKER", "POSES"]
 
 # The tight pose's disc heights (mm, before a study's few-millimetre offset), by level.
 DISC_Z: dict[str, float] = dict(zip(LEVELS, TIGHT_DISC_Z[:5]))
@@ -193,6 +193,20 @@ def _coordinates(st: _Study, series: list[SeriesGeometry], pose: str) -> list[tu
                 continue
             out.append((st.study_id, ser.series_id, int(ser.inst[k]), CONDITION_TITLES[c], LEVEL_TITLES[lv],
                         round(cx, 3), round(cy, 3)))
+    return out
+
+
+def spines_of(cohort) -> dict[str, Spine]:
+    """{study_id: where its discs are}, the phantom's truth behind a cohort `synth_cohort` wrote (its marker file
+    names the seed, the count and the pose; each study's stream is replayed up to its spine, nothing rendered):
+    what benchmarks measure a localiser's slices against (`bench/localizer_truth.py`)."""
+    meta = json.loads((pathlib.Path(cohort) / SYNTH_MARKER).read_text())
+    out = {}
+    for i, draws in enumerate(_id_draws(meta["studies"], meta["seed"])):
+        rng = np.random.default_rng([meta["seed"], i])
+        for _ in range(draws):
+            sid = int(10 ** rng.uniform(6.0, 9.6))
+        out[str(sid)] = spine_of(rng, meta.get("pose", "tight"))[0]
     return out
 
 

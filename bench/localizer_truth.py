@@ -1,0 +1,78 @@
+"""BENCHMARKS.md 9d: where a localiser's points lie against the phantom's own anatomy, per structure, beside where
+the annotators' lie. The errors `hubkit localizer train` reports compare two points; what a crop shows depends on
+which way the point is off: a canal point slid along the tube leaves the disc (its narrowing fades beyond 8 mm,
+`phantom.WINDOW_MM`), a foramen's slice moved medially leaves the foramen. Only a synthetic cohort knows its
+anatomy (`hubkit.devkit.synth.spines_of`).
+
+    python bench/localizer_truth.py COHORT runs/loc/oof_coordinates.csv [--out lines.jsonl]
+
+One JSON line per source (the annotators' `train_label_coordinates.csv`, then the points given) and structure:
+points, how far along the spine from the structure's disc (|w|: median, 90th and 99th percentiles, shares over 4
+and 8 mm), off the picked slice's plane (through), in that plane (in-plane), and the share at the right disc.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def measure(cohort: Path, points_csv: Path) -> list[dict]:
+    import pandas as pd
+
+    from hubkit.dataset_builder import rsna_csv
+    from hubkit.dataset_builder.study import find_series
+    from hubkit.devkit.synth import spines_of
+    from hubkit.schema import CONDITION_TITLES, LEVEL_TITLES, LEVELS
+
+    spines, desc = spines_of(cohort), rsna_csv.read_descriptions(cohort)
+    code = {v: k for k, v in CONDITION_TITLES.items()}
+    level = {v: k for k, v in LEVEL_TITLES.items()}
+    structure = {"canal": "canal", "lf": "foramina", "rf": "foramina", "ls": "recesses", "rs": "recesses"}
+    lines = []
+    for source, path in (("annotators", cohort / "train_label_coordinates.csv"), ("given", points_csv)):
+        got: dict[str, list] = {}
+        frame = pd.read_csv(path, dtype={"study_id": str, "series_id": str})
+        for sid, rows in frame.groupby("study_id"):
+            series, _ = find_series(cohort / "train_images" / sid, desc.get(sid), by_uid=not desc.get(sid))
+            spine = spines[sid]
+            for r in rows.itertuples():
+                h = series[str(r.series_id)].by_instance(int(r.instance_number))
+                c, j = code[r.condition], LEVELS.index(level[r.level])
+                p = h.pixel_to_patient(float(r.x), float(r.y))
+                off = spine.landmark(c, j) - p
+                normal = np.asarray(h.normal, float)
+                _, _, w, disc = spine.local(p[None])
+                got.setdefault(structure[c], []).append((abs(float(w[0])), abs(float(off @ normal)),
+                                                         float(np.linalg.norm(off - (off @ normal) * normal)),
+                                                         int(disc[0]) == j))
+        for name, values in got.items():
+            a = np.array(values, float)
+            lines.append({"source": source, "points": str(path), "structure": name, "n": len(a),
+                          "along_mm": np.round(np.percentile(a[:, 0], [50, 90, 99]), 2).tolist(),
+                          "along_over_4mm": round(float(np.mean(a[:, 0] > 4)), 4),
+                          "along_over_8mm": round(float(np.mean(a[:, 0] > 8)), 4),
+                          "through_mm": np.round(np.percentile(a[:, 1], [50, 90, 100]), 2).tolist(),
+                          "in_plane_mm": np.round(np.percentile(a[:, 2], [50, 90]), 2).tolist(),
+                          "right_disc": round(float(np.mean(a[:, 3])), 4)})
+    return lines
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("cohort", help="a cohort `hubkit synth` wrote")
+    ap.add_argument("points", help="points in train_label_coordinates.csv's format (e.g. oof_coordinates.csv)")
+    ap.add_argument("--out", default=None, help="append the JSON lines here too")
+    args = ap.parse_args()
+    for line in measure(Path(args.cohort), Path(args.points)):
+        print(json.dumps(line), flush=True)
+        if args.out:
+            with open(args.out, "a") as fh:
+                fh.write(json.dumps(line) + "\n")
+
+
+if __name__ == "__main__":
+    main()
