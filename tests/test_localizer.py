@@ -103,7 +103,9 @@ def test_the_canal_is_placed_from_its_levels_foramina(cohort, slide_mm):
 def test_axial_projection_finds_the_annotated_slice(cohort, source):
     """Given each level's foramen points (or, without them, its canal points; here the annotators'), the recesses
     projected through the DICOM geometry land on the annotated axial instance, for angled blocks and continuous
-    stacks alike, and a level no axial slice reaches is named in a note, not guessed."""
+    stacks alike, and a level no axial slice reaches is named in a note, not guessed. Both recesses of a level
+    land on one slice, even where the two foramina were placed at heights 3 mm apart (each side's own nearest
+    slice would then often differ)."""
     from hubkit.localizer.fit import geometry_priors
     from hubkit.localizer.locate import _axial_rows
     from hubkit.schema import CONDITION_TITLES
@@ -117,13 +119,18 @@ def test_axial_projection_finds_the_annotated_slice(cohort, source):
     for sid, rows in coords.items():
         series = _study(cohort, sid)
         canal = {level[r["level"]]: _world(series, r) for r in rows if r["condition"] == CONDITION_TITLES["canal"]}
-        foramina = {(code[r["condition"]], level[r["level"]]): _world(series, r) for r in rows
-                    if code[r["condition"]] in ("lf", "rf")}
+        foramina = {(code[r["condition"]], level[r["level"]]): _world(series, r)
+                    + np.array([0.0, 0.0, 1.5 if code[r["condition"]] == "lf" else -1.5])
+                    for r in rows if code[r["condition"]] in ("lf", "rf")}
         notes: list[str] = []
         axials = series_by_kind(series)[0][SeriesKind.AX_T2]
         placed = (_axial_rows(axials, {}, notes, foramina, offset) if source == "foramina"
                   else _axial_rows(axials, canal, notes))
         got = {(r["condition"], r["level"]): r for r in placed}
+        for lv in LEVELS:  # both recesses of a level on one slice, as the crop shows them
+            pair = [got.get((CONDITION_TITLES[c], LEVEL_TITLES[lv])) for c in ("ls", "rs")]
+            if all(pair):
+                assert len({(str(r["series_id"]), int(r["instance_number"])) for r in pair}) == 1, (sid, lv)
         for r in rows:
             if "Subarticular" in r["condition"]:
                 g = got.get((r["condition"], r["level"]))

@@ -341,32 +341,46 @@ def _axial_rows(axials: list, canal_world: Mapping[str, np.ndarray], notes: list
     where training found it from its side's foramen (`from_foramen`, medial-positive x: the foramen is the point
     placed most surely), else beside its level's canal point in the disc's own frame (the spine's direction there
     from the neighbouring canal points: a recess lies 6 mm anterior of the canal along the disc, not along the
-    axial slice, which may be tilted against it); each takes the axial slice whose plane is nearest to it."""
+    axial slice, which may be tilted against it). Both recesses of a level go on one slice, the axial slice whose
+    plane is nearest their midpoint, as an annotator reads them and as the crop shows them (centred between the two
+    on one slice): each side's own nearest slice split 12% of the held-out levels across two neighbouring slices
+    (BENCHMARKS.md 9d)."""
     out, foramina = [], foramina or {}
     for lv in LEVELS:
+        points = {}
         for _, f, condition, sign in SIDES:
             if from_foramen is not None and (f, lv) in foramina:
                 dx, dy, dz = from_foramen
-                q = foramina[f, lv] + np.array([-sign * dx, dy, dz])
+                points[condition] = foramina[f, lv] + np.array([-sign * dx, dy, dz])
             elif lv in canal_world:
-                q = (canal_world[lv] + sign * RECESS_SIDE_MM * np.array([1.0, 0.0, 0.0])
-                     - RECESS_ANTERIOR_MM * spine_frame(lv, canal_world)[1])
-            else:
-                continue
-            best = None
-            for s in axials:
-                spacing = float(np.median(np.abs(np.diff(s.positions())))) if len(s.slices) > 1 else 4.0
-                for h in s.slices:
-                    col, row, dist = world_to_pixel(q, h)
-                    inside = -0.5 <= col <= h.columns - 0.5 and -0.5 <= row <= h.rows - 0.5
-                    if inside and abs(dist) <= max(0.75 * spacing, 3.0) and (best is None or abs(dist) < best[0]):
-                        best = (abs(dist), s, h, col, row)
+                points[condition] = (canal_world[lv] + sign * RECESS_SIDE_MM * np.array([1.0, 0.0, 0.0])
+                                     - RECESS_ANTERIOR_MM * spine_frame(lv, canal_world)[1])
+        if not points:
+            continue
+        shared = _nearest_axial(axials, np.mean(list(points.values()), axis=0))
+        for condition, q in points.items():
+            best = shared or _nearest_axial(axials, q)  # a level's end that only one side's plane reaches
             if best is None:
                 notes.append(f"{LEVEL_TITLES[lv]}: no axial slice reaches the {CONDITION_TITLES[condition].lower()}"
                              " (no axial crop)")
                 continue
-            out.append(_row(best[1], best[2], condition, lv, best[3], best[4]))
+            col, row, _ = world_to_pixel(q, best[1])
+            out.append(_row(best[0], best[1], condition, lv, col, row))
     return out
+
+
+def _nearest_axial(axials: list, q: np.ndarray):
+    """(series, header) of the axial slice whose plane is nearest `q`, among those within reach of it (three
+    quarters of the series' spacing, at least 3 mm) whose field of view holds it; None when none does."""
+    best = None
+    for s in axials:
+        spacing = float(np.median(np.abs(np.diff(s.positions())))) if len(s.slices) > 1 else 4.0
+        for h in s.slices:
+            col, row, dist = world_to_pixel(q, h)
+            inside = -0.5 <= col <= h.columns - 0.5 and -0.5 <= row <= h.rows - 0.5
+            if inside and abs(dist) <= max(0.75 * spacing, 3.0) and (best is None or abs(dist) < best[0]):
+                best = (abs(dist), s, h)
+    return None if best is None else best[1:]
 
 
 def spine_frame(level: str, points: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
