@@ -242,7 +242,6 @@ class Localizer:
                             self.config.get("recess_from_foramen_mm"))
         return rows, notes, {lv: lv in canal_world for lv in LEVELS}
 
-
     def _agree(self, t2, rows: list[dict], canal_world: dict, foramina: Mapping, notes: list[str], decoded: dict,
                midline=None) -> list[dict]:
         """Where a level's two foramina are placed, its canal is placed from them: each foramen is its own hole,
