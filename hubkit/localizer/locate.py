@@ -11,12 +11,12 @@ train_label_coordinates.csv (series_id, instance_number, condition, level, x, y)
 - Where on it, to the millimetre: a 32 mm square around the point, 1 mm a pixel, through the head's fine network,
   mapped back to that slice's own pixels. Without a midline (no sagittal T1) the fine network also chooses between
   the coarse slice and its neighbours.
-- Levels must agree: a level's canal lies between its two foramina; a canal point far from there is placed again
-  from them (the canal's coarse map can slide a level along the tube; each foramen is its own hole).
+- Along the spine, the canal is placed from its level's two foramina (`canal_from_foramina_mm` from their midpoint):
+  its own maps can slide a point along the tube, while each foramen is its own hole; its fine network moves across.
 - Subarticular recesses: where training found them from their side's foramen (`recess_from_foramen_mm`), else
   beside the level's canal point in the disc's frame, projected into the axial series through the DICOM geometry:
-  the slice whose plane is nearest, when one lies within reach (blocks angled to their disc and straight stacks
-  alike), and the point in that slice's own pixels.
+  both of a level on the slice whose plane is nearest their midpoint, when one lies within reach (blocks angled to
+  their disc and straight stacks alike), each point in that slice's own pixels.
 
 A level whose heatmap peak stays under the localiser's threshold (a series cut short, a slice missing) is not
 placed, and the notes say so: never guessed.
