@@ -52,7 +52,7 @@ def requirements(lines: list[str] | None = None) -> list[str]:
     from packaging.utils import canonicalize_name
 
     out = []
-    for line in metadata.requires(DISTRIBUTION) or [] if lines is None else lines:
+    for line in (metadata.requires(DISTRIBUTION) or []) if lines is None else lines:
         req = Requirement(line)
         if canonicalize_name(req.name) == DISTRIBUTION:
             continue  # an extra naming another extra of hubkit itself
