@@ -143,11 +143,17 @@ def _id_draws(studies: int, seed: int) -> list[int]:
     return out
 
 
-def _study(i: int, draws: int, seed: int, root, label_probs, rates, pose: str = "tight") -> tuple[dict, list, list]:
+def _study_start(i: int, draws: int, seed: int, pose: str):
+    """(the study's random stream, its id, its spine, z offset): the first draws of study i, which `_study` renders
+    from and `spines_of` replays (one sequence, so the two cannot drift apart)."""
     rng = np.random.default_rng([seed, i])
     for _ in range(draws):  # replay the id draws of `_id_draws` so the rest of the stream is the same
         sid = int(10 ** rng.uniform(6.0, 9.6))
-    spine, z0 = spine_of(rng, pose)
+    return (rng, sid, *spine_of(rng, pose))
+
+
+def _study(i: int, draws: int, seed: int, root, label_probs, rates, pose: str = "tight") -> tuple[dict, list, list]:
+    rng, sid, spine, z0 = _study_start(i, draws, seed, pose)
     sev = _labels(rng, label_probs, rates)
     radius = {}
     for c in CONDITIONS:
@@ -203,10 +209,8 @@ def spines_of(cohort) -> dict[str, Spine]:
     meta = json.loads((pathlib.Path(cohort) / SYNTH_MARKER).read_text())
     out = {}
     for i, draws in enumerate(_id_draws(meta["studies"], meta["seed"])):
-        rng = np.random.default_rng([meta["seed"], i])
-        for _ in range(draws):
-            sid = int(10 ** rng.uniform(6.0, 9.6))
-        out[str(sid)] = spine_of(rng, meta.get("pose", "tight"))[0]
+        _, sid, spine, _ = _study_start(i, draws, meta["seed"], meta.get("pose", "tight"))
+        out[str(sid)] = spine
     return out
 
 
