@@ -24,6 +24,17 @@ class DicomError(ValueError):
     """A DICOM file or series cannot be used; the message is one line naming the file and the reason."""
 
 
+def is_dicom_file(path: str | Path) -> bool:
+    """Whether a file is DICOM by its name (`.dcm`) or its bytes (Part 10: "DICM" after a 128-byte preamble):
+    what an uploaded study's series folders are told by, before any header is read."""
+    path = Path(path)
+    if path.suffix.lower() == ".dcm":
+        return True
+    with path.open("rb") as fh:
+        fh.seek(128)
+        return fh.read(4) == b"DICM"
+
+
 class Plane(str, enum.Enum):
     SAGITTAL = "sagittal"
     CORONAL = "coronal"

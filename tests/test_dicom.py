@@ -6,7 +6,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from hubkit.dataset_builder.dicom import DicomError, Plane, read_header, read_series
+from hubkit.dataset_builder.dicom import DicomError, Plane, is_dicom_file, read_header, read_series
 from hubkit.dataset_builder.pixels import decode_picked, load_slice, orient, window
 from tests.fixtures.dicom import write_slice
 
@@ -36,6 +36,15 @@ def test_header_errors_are_one_line_and_name_the_file(tmp_path):
     with pytest.raises(DicomError, match=r"y\.dcm: missing ImageOrientationPatient") as e:
         read_header(p)
     assert "\n" not in str(e.value)
+
+
+def test_dicom_files_are_told_by_name_or_preamble(tmp_path):
+    write_slice(tmp_path / "1.dcm", np.zeros((4, 4), np.uint16), ipp=(0, 0, 0))
+    (tmp_path / "IM0001").write_bytes((tmp_path / "1.dcm").read_bytes())  # an export without suffixes
+    (tmp_path / "notes.txt").write_bytes(b"x" * 200)
+    (tmp_path / "short").write_bytes(b"DICM")
+    assert [is_dicom_file(tmp_path / n) for n in ("1.dcm", "IM0001", "notes.txt", "short")] == [True, True, False,
+                                                                                                 False]
 
 
 def test_window_from_header_and_percentile_fallback():

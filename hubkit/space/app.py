@@ -50,7 +50,9 @@ def study_folder(upload: str | os.PathLike, work: str | os.PathLike) -> Path:
             if root not in target.parents:
                 raise StudyError(f"{upload.name} names a file outside its own folder ({m.filename}): not a study.")
         zf.extractall(root, members)
-    series = {p.parent for p in root.rglob("*") if p.is_file() and _is_dicom(p)}
+    from hubkit.dataset_builder.dicom import is_dicom_file
+
+    series = {p.parent for p in root.rglob("*") if p.is_file() and is_dicom_file(p)}
     if not series:
         raise StudyError(f"{upload.name} holds no DICOM files: zip the study's folder of series folders.")
     if root in series:
@@ -61,14 +63,6 @@ def study_folder(upload: str | os.PathLike, work: str | os.PathLike) -> Path:
         raise StudyError(f"{upload.name} holds {len(studies)} studies ({', '.join(sorted(s.name for s in studies))})"
                          ": upload one at a time.")
     return studies.pop()
-
-
-def _is_dicom(path: Path) -> bool:
-    if path.suffix.lower() == ".dcm":
-        return True
-    with path.open("rb") as fh:  # DICOM Part 10: "DICM" after a 128-byte preamble
-        fh.seek(128)
-        return fh.read(4) == b"DICM"
 
 
 def table_rows(out: dict) -> list[list[Any]]:
