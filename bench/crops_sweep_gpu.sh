@@ -35,8 +35,9 @@ while [ $SECONDS -lt $end ]; do
   pgrep -f crops_sweep.py > /dev/null || break
 done
 cp $W/crops_sweep.jsonl "$OUT/" 2>/dev/null; cp $W/log.txt "$OUT/"
-# the localiser's files (its out-of-fold points against the cohort, which `hubkit synth` rebuilds anywhere)
-for f in $W/full/*-localizer/{localizer.json,metrics.json,oof_coordinates.csv}; do
+# the localiser's files (its out-of-fold points against the cohort, which `hubkit synth` rebuilds anywhere, and its
+# final model, to locate held-out cohorts with elsewhere)
+for f in $W/full/*-localizer/{localizer.json,localizer.safetensors,metrics.json,oof_coordinates.csv}; do
   [ -f "$f" ] && cp "$f" "$OUT/$(basename "$(dirname "$f")")-$(basename "$f")"; done
 nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader
 echo "lines: $(cat $W/crops_sweep.jsonl 2>/dev/null | wc -l) of $RUNS; sweep running: $(pgrep -fc crops_sweep.py)"
