@@ -8,7 +8,11 @@ anatomy (`hubkit.devkit.synth.spines_of`).
 
 One JSON line per source (the annotators' `train_label_coordinates.csv`, then the points given) and structure:
 points, how far along the spine from the structure's disc (|w|: median, 90th and 99th percentiles, shares over 4
-and 8 mm), off the picked slice's plane (through), in that plane (in-plane), and the share at the right disc.
+and 8 mm), off the picked slice's plane (through), in that plane (in-plane), the share at the right disc, and which
+slice: the share on the slice of its series nearest the structure, the share of ties (the structure's two nearest
+slices of that series nearer than `TIE_MM` to equally near, as where an even number of slices is centred on a disc:
+which is the nearest, and so the annotated instance, is then decided by less than that; the margins' 10th, 25th and
+50th percentiles) and the nearest-slice share away from ties.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ import json
 from pathlib import Path
 
 import numpy as np
+
+TIE_MM = 0.3  # two slices whose distances from the structure differ by less than this are a tie
 
 
 def measure(cohort: Path, points_csv: Path) -> list[dict]:
@@ -46,9 +52,14 @@ def measure(cohort: Path, points_csv: Path) -> list[dict]:
                 off = spine.landmark(c, j) - p
                 normal = np.asarray(h.normal, float)
                 _, _, w, disc = spine.local(p[None])
+                # each slice's own plane: an angled block's slices are tilted against the next block's
+                far = sorted((abs(float((spine.landmark(c, j) - np.asarray(o.position, float)) @ np.asarray(o.normal))),
+                              id(o)) for o in series[str(r.series_id)].slices)
+                tie = len(far) > 1 and far[1][0] - far[0][0] < TIE_MM
                 got.setdefault(structure[c], []).append((abs(float(w[0])), abs(float(off @ normal)),
                                                          float(np.linalg.norm(off - (off @ normal) * normal)),
-                                                         int(disc[0]) == j))
+                                                         int(disc[0]) == j, far[0][1] == id(h), tie,
+                                                         far[1][0] - far[0][0] if len(far) > 1 else np.inf))
         for name, values in got.items():
             a = np.array(values, float)
             lines.append({"source": source, "points": str(path), "structure": name, "n": len(a),
@@ -57,7 +68,12 @@ def measure(cohort: Path, points_csv: Path) -> list[dict]:
                           "along_over_8mm": round(float(np.mean(a[:, 0] > 8)), 4),
                           "through_mm": np.round(np.percentile(a[:, 1], [50, 90, 100]), 2).tolist(),
                           "in_plane_mm": np.round(np.percentile(a[:, 2], [50, 90]), 2).tolist(),
-                          "right_disc": round(float(np.mean(a[:, 3])), 4)})
+                          "right_disc": round(float(np.mean(a[:, 3])), 4),
+                          "nearest_slice": round(float(np.mean(a[:, 4])), 4),
+                          "ties": round(float(np.mean(a[:, 5])), 4),
+                          "tie_margin_mm": np.round(np.percentile(a[:, 6], [10, 25, 50]), 2).tolist(),
+                          "nearest_slice_off_ties": (round(float(np.mean(a[a[:, 5] == 0, 4])), 4)
+                                                     if (a[:, 5] == 0).any() else None)})
     return lines
 
 
