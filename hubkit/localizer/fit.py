@@ -53,7 +53,8 @@ class FitConfig:
     threshold: float = 0.3  # a level whose coarse presence stays under this on every slice is "not found"
     negatives: int = 1  # slices far from every point, per study and epoch (so the networks learn to stay quiet)
     # fine patches per annotated point and slice, each around it at a random offset (6 found the foramina a little
-    # more precisely, for about a third more fitting time on a CPU, but not the axial slice more often: BENCHMARKS.md 9e)
+    # more precisely, for about a third more fitting time on a CPU, but not the axial slice more often: BENCHMARKS
+    # 9e)
     patches: int = 2
     offset_mm: float = 10.0  # how far from the point a fine patch's centre may be (the coarse error it corrects)
 
