@@ -9,10 +9,10 @@ anatomy (`hubkit.devkit.synth.spines_of`).
 One JSON line per source (the annotators' `train_label_coordinates.csv`, then the points given) and structure:
 points, how far along the spine from the structure's disc (|w|: median, 90th and 99th percentiles, shares over 4
 and 8 mm), off the picked slice's plane (through), in that plane (in-plane), the share at the right disc, and which
-slice: the share on the slice of its series nearest the structure, the share of ties (the structure's two nearest
-slices of that series nearer than `TIE_MM` to equally near, as where an even number of slices is centred on a disc:
-which is the nearest, and so the annotated instance, is then decided by less than that; the margins' 10th, 25th and
-50th percentiles) and the nearest-slice share away from ties.
+slice: the share on the slice of its series nearest the structure, the share of ties (the distances of the
+structure's two nearest slices of that series differ by less than `TIE_MM`, as where an even number of slices is
+centred on a disc: which is the nearest, and so the annotated instance, is decided by less than that; the
+differences' 10th, 25th and 50th percentiles over all points) and the nearest-slice share away from ties.
 """
 
 from __future__ import annotations
