@@ -33,9 +33,8 @@ def main() -> None:
         ap.error("give the cohort to fit on and the one to hold out, and --work; or --fitted and the held-out ones")
 
     from hubkit.dataset_builder import rsna_csv
-    from hubkit.dataset_builder.study import find_series
     from hubkit.localizer.fit import FitConfig, point_metrics, train_localizer, write_rows
-    from hubkit.localizer.locate import Localizer
+    from hubkit.localizer.locate import Localizer, study_series
 
     lines, held_out = [], args.cohorts
     if args.fitted is None:
@@ -49,8 +48,7 @@ def main() -> None:
         desc, coords = rsna_csv.read_descriptions(held), rsna_csv.read_coordinates(held)
         rows, t = [], time.perf_counter()
         for sid in sorted(coords, key=int):
-            series, _ = find_series(held / "train_images" / sid, desc.get(sid), by_uid=not desc.get(sid))
-            rows += [{"study_id": sid, **r} for r in loc.locate(series)[0]]
+            rows += [{"study_id": sid, **r} for r in loc.locate(study_series(held, sid, desc))[0]]
         per_study = (time.perf_counter() - t) / max(len(coords), 1)
         if args.points_dir:
             Path(args.points_dir).mkdir(parents=True, exist_ok=True)

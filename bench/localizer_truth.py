@@ -30,8 +30,8 @@ def measure(cohort: Path, points_csv: Path) -> list[dict]:
     import pandas as pd
 
     from hubkit.dataset_builder import rsna_csv
-    from hubkit.dataset_builder.study import find_series
     from hubkit.devkit.synth import spines_of
+    from hubkit.localizer.locate import study_series
     from hubkit.schema import CONDITION_TITLES, LEVEL_TITLES, LEVELS
 
     spines, desc = spines_of(cohort), rsna_csv.read_descriptions(cohort)
@@ -43,18 +43,19 @@ def measure(cohort: Path, points_csv: Path) -> list[dict]:
         got: dict[str, list] = {}
         frame = pd.read_csv(path, dtype={"study_id": str, "series_id": str})
         for sid, rows in frame.groupby("study_id"):
-            series, _ = find_series(cohort / "train_images" / sid, desc.get(sid), by_uid=not desc.get(sid))
+            series = study_series(cohort, sid, desc)
             spine = spines[sid]
             for r in rows.itertuples():
                 h = series[str(r.series_id)].by_instance(int(r.instance_number))
                 c, j = code[r.condition], LEVELS.index(level[r.level])
                 p = h.pixel_to_patient(float(r.x), float(r.y))
-                off = spine.landmark(c, j) - p
+                true = spine.landmark(c, j)
+                off = true - p
                 normal = np.asarray(h.normal, float)
                 _, _, w, disc = spine.local(p[None])
                 # each slice's own plane: an angled block's slices are tilted against the next block's
-                far = sorted((abs(float((spine.landmark(c, j) - np.asarray(o.position, float)) @ np.asarray(o.normal))),
-                              id(o)) for o in series[str(r.series_id)].slices)
+                far = sorted((abs(float((true - np.asarray(o.position, float)) @ np.asarray(o.normal))), id(o))
+                             for o in series[str(r.series_id)].slices)
                 tie = len(far) > 1 and far[1][0] - far[0][0] < TIE_MM
                 got.setdefault(structure[c], []).append((abs(float(w[0])), abs(float(off @ normal)),
                                                          float(np.linalg.norm(off - (off @ normal) * normal)),

@@ -43,8 +43,8 @@ def test_dicom_files_are_told_by_name_or_preamble(tmp_path):
     (tmp_path / "IM0001").write_bytes((tmp_path / "1.dcm").read_bytes())  # an export without suffixes
     (tmp_path / "notes.txt").write_bytes(b"x" * 200)
     (tmp_path / "short").write_bytes(b"DICM")
-    assert [is_dicom_file(tmp_path / n) for n in ("1.dcm", "IM0001", "notes.txt", "short")] == [True, True, False,
-                                                                                                 False]
+    told = [is_dicom_file(tmp_path / n) for n in ("1.dcm", "IM0001", "notes.txt", "short")]
+    assert told == [True, True, False, False]
 
 
 def test_window_from_header_and_percentile_fallback():
