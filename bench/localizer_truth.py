@@ -13,6 +13,16 @@ slice: the share on the slice of its series nearest the structure, the share of 
 structure's two nearest slices of that series differ by less than `TIE_MM`, as where an even number of slices is
 centred on a disc: which is the nearest, and so the annotated instance, is decided by less than that; the
 differences' 10th, 25th and 50th percentiles over all points) and the nearest-slice share away from ties.
+
+Then one line for issue 24's "right axial slice" over the given recess points that have an annotated counterpart
+(the points `hubkit.localizer.fit.point_metrics` scores): its two readings of the annotations (`axial_right_instance`,
+the annotated instance itself; `axial_right_slice`, of the series chosen, the slice nearest the annotated point)
+beside `right_slice`, the share on the chosen series' slice nearest the true recess. On the annotated series the
+last two are the same rule (the phantom annotates a recess on the slice nearest it). On another axial series the
+annotated point stands in for the structure, and it lies up to half the annotated series' spacing off it, along
+that series' normal; a localiser takes another series where that series has a slice nearer the structure than any
+of the annotated one, so exactly where the annotated point is farthest off (`other_series_*`: those points, and
+how each reading scores them).
 """
 
 from __future__ import annotations
@@ -38,7 +48,7 @@ def measure(cohort: Path, points_csv: Path) -> list[dict]:
     code = {v: k for k, v in CONDITION_TITLES.items()}
     level = {v: k for k, v in LEVEL_TITLES.items()}
     structure = {"canal": "canal", "lf": "foramina", "rf": "foramina", "ls": "recesses", "rs": "recesses"}
-    lines = []
+    lines, recess_slices = [], {}
     for source, path in (("annotators", cohort / "train_label_coordinates.csv"), ("given", points_csv)):
         got: dict[str, list] = {}
         frame = pd.read_csv(path, dtype={"study_id": str, "series_id": str})
@@ -57,6 +67,8 @@ def measure(cohort: Path, points_csv: Path) -> list[dict]:
                 far = sorted((abs(float((true - np.asarray(o.position, float)) @ np.asarray(o.normal))), id(o))
                              for o in series[str(r.series_id)].slices)
                 tie = len(far) > 1 and far[1][0] - far[0][0] < TIE_MM
+                if source == "given" and structure[c] == "recesses":
+                    recess_slices[sid, r.condition, r.level] = (str(r.series_id), far[0][1] == id(h))
                 got.setdefault(structure[c], []).append((abs(float(w[0])), abs(float(off @ normal)),
                                                          float(np.linalg.norm(off - (off @ normal) * normal)),
                                                          int(disc[0]) == j, far[0][1] == id(h), tie,
@@ -75,7 +87,31 @@ def measure(cohort: Path, points_csv: Path) -> list[dict]:
                           "tie_margin_mm": np.round(np.percentile(a[:, 6], [10, 25, 50]), 2).tolist(),
                           "nearest_slice_off_ties": (round(float(np.mean(a[a[:, 5] == 0, 4])), 4)
                                                      if (a[:, 5] == 0).any() else None)})
-    return lines
+    return lines + [axial_line(cohort, points_csv, recess_slices)]
+
+
+def axial_line(cohort: Path, points_csv: Path, recess_slices: dict) -> dict:
+    """The "right axial slice" line's three readings (see the module docstring); `recess_slices`: {(study,
+    condition title, level title): (series id, on the slice nearest the true recess?)} of the given points."""
+    import pandas as pd
+
+    from hubkit.dataset_builder import rsna_csv
+    from hubkit.localizer.fit import point_metrics
+
+    coords, desc = rsna_csv.read_coordinates(cohort), rsna_csv.read_descriptions(cohort)
+    rows = pd.read_csv(points_csv, dtype={"study_id": str, "series_id": str}).to_dict("records")
+    proxy = point_metrics(rows, coords, cohort, desc)
+    same, other = [], []
+    for sid, refs in coords.items():
+        for ref in refs:
+            got = recess_slices.get((sid, ref["condition"], ref["level"]))
+            if got is not None:
+                (same if got[0] == str(ref["series_id"]) else other).append(got[1])
+    every = same + other
+    return {"source": "given", "points": str(points_csv), "line": "right axial slice", "n": len(every),
+            "axial_right_instance": proxy["axial_right_instance"], "axial_right_slice": proxy["axial_right_slice"],
+            "right_slice": round(float(np.mean(every)), 4) if every else None,
+            "other_series": len(other), "other_series_right_slice": int(sum(other))}
 
 
 def main() -> None:

@@ -76,7 +76,8 @@ by itself.
 
 Patient millimetres between each predicted point and the annotated one; right level: nearer its own level's
 annotated point than any other's; right axial slice: of the axial series chosen, the slice nearest the annotated
-point.
+point (a low estimate where that is not the annotated series: the annotated point can lie up to half a slice
+spacing off the structure).
 
 | | |
 |---|---|

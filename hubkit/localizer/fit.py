@@ -334,7 +334,10 @@ def point_metrics(predicted: list[dict], annotated: dict[str, list[dict]], cohor
     per structure: canal, foramina, recesses), share within 5 mm, share at the right level (nearer its own level's
     point than any other level's), share of axial points on the right slice (of the series chosen, the slice
     nearest the annotated point: a study may have two axial series and either shows the level) and on the
-    annotated instance itself."""
+    annotated instance itself. On another series than the annotated one the right slice is a low estimate: the
+    annotated point lies up to half its series' spacing off the structure, along that series' normal, and a
+    localiser takes another series where it has a slice nearer the structure, so where that point is farthest off
+    (BENCHMARKS.md 9f: on the phantom, every such point was on the slice nearest the structure)."""
     errors, right_level, axial_right, axial_instance, missing = [], [], [], [], 0
     by_structure: dict[str, list[float]] = {name: [] for name in STRUCTURES.values()}
     by_study: dict[str, list[dict]] = {}
