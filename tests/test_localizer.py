@@ -141,6 +141,42 @@ def test_axial_projection_finds_the_annotated_slice(cohort, source):
     assert total >= 40 and right / total >= 0.85, (right, total)
 
 
+def test_point_metrics_names_the_points_on_a_series_not_annotated(tmp_path):
+    """A recess point on the study's other axial series is counted there (`axial_other_series`, what the cards
+    show beside the right-slice share) and judged there by the slice nearest the annotated point; on the annotated
+    series, by the annotated instance."""
+    from hubkit.cards.localizer import error_rows
+    from hubkit.devkit.synth import synth_cohort
+    from hubkit.localizer.fit import point_metrics
+    from hubkit.localizer.locate import world_to_pixel
+
+    cohort = synth_cohort(tmp_path / "two", 2, seed=3, progress=False, pose="realistic", rates={"two_axial": 1.0})
+    coords, desc = rsna_csv.read_coordinates(cohort), rsna_csv.read_descriptions(cohort)
+    as_given = [dict(r, study_id=sid) for sid, rows in coords.items() for r in rows]
+    assert point_metrics(as_given, coords, cohort, desc)["axial_other_series"] == 0.0
+    moved, recesses, predicted = 0, 0, []
+    for sid, rows in coords.items():
+        series = _study(cohort, sid)
+        axials = series_by_kind(series)[0][SeriesKind.AX_T2]
+        for r in rows:
+            row = dict(r, study_id=sid)
+            if "Subarticular" in r["condition"]:
+                recesses += 1
+                q = _world(series, r)
+                other = [s for s in axials if s.series_id != str(r["series_id"])]
+                if other:
+                    h = min(other[0].slices, key=lambda h: abs(world_to_pixel(q, h)[2]))
+                    col, line, _ = world_to_pixel(q, h)
+                    row.update(series_id=other[0].series_id, instance_number=h.instance_number, x=col, y=line)
+                    moved += 1
+            predicted.append(row)
+    m = point_metrics(predicted, coords, cohort, desc)
+    assert moved > 0 and m["axial_other_series"] == round(moved / recesses, 4)
+    assert m["axial_right_slice"] == 1.0 and m["axial_right_instance"] == round(1 - moved / recesses, 4)
+    assert dict(error_rows(m))["right axial slice"].endswith("of the points on a series not annotated)")
+    assert dict(error_rows(point_metrics(as_given, coords, cohort, desc)))["right axial slice"] == "100.0%"
+
+
 def test_train_writes_a_localizer_that_locates(cohort, tmp_path):
     """`hubkit localizer train`: the folder (weights, config with the training data's fingerprint, out-of-fold points
     in train_label_coordinates.csv's columns, metrics), and a Localizer loaded from it places points on the study's

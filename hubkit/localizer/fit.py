@@ -334,11 +334,12 @@ def point_metrics(predicted: list[dict], annotated: dict[str, list[dict]], cohor
     per structure: canal, foramina, recesses), share within 5 mm, share at the right level (nearer its own level's
     point than any other level's), share of axial points on the right slice (of the series chosen, the slice
     nearest the annotated point: a study may have two axial series and either shows the level) and on the
-    annotated instance itself. On another series than the annotated one the right slice is a low estimate: the
-    annotated point lies up to half its series' spacing off the structure, along that series' normal, and a
-    localiser takes another series where it has a slice nearer the structure, so where that point is farthest off
-    (BENCHMARKS.md 9f: on the phantom, every such point was on the slice nearest the structure)."""
-    errors, right_level, axial_right, axial_instance, missing = [], [], [], [], 0
+    annotated instance itself, and the share of axial points on another series than the annotated one. There the
+    right slice is a low estimate: the annotated point lies up to half its series' spacing off the structure, along
+    that series' normal, and a localiser takes another series where it has a slice nearer the structure, so where
+    that point is farthest off (BENCHMARKS.md 9f: on the phantom, nearly every such point was on the slice nearest
+    the structure)."""
+    errors, right_level, axial_right, axial_instance, axial_other, missing = [], [], [], [], [], 0
     by_structure: dict[str, list[float]] = {name: [] for name in STRUCTURES.values()}
     by_study: dict[str, list[dict]] = {}
     for r in predicted:
@@ -357,8 +358,8 @@ def point_metrics(predicted: list[dict], annotated: dict[str, list[dict]], cohor
             errors.append(float(np.linalg.norm(p - q)))
             by_structure[STRUCTURES[r["condition"]]].append(errors[-1])
             if "Subarticular" in r["condition"]:
-                axial_instance.append(str(r["series_id"]) == str(ref["series_id"]) and
-                                      int(r["instance_number"]) == int(ref["instance_number"]))
+                axial_other.append(str(r["series_id"]) != str(ref["series_id"]))
+                axial_instance.append(not axial_other[-1] and int(r["instance_number"]) == int(ref["instance_number"]))
                 # the right slice: the one of the chosen series nearest the annotated point (the annotated
                 # instance itself when the series is the annotated one; a study may have two axial series)
                 s = series[str(r["series_id"])]
@@ -375,6 +376,7 @@ def point_metrics(predicted: list[dict], annotated: dict[str, list[dict]], cohor
             "right_level": round(float(np.mean(right_level)), 4) if right_level else None,
             "axial_right_slice": round(float(np.mean(axial_right)), 4) if axial_right else None,
             "axial_right_instance": round(float(np.mean(axial_instance)), 4) if axial_instance else None,
+            "axial_other_series": round(float(np.mean(axial_other)), 4) if axial_other else None,
             "by_structure": {name: {"points": len(v), "median_mm": round(float(np.median(v)), 3),
                                     "p90_mm": round(float(np.percentile(v, 90)), 3)}
                              for name, v in by_structure.items() if v}}
