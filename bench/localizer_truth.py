@@ -21,8 +21,8 @@ beside `right_slice`, the share on the chosen series' slice nearest the true rec
 last two are the same rule (the phantom annotates a recess on the slice nearest it). On another axial series the
 annotated point stands in for the structure, and it lies up to half the annotated series' spacing off it, along
 that series' normal; a localiser takes another series where that series has a slice nearer the structure than any
-of the annotated one, so exactly where the annotated point is farthest off (`other_series_*`: those points, and
-how each reading scores them).
+of the annotated one, so exactly where the annotated point is farthest off (`other_series`: how many points lie
+there; `other_series_right_slice`: how many of them on the slice nearest the true recess).
 """
 
 from __future__ import annotations
