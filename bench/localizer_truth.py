@@ -52,6 +52,7 @@ def measure(cohort: Path, points_csv: Path) -> list[dict]:
     for source, path in (("annotators", cohort / "train_label_coordinates.csv"), ("given", points_csv)):
         got: dict[str, list] = {}
         frame = pd.read_csv(path, dtype={"study_id": str, "series_id": str})
+        given = frame.to_dict("records")  # the last source's: the points the line scores
         for sid, rows in frame.groupby("study_id"):
             series = study_series(cohort, sid, desc)
             spine = spines[sid]
@@ -87,20 +88,19 @@ def measure(cohort: Path, points_csv: Path) -> list[dict]:
                           "tie_margin_mm": np.round(np.percentile(a[:, 6], [10, 25, 50]), 2).tolist(),
                           "nearest_slice_off_ties": (round(float(np.mean(a[a[:, 5] == 0, 4])), 4)
                                                      if (a[:, 5] == 0).any() else None)})
-    return lines + [axial_line(cohort, points_csv, recess_slices)]
+    line = axial_line(cohort, given, recess_slices, desc)
+    return lines + [{"source": "given", "points": str(points_csv), **line}]
 
 
-def axial_line(cohort: Path, points_csv: Path, recess_slices: dict) -> dict:
-    """The "right axial slice" line's three readings (see the module docstring); `recess_slices`: {(study,
-    condition title, level title): (series id, on the slice nearest the true recess?)} of the given points."""
-    import pandas as pd
-
+def axial_line(cohort: Path, given: list[dict], recess_slices: dict, desc) -> dict:
+    """The "right axial slice" line's three readings (see the module docstring) of the `given` points;
+    `recess_slices`: {(study, condition title, level title): (series id, on the slice nearest the true recess?)}
+    of their recesses."""
     from hubkit.dataset_builder import rsna_csv
     from hubkit.localizer.fit import point_metrics
 
-    coords, desc = rsna_csv.read_coordinates(cohort), rsna_csv.read_descriptions(cohort)
-    rows = pd.read_csv(points_csv, dtype={"study_id": str, "series_id": str}).to_dict("records")
-    proxy = point_metrics(rows, coords, cohort, desc)
+    coords = rsna_csv.read_coordinates(cohort)
+    proxy = point_metrics(given, coords, cohort, desc)
     same, other = [], []
     for sid, refs in coords.items():
         for ref in refs:
@@ -108,7 +108,7 @@ def axial_line(cohort: Path, points_csv: Path, recess_slices: dict) -> dict:
             if got is not None:
                 (same if got[0] == str(ref["series_id"]) else other).append(got[1])
     every = same + other
-    return {"source": "given", "points": str(points_csv), "line": "right axial slice", "n": len(every),
+    return {"line": "right axial slice", "n": len(every),
             "axial_right_instance": proxy["axial_right_instance"], "axial_right_slice": proxy["axial_right_slice"],
             "right_slice": round(float(np.mean(every)), 4) if every else None,
             "other_series": len(other), "other_series_right_slice": int(sum(other))}

@@ -152,8 +152,9 @@ def test_point_metrics_names_the_points_on_a_series_not_annotated(tmp_path):
 
     cohort = synth_cohort(tmp_path / "two", 2, seed=3, progress=False, pose="realistic", rates={"two_axial": 1.0})
     coords, desc = rsna_csv.read_coordinates(cohort), rsna_csv.read_descriptions(cohort)
-    as_given = [dict(r, study_id=sid) for sid, rows in coords.items() for r in rows]
-    assert point_metrics(as_given, coords, cohort, desc)["axial_other_series"] == 0.0
+    exact = point_metrics([dict(r, study_id=sid) for sid, rows in coords.items() for r in rows], coords, cohort,
+                          desc)
+    assert exact["axial_other_series"] == 0.0
     moved, recesses, predicted = 0, 0, []
     for sid, rows in coords.items():
         series = _study(cohort, sid)
@@ -174,7 +175,7 @@ def test_point_metrics_names_the_points_on_a_series_not_annotated(tmp_path):
     assert moved > 0 and m["axial_other_series"] == round(moved / recesses, 4)
     assert m["axial_right_slice"] == 1.0 and m["axial_right_instance"] == round(1 - moved / recesses, 4)
     assert dict(error_rows(m))["right axial slice"].endswith("of the points on a series not annotated)")
-    assert dict(error_rows(point_metrics(as_given, coords, cohort, desc)))["right axial slice"] == "100.0%"
+    assert dict(error_rows(exact))["right axial slice"] == "100.0%"
 
 
 def test_train_writes_a_localizer_that_locates(cohort, tmp_path):
